@@ -1,0 +1,28 @@
+"""segrefine: semantic segmentation refined by a conditional diffusion model.
+
+The public API mirrors the CLI: :class:`Segmenter` (``train-segmenter`` / ``predict``),
+:func:`evaluate_folder` (``evaluate``), the metrics in :mod:`segrefine.metrics` and the data
+readers in :mod:`segrefine.data`. Heavy modules load lazily, so ``import segrefine`` is quick.
+"""
+
+from importlib import import_module
+from typing import Any
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "Segmenter": "segrefine.segmenter",
+    "TrainConfig": "segrefine.train",
+    "train_segmenter": "segrefine.train",
+    "evaluate_folder": "segrefine.evaluate",
+    "predict_to_folder": "segrefine.predict",
+    "InputError": "segrefine.errors",
+}
+
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'segrefine' has no attribute {name!r}")

@@ -1,0 +1,112 @@
+"""Run folders and checkpoints: safetensors for tensors, JSON for everything else, no pickle.
+
+A run folder (``RUN_DIR``) holds
+
+* ``config.json`` -- what the run is (``"kind": "segmenter"`` or ``"refiner"``), the model's
+  architecture and classes, and the settings it was trained with;
+* ``model.safetensors`` -- the weights to use (the best validation epoch);
+* ``last.safetensors`` -- weights *and* optimizer state of the newest epoch, with the trainer's
+  progress in the file's metadata, so one atomic file is all ``--resume`` needs;
+* ``log.jsonl`` -- one JSON line per epoch.
+
+Every file is written to a temporary name and renamed into place.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+
+from .data.io import atomic_path, write_json
+from .errors import InputError
+
+FORMAT_VERSION = 1
+CONFIG = "config.json"
+WEIGHTS = "model.safetensors"
+LAST = "last.safetensors"
+LOG = "log.jsonl"
+
+
+def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict | None = None):
+    """Write tensors (+ optional JSON-able ``meta``) to one safetensors file, atomically."""
+    flat = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    metadata = {"segrefine": json.dumps(meta or {})}
+    with atomic_path(path) as tmp:
+        save_file(flat, str(tmp), metadata=metadata)
+
+
+def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """Read a file written by :func:`save_tensors`: (tensors, meta)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("no such checkpoint file", path)
+    try:
+        tensors = load_file(str(path))
+        with safe_open(str(path), framework="pt") as f:
+            raw = (f.metadata() or {}).get("segrefine", "{}")
+    except (SafetensorError, OSError, ValueError) as err:
+        raise InputError(f"not a readable safetensors checkpoint ({err})", path) from err
+    return tensors, json.loads(raw)
+
+
+def optimizer_to_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    """Split an optimizer's state into tensors and a JSON-able remainder (no pickle needed)."""
+    state = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for pid, pstate in state["state"].items():
+        for name, value in pstate.items():
+            if torch.is_tensor(value):
+                tensors[f"optim.{pid}.{name}"] = value
+            else:
+                scalars.setdefault(str(pid), {})[name] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def optimizer_from_tensors(
+    optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict
+) -> None:
+    """Inverse of :func:`optimizer_to_tensors`: load the state back into ``optimizer``."""
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, pid, name = key.split(".", 2)
+            state.setdefault(int(pid), {})[name] = value
+    for pid, values in meta.get("scalars", {}).items():
+        state.setdefault(int(pid), {}).update(values)
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def write_config(run_dir: str | Path, config: dict) -> None:
+    write_json(Path(run_dir) / CONFIG, {"format_version": FORMAT_VERSION, **config})
+
+
+def read_config(run_dir: str | Path, kind: str) -> dict:
+    """Read a run folder's config, checking that it is a segrefine run of the expected ``kind``."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise InputError("no such run folder", run_dir)
+    path = run_dir / CONFIG
+    if not path.is_file():
+        raise InputError(f"not a segrefine run (no {CONFIG})", run_dir)
+    try:
+        config = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise InputError(f"run config is not valid JSON ({err})", path) from err
+    found = config.get("kind") if isinstance(config, dict) else None
+    if found != kind:
+        raise InputError(f"is a {found or 'unknown'} run, expected a {kind} run", run_dir)
+    if config.get("format_version", 0) > FORMAT_VERSION:
+        raise InputError("run was written by a newer segrefine; upgrade to read it", path)
+    return config
+
+
+def append_log(run_dir: str | Path, record: dict) -> None:
+    """Append one JSON line to the run's log (a line is written whole or not at all)."""
+    with open(Path(run_dir) / LOG, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")

@@ -1,0 +1,147 @@
+"""Reading and writing images, masks and arrays, validated at the door.
+
+Every reader here either returns a well-formed array or raises :class:`~segrefine.errors.InputError`
+naming the file. Every writer writes to a temporary file in the same folder and renames it into
+place, so an interrupted run never leaves a half-written file behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from ..errors import InputError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+VOID = 255  # the void / ignore label of PASCAL VOC and CamVid
+
+
+def _voc_palette() -> list[int]:
+    """The PASCAL VOC colour map (bit-interleaved label id -> RGB), 256 entries, 255 = cream."""
+    palette = []
+    for label in range(256):
+        r = g = b = 0
+        c = label
+        for shift in range(7, -1, -1):
+            r |= ((c >> 0) & 1) << shift
+            g |= ((c >> 1) & 1) << shift
+            b |= ((c >> 2) & 1) << shift
+            c >>= 3
+        palette.extend((r, g, b))
+    return palette
+
+
+VOC_PALETTE: list[int] = _voc_palette()
+
+
+def _open(path: Path) -> Image.Image:
+    if not path.is_file():
+        raise InputError("no such file", path)
+    if path.stat().st_size == 0:
+        raise InputError("file is empty (0 bytes)", path)
+    try:
+        img = Image.open(path)
+        img.load()  # decode now: a truncated file fails here, not later in a worker
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise InputError(f"cannot read image ({err})", path) from err
+    return img
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image as RGB ``uint8`` (H, W, 3).
+
+    Grayscale, palette, 16-bit and RGBA images are converted (alpha is composited on black
+    by dropping it), never rejected.
+    """
+    path = Path(path)
+    img = _open(path)
+    if img.mode in ("I;16", "I;16B", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        top = arr.max() if arr.max() > 0 else 1.0
+        img = Image.fromarray((arr / top * 255).astype(np.uint8))
+    return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
+
+
+def read_mask(path: str | Path) -> np.ndarray:
+    """Read a label mask as ``uint8`` (H, W) of class ids (255 = void).
+
+    Palette PNGs (PASCAL VOC) give their palette indices; mode "L" PNGs give their values.
+    An RGB mask is rejected: its colours are not class ids.
+    """
+    path = Path(path)
+    img = _open(path)
+    if img.mode in ("P", "L"):
+        return np.asarray(img, dtype=np.uint8).copy()
+    if img.mode in ("I", "I;16", "I;16B"):
+        arr = np.asarray(img)
+        if arr.max(initial=0) > 255:
+            raise InputError(f"mask has label ids above 255 (max {arr.max()})", path)
+        return arr.astype(np.uint8)
+    if img.mode == "1":
+        return np.asarray(img, dtype=np.uint8).copy()
+    raise InputError(
+        f"mask must be a palette or single-channel PNG of class ids, got mode {img.mode}", path
+    )
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_label_png(path: str | Path, labels: np.ndarray) -> None:
+    """Write class ids as a palette PNG with the VOC colour map (viewable and re-readable)."""
+    labels = np.asarray(labels)
+    if labels.ndim != 2 or labels.min(initial=0) < 0 or labels.max(initial=0) > 255:
+        raise ValueError(f"labels must be a 2-D array of ids in 0..255, got {labels.shape}")
+    img = Image.fromarray(labels.astype(np.uint8), mode="P")
+    img.putpalette(VOC_PALETTE)
+    with atomic_path(path) as tmp:
+        img.save(tmp, format="PNG")
+
+
+def write_image(path: str | Path, image: np.ndarray) -> None:
+    """Write an RGB/gray ``uint8`` array as an image (format from the suffix), atomically."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(np.asarray(image, dtype=np.uint8)).save(
+            tmp, format=Image.registered_extensions().get(path.suffix.lower(), "PNG")
+        )
+
+
+def write_npy(path: str | Path, array: np.ndarray) -> None:
+    """Save an array as ``.npy``, atomically."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, array)
+
+
+def write_json(path: str | Path, obj: object) -> None:
+    """Write JSON (indented, UTF-8), atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """Image files directly in ``folder``, sorted by name. Missing folder -> InputError."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError("no such folder", folder)
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)

@@ -1,0 +1,93 @@
+"""Tensor conversion and training augmentation.
+
+Augmentation works on a whole batch at once with one affine warp per image (``grid_sample``),
+so it costs little next to the network on a CPU. All its randomness comes from the
+``numpy.random.Generator`` passed in, which the trainer seeds from (seed, epoch, batch): a run
+resumed from a checkpoint therefore sees exactly the batches an uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .io import VOID
+
+# Images enter every network as (x / 255 - MEAN) / STD: roughly zero-centred, unit-scaled.
+MEAN = 0.5
+STD = 0.25
+
+
+def to_tensor(images: np.ndarray) -> torch.Tensor:
+    """uint8 (N, H, W, 3) or (H, W, 3) -> normalised float (N, 3, H, W)."""
+    if images.ndim == 3:
+        images = images[None]
+    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()
+    return (x / 255.0 - MEAN) / STD
+
+
+def from_tensor(x: torch.Tensor) -> np.ndarray:
+    """Inverse of :func:`to_tensor`: normalised float (N, 3, H, W) -> uint8 (N, H, W, 3)."""
+    img = ((x * STD + MEAN) * 255.0).clamp(0, 255).round().byte()
+    return img.permute(0, 2, 3, 1).cpu().numpy()
+
+
+@dataclass
+class AugmentConfig:
+    """What the training augmentation may do (all switchable)."""
+
+    flip: bool = True
+    scale: tuple[float, float] = (0.75, 1.25)  # random zoom; (1, 1) disables scale/crop
+    max_shift: float = 0.15  # random crop position, as a fraction of the image side
+    color_jitter: float = 0.2  # brightness, contrast and saturation each in [1-j, 1+j]
+
+
+def augment_batch(
+    images: torch.Tensor,
+    masks: torch.Tensor,
+    rng: np.random.Generator,
+    config: AugmentConfig | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Randomly flip, scale/crop and colour-jitter a batch.
+
+    ``images``: normalised float (B, 3, H, W); ``masks``: long (B, H, W). Pixels that a zoom-out
+    brings in from outside the image become void in the mask (they carry no label) and
+    mid-grey in the image.
+    """
+    config = config or AugmentConfig()
+    b = images.shape[0]
+    scale = rng.uniform(*config.scale, size=b)
+    flip = rng.random(b) < 0.5 if config.flip else np.zeros(b, dtype=bool)
+    shift = rng.uniform(-config.max_shift, config.max_shift, size=(b, 2))
+    jitter = rng.uniform(1 - config.color_jitter, 1 + config.color_jitter, size=(b, 3))
+
+    if config.scale != (1.0, 1.0) or config.flip or config.max_shift > 0:
+        # theta maps output coordinates to input ones: zooming in by s samples a 1/s window.
+        theta = np.zeros((b, 2, 3), dtype=np.float32)
+        theta[:, 0, 0] = np.where(flip, -1.0, 1.0) / scale
+        theta[:, 1, 1] = 1.0 / scale
+        # keep the crop window inside the image when zooming in, free when zooming out
+        room = np.abs(1.0 - 1.0 / scale)
+        theta[:, :, 2] = np.clip(shift * 2, -room[:, None], room[:, None])
+        grid = F.affine_grid(torch.from_numpy(theta), list(images.shape), align_corners=False)
+        images = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros",
+                               align_corners=False)
+        # shift mask ids by one so that padding (0) is recognisable as "outside" -> void
+        m = F.grid_sample((masks + 1).unsqueeze(1).float(), grid, mode="nearest",
+                          padding_mode="zeros", align_corners=False)
+        masks = m.squeeze(1).long() - 1
+        masks[masks < 0] = VOID
+
+    if config.color_jitter > 0:
+        j = torch.from_numpy(jitter.astype(np.float32))
+        rgb = images * STD + MEAN  # back to [0, 1] for the photometric changes
+        rgb = rgb * j[:, 0].view(b, 1, 1, 1)  # brightness
+        mean = rgb.mean(dim=(1, 2, 3), keepdim=True)
+        rgb = (rgb - mean) * j[:, 1].view(b, 1, 1, 1) + mean  # contrast
+        gray = rgb.mean(dim=1, keepdim=True)
+        rgb = (rgb - gray) * j[:, 2].view(b, 1, 1, 1) + gray  # saturation
+        images = (rgb.clamp(0, 1) - MEAN) / STD
+    return images, masks

@@ -1,0 +1,66 @@
+"""Scoring a folder of predicted label PNGs against a dataset split.
+
+Predictions are matched to ground truth by id (``<pred>/<id>.png``; ``<class>/<id>.png`` for
+per-class binary tasks). A prediction may be at the mask's own resolution, or a square of any
+size, in which case the mask goes through the protocol (square crop, nearest resize) first:
+both what ``segrefine predict`` writes and what another tool writes at full size are scored
+without extra flags.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from .data.datasets import preprocess_mask
+from .data.io import read_mask
+from .data.datasets import load_split
+from .errors import InputError
+from .metrics import SegmentationScores
+
+
+def _aligned_mask(mask, pred_shape, pred_path: Path):
+    if pred_shape == mask.shape:
+        return mask
+    if pred_shape[0] == pred_shape[1]:
+        return preprocess_mask(mask, pred_shape[0])
+    raise InputError(
+        f"prediction is {pred_shape[1]}x{pred_shape[0]}; expected the mask's size "
+        f"{mask.shape[1]}x{mask.shape[0]} or a square protocol size", pred_path,
+    )
+
+
+def evaluate_folder(
+    pred_dir: str | Path,
+    data: str | Path,
+    split: str,
+    classes: Sequence[str] | None = None,
+    binary_per_class: bool = False,
+) -> dict:
+    """Score predictions; returns the metrics summary (percent) with ``per_image`` scores and,
+    for several tasks, a ``per_task`` breakdown (the paper's per-class table)."""
+    pred_dir = Path(pred_dir)
+    if not pred_dir.is_dir():
+        raise InputError("no such prediction folder", pred_dir)
+    truth = load_split(data, split, classes, binary_per_class, size=None)
+    n = truth.num_classes
+    overall = SegmentationScores(n, truth.class_names)
+    per_task = {t.name: SegmentationScores(n, t.class_names) for t in truth.tasks}
+    ids = []
+    for item in truth.items:
+        path = pred_dir / f"{item.id}.png"
+        if not path.is_file():
+            raise InputError(f"no prediction for '{item.id}' of split '{split}'", path)
+        pred = read_mask(path)
+        if pred.max(initial=0) >= n:
+            raise InputError(f"prediction has class id {int(pred.max())} but the task has {n}"
+                             " classes", path)
+        mask = _aligned_mask(item.mask, pred.shape, path)
+        overall.update(pred, mask)
+        per_task[item.task].update(pred, mask)
+        ids.append(item.id)
+    summary = overall.summary()
+    summary["per_image"] = [{"id": i, **s} for i, s in zip(ids, overall.per_image, strict=True)]
+    if len(per_task) > 1:
+        summary["per_task"] = {name: s.summary() for name, s in per_task.items()}
+    return summary

@@ -1,0 +1,87 @@
+"""Running a segmenter over a folder of images or a dataset split, writing label PNGs and
+(optionally) probability maps that any other tool can read.
+
+Outputs, for an input named ``<id>``:
+
+* ``<id>.png`` -- class ids as a palette PNG (VOC colours; open it in any viewer, or read the
+  ids with ``numpy.asarray(PIL.Image.open(path))``);
+* ``<id>.npy`` -- with ``save_probs``: float16 probabilities, shape (C, H, W), summing to 1
+  over C; the class order is the run's ``class_names`` (also written to ``classes.txt``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .data.datasets import detect_layout, load_split
+from .data.io import list_images, read_image, write_label_png, write_npy
+from .errors import InputError
+from .segmenter import Segmenter
+
+
+@dataclass
+class InputImage:
+    id: str
+    image: np.ndarray  # RGB uint8
+
+
+def iter_inputs(
+    source: str | Path, size: int, split: str = "val", classes=None, binary_per_class=False,
+    keep_size: bool = False,
+) -> Iterator[InputImage]:
+    """Images from a plain folder, or from ``split`` of a dataset root (either layout).
+
+    Dataset images go through the run's protocol (crop + resize) with the run's class
+    selection, so predictions line up with ``evaluate`` on the same split. Folder images are
+    read one at a time (any sizes) and keep their names.
+    """
+    source = Path(source)
+    if not source.exists():
+        raise InputError("no such image folder or dataset", source)
+    if source.is_dir() and detect_layout(source) is not None:
+        data = load_split(source, split, classes, binary_per_class,
+                          None if keep_size else size, require_masks=False)
+        for item in data.items:
+            yield InputImage(item.id, item.image)
+        return
+    paths = [source] if source.is_file() else list_images(source)
+    if not paths:
+        raise InputError("no images found (jpg, png, bmp, tif, webp)", source)
+    for path in paths:
+        yield InputImage(path.stem, read_image(path))
+
+
+def predict_to_folder(
+    segmenter: Segmenter,
+    source: str | Path,
+    out: str | Path,
+    split: str = "val",
+    save_probs: bool = False,
+    keep_size: bool = False,
+    progress: bool = True,
+) -> list[str]:
+    """Predict every input image and write ``<id>.png`` (+ ``<id>.npy``) under ``out``.
+
+    Returns the ids written. Each file is written atomically; ``classes.txt`` records the
+    class order of the probability maps.
+    """
+    cfg = segmenter.config
+    inputs = iter_inputs(source, segmenter.size, split, cfg.get("classes"),
+                         cfg.get("binary_per_class", False), keep_size)
+    out = Path(out)
+    written = []
+    for inp in tqdm(inputs, desc="predict", disable=not progress, leave=False):
+        # protocol-sized dataset images pass through the (idempotent) crop + resize unchanged
+        probs = segmenter.predict(inp.image, keep_size=keep_size)
+        write_label_png(out / f"{inp.id}.png", probs.argmax(0))
+        if save_probs:
+            write_npy(out / f"{inp.id}.npy", probs.astype(np.float16))
+        written.append(inp.id)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "classes.txt").write_text("\n".join(segmenter.class_names) + "\n")
+    return written

@@ -1,0 +1,78 @@
+"""Drawing the evidence: colour-coded label maps, example grids and Markdown tables."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .data.io import VOC_PALETTE, VOID, atomic_path
+
+_PALETTE = np.array(VOC_PALETTE, dtype=np.uint8).reshape(256, 3)
+
+
+def colorize(labels: np.ndarray) -> np.ndarray:
+    """Class ids (H, W) -> RGB uint8 (H, W, 3) in the VOC colours (void = cream)."""
+    return _PALETTE[np.asarray(labels, dtype=np.uint8)]
+
+
+def overlay(image: np.ndarray, labels: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """Blend a colourised label map over an RGB image; background (0) and void stay clear."""
+    colour = colorize(labels).astype(np.float32)
+    keep = ((labels == 0) | (labels == VOID))[..., None]
+    mixed = (1 - alpha) * image.astype(np.float32) + alpha * colour
+    return np.where(keep, image, mixed).astype(np.uint8)
+
+
+def save_grid(
+    path: str | Path,
+    rows: Sequence[Sequence[np.ndarray]],
+    columns: Sequence[str],
+    row_labels: Sequence[str] | None = None,
+    cell_inches: float = 1.8,
+) -> Path:
+    """Save a grid of RGB/grey panels (one list per row) with column titles, as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # headless: never needs a display
+    import matplotlib.pyplot as plt
+
+    n_rows, n_cols = len(rows), len(columns)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(cell_inches * n_cols, cell_inches * n_rows),
+                             squeeze=False)
+    for r, row in enumerate(rows):
+        for c, panel in enumerate(row):
+            ax = axes[r][c]
+            ax.imshow(panel, cmap="magma" if panel.ndim == 2 else None, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(columns[c], fontsize=9)
+            if c == 0 and row_labels:
+                ax.set_ylabel(row_labels[r], fontsize=7)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    return Path(path)
+
+
+def metrics_table(results: dict[str, dict], keys: Sequence[tuple[str, str]] | None = None) -> str:
+    """A Markdown table with one row per named result (values in percent)."""
+    keys = keys or [("mean_image_iou", "per-image IoU"), ("miou", "mIoU"),
+                    ("boundary_iou", "Boundary IoU"), ("boundary_f", "boundary F")]
+    lines = ["| | " + " | ".join(label for _, label in keys) + " |",
+             "|---|" + "---|" * len(keys)]
+    for name, summary in results.items():
+        cells = [f"{summary[k]:.2f}" if summary.get(k) is not None else "n/a" for k, _ in keys]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def per_class_table(summary: dict) -> str:
+    """A Markdown table of per-class IoU (percent)."""
+    lines = ["| class | IoU |", "|---|---|"]
+    for name, value in summary["per_class_iou"].items():
+        lines.append(f"| {name} | {'n/a' if value is None else f'{value:.2f}'} |")
+    return "\n".join(lines)
