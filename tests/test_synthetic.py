@@ -82,19 +82,21 @@ def test_objects_overlap_touch_the_border_and_worms_are_thin(scenes) -> None:
                 break
     assert touching >= 3
 
-    border = np.concatenate([m[0], m[-1], m[:, 0], m[:, -1]] for _, m in scenes)
+    border = np.concatenate([np.concatenate([m[0], m[-1], m[:, 0], m[:, -1]]) for _, m in scenes])
     assert (border > 0).any(), "no object is ever cut by the frame"
 
-    worm_depth = [
-        ndimage.distance_transform_edt(mask == WORM).max() for _, mask in scenes if (mask == WORM).any()
-    ]
-    assert worm_depth and max(worm_depth) <= 4.0, "worms must stay a few pixels wide"
+    # Distance of each worm pixel to the nearest non-worm pixel: a stroke w px wide has depths
+    # up to about w / 2. Crossing or touching worms can be locally wider, hence the loose max.
+    depths = np.concatenate(
+        [ndimage.distance_transform_edt(mask == WORM)[mask == WORM] for _, mask in scenes]
+    )
+    assert depths.size > 0
+    assert depths.mean() <= 2.0 and depths.max() <= 6.0, "worms must stay a few pixels wide"
 
 
 def test_colour_alone_does_not_separate_objects_from_background(scenes) -> None:
     half = N_SCENES // 2
-    fit = [s for s in scenes[:half]]
-    held_out = [s for s in scenes[half:]]
+    fit, held_out = scenes[:half], scenes[half:]
 
     def pixels(batch):
         images = np.stack([image for image, _ in batch]).reshape(-1, 3).astype(np.int64)
@@ -132,7 +134,7 @@ def test_rejects_bad_arguments(seed, size) -> None:
         generate_scene(seed, size=size)
 
 
-# --------------------------------------------------------------------------- write_synthetic_dataset
+# ------------------------------------------------------------------------ write_synthetic_dataset
 
 
 def _names(root: Path, kind: str, split: str) -> list[str]:

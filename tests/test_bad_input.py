@@ -1,0 +1,168 @@
+"""Every kind of bad input: one line naming the file, exit code 2, nothing half-written."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from segrefine.data import load_split, read_image
+from segrefine.errors import InputError
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+def _train_args(data: Path, out: Path) -> list[str]:
+    return ["train-segmenter", "--data", data, "--out", out, "--epochs", "1", "--size", "32",
+            "--width", "4", "--depth", "2", "--batch-size", "4", "--quiet"]
+
+
+def _assert_one_line_error(code: int, err: str, names: str | Path) -> None:
+    assert code == 2
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("segrefine: error:")
+    assert str(names) in lines[0]
+
+
+def test_missing_dataset_folder(run_cli, tmp_path):
+    missing = tmp_path / "nowhere"
+    code, _, err = run_cli(*_train_args(missing, tmp_path / "run"))
+    _assert_one_line_error(code, err, missing)
+    assert not (tmp_path / "run").exists()
+
+
+def test_folder_that_is_not_a_dataset(run_cli, tmp_path):
+    (tmp_path / "junk").mkdir()
+    code, _, err = run_cli(*_train_args(tmp_path / "junk", tmp_path / "run"))
+    _assert_one_line_error(code, err, tmp_path / "junk")
+    assert "not a dataset root" in err
+
+
+@pytest.mark.parametrize("content", [b"", b"this is not a jpeg at all"], ids=["empty", "corrupt"])
+def test_zero_byte_or_corrupt_image(run_cli, tmp_path, synthetic_root, content):
+    data = _copy(synthetic_root, tmp_path / "data")
+    bad = sorted((data / "images" / "train").iterdir())[3]
+    bad.write_bytes(content)
+    code, _, err = run_cli(*_train_args(data, tmp_path / "run"))
+    _assert_one_line_error(code, err, bad)
+    assert not (tmp_path / "run").exists()
+
+
+def test_truncated_image(tmp_path, synthetic_root):
+    good = sorted((synthetic_root / "images" / "train").iterdir())[0]
+    bad = tmp_path / "truncated.png"
+    bad.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(InputError, match="truncated.png"):
+        read_image(bad)
+
+
+def test_image_and_mask_of_different_sizes(run_cli, tmp_path, synthetic_root):
+    data = _copy(synthetic_root, tmp_path / "data")
+    mask = sorted((data / "masks" / "train").iterdir())[2]
+    Image.fromarray(np.zeros((20, 30), np.uint8), mode="L").save(mask)
+    code, _, err = run_cli(*_train_args(data, tmp_path / "run"))
+    _assert_one_line_error(code, err, mask)
+    assert "does not match" in err
+
+
+def test_mask_with_label_ids_outside_the_class_list(run_cli, tmp_path, synthetic_root):
+    data = _copy(synthetic_root, tmp_path / "data")
+    mask = sorted((data / "masks" / "train").iterdir())[1]
+    arr = np.asarray(Image.open(mask)).copy()
+    arr[0, 0] = 9  # five classes: 0..4
+    Image.fromarray(arr, mode="L").save(mask)
+    code, _, err = run_cli(*_train_args(data, tmp_path / "run"))
+    _assert_one_line_error(code, err, mask)
+    assert "[9]" in err
+
+
+def test_empty_split(run_cli, tmp_path, voc_root):
+    split_file = voc_root / "ImageSets" / "Segmentation" / "train.txt"
+    split_file.write_text("\n")
+    code, _, err = run_cli(*_train_args(voc_root, tmp_path / "run"))
+    _assert_one_line_error(code, err, split_file)
+    assert "empty" in err
+
+
+def test_missing_split(run_cli, tmp_path, synthetic_root):
+    code, _, err = run_cli(*_train_args(synthetic_root, tmp_path / "run"), "--split", "test")
+    _assert_one_line_error(code, err, synthetic_root / "images" / "test")
+
+
+def test_grayscale_and_rgba_images_in_a_dataset_are_used(tmp_path, synthetic_root):
+    data = _copy(synthetic_root, tmp_path / "data")
+    images = sorted((data / "images" / "val").iterdir())
+    Image.open(images[0]).convert("L").save(images[0])
+    Image.open(images[1]).convert("RGBA").save(images[1])
+    split = load_split(data, "val", size=32)
+    assert all(it.image.shape == (32, 32, 3) for it in split.items)
+
+
+def test_checkpoint_of_the_wrong_kind(run_cli, tmp_path, synthetic_root):
+    run = tmp_path / "refiner_run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"kind": "refiner", "format_version": 1}))
+    code, _, err = run_cli("predict", "--model", run, "--images", synthetic_root,
+                           "--out", tmp_path / "pred")
+    _assert_one_line_error(code, err, run)
+    assert "expected a segmenter run" in err
+    assert not (tmp_path / "pred").exists()
+
+
+def test_folder_that_is_not_a_run(run_cli, tmp_path, synthetic_root):
+    code, _, err = run_cli("predict", "--model", tmp_path, "--images", synthetic_root,
+                           "--out", tmp_path / "pred")
+    _assert_one_line_error(code, err, tmp_path)
+    assert "not a segrefine run" in err
+
+
+def test_corrupt_weights_file(run_cli, tmp_path, trained_run, synthetic_root):
+    run = _copy(trained_run, tmp_path / "run")
+    (run / "model.safetensors").write_bytes(b"garbage")
+    code, _, err = run_cli("predict", "--model", run, "--images", synthetic_root,
+                           "--out", tmp_path / "pred")
+    _assert_one_line_error(code, err, run / "model.safetensors")
+
+
+def test_corrupt_image_while_predicting_leaves_no_partial_files(run_cli, tmp_path, trained_run,
+                                                                synthetic_root):
+    images = tmp_path / "images"
+    images.mkdir()
+    for i, src in enumerate(sorted((synthetic_root / "images" / "val").iterdir())[:3]):
+        shutil.copy(src, images / f"img{i}.png")
+    (images / "img1.png").write_bytes(b"\x89PNG broken")
+    out = tmp_path / "pred"
+    code, _, err = run_cli("predict", "--model", trained_run, "--images", images, "--out", out,
+                           "--save-probs", "--quiet")
+    _assert_one_line_error(code, err, images / "img1.png")
+    leftovers = sorted(p.name for p in out.iterdir()) if out.exists() else []
+    assert all(not name.startswith(".") for name in leftovers)  # no temp files
+    assert not any(name.startswith("img1") for name in leftovers)
+
+
+def test_prediction_missing_for_an_image(run_cli, tmp_path, synthetic_root):
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    code, _, err = run_cli("evaluate", "--pred", pred, "--data", synthetic_root, "--split", "val")
+    _assert_one_line_error(code, err, pred)
+    assert "no prediction" in err
+
+
+def test_training_into_an_existing_run_without_resume(run_cli, tmp_path, trained_run,
+                                                      synthetic_root):
+    code, _, err = run_cli(*_train_args(synthetic_root, trained_run))
+    _assert_one_line_error(code, err, trained_run)
+    assert "--resume" in err
+
+
+def test_unknown_option_is_a_usage_error(run_cli):
+    code, _, err = run_cli("predict", "--no-such-option")
+    assert code == 2
