@@ -6,7 +6,6 @@ line on stderr and exit code 2 (the same code Click uses for usage errors).
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -218,4 +217,4 @@ def main() -> None:
 if __name__ == "__main__":  # pragma: no cover
     main()
 
-__all__ = ["app", "main", "json"]
+__all__ = ["app", "main"]

@@ -12,9 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from .data.datasets import preprocess_mask
+from .data.datasets import load_split, preprocess_mask
 from .data.io import read_mask
-from .data.datasets import load_split
 from .errors import InputError
 from .metrics import SegmentationScores
 
