@@ -51,13 +51,18 @@ _MIN_SIZE = 16
 _TEXTURES: tuple[str, ...] = ("dots", "stripes", "smooth", "checker", "speckle")
 _CLASS_TEXTURE: dict[int, str] = {1: "dots", 2: "stripes", 3: "smooth", 4: "checker"}
 # A class wears its own texture this often; otherwise a random one (texture is a cue, not a key).
-_P_CHARACTERISTIC_TEXTURE = 0.75
+_P_CHARACTERISTIC_TEXTURE = 0.8
+# Clutter favours the plain textures, so that texture is informative without being decisive.
+_CLUTTER_TEXTURE_P = np.array([0.15, 0.15, 0.25, 0.15, 0.3])  # same order as _TEXTURES
 _P_EMPTY_SCENE = 0.1
 # Chance that an object copies the colour of the background under its centre (camouflage).
-_P_CAMOUFLAGE = 0.4
+_P_CAMOUFLAGE = 0.3
 # Chance that a later object is placed against an earlier one, so that they overlap.
 _P_OVERLAP = 0.5
 _P_OCCLUDER = 0.3
+# Chance that an object casts a soft shadow (objects lie on top of the clutter): a shape cue
+# that owes nothing to colour.
+_P_SHADOW = 0.6
 
 _Mask = np.ndarray  # bool (size, size)
 
@@ -129,17 +134,18 @@ def _paint(
     kind: str,
     base: np.ndarray,
     rng: np.random.Generator,
+    contrast: tuple[float, float] = (20.0, 60.0),
 ) -> None:
     """Paint ``region`` of ``image`` in place with texture ``kind`` around colour ``base``.
 
     The two texture colours sit symmetrically around ``base`` with a random offset direction, so
     texturing does not move the region's mean colour (which keeps the camouflage statistics
-    honest).
+    honest). ``contrast`` is the range of the brightness difference between the two colours.
     """
     yy, xx = np.nonzero(region)
     t = _texture(kind, yy.astype(np.float32), xx.astype(np.float32), rng)
     # Mostly a brightness offset with a little hue, like real surface patterns.
-    offset = rng.uniform(25.0, 60.0) * rng.choice([-1.0, 1.0]) + rng.normal(0.0, 12.0, 3)
+    offset = rng.uniform(*contrast) * rng.choice([-1.0, 1.0]) + rng.normal(0.0, 12.0, 3)
     image[yy, xx] = base[None, :] + (t[:, None] - 0.5) * offset[None, :].astype(np.float32)
 
 
@@ -283,6 +289,22 @@ def _palette_colour(palette: np.ndarray, rng: np.random.Generator, jitter: float
     return colour.astype(np.float32)
 
 
+def _clutter_texture(rng: np.random.Generator) -> str:
+    return _TEXTURES[rng.choice(len(_TEXTURES), p=_CLUTTER_TEXTURE_P)]
+
+
+def _cast_shadow(image: np.ndarray, region: _Mask, shift: np.ndarray, strength: float) -> None:
+    """Darken, in place, a blurred copy of ``region`` moved by ``shift`` (rows, cols)."""
+    dy, dx = int(shift[0]), int(shift[1])
+    size = region.shape[0]
+    moved = np.zeros(region.shape, np.float32)
+    moved[max(dy, 0) : size + min(dy, 0), max(dx, 0) : size + min(dx, 0)] = region[
+        max(-dy, 0) : size + min(-dy, 0), max(-dx, 0) : size + min(-dx, 0)
+    ]
+    shade = ndimage.gaussian_filter(moved, 1.5)
+    image *= (1.0 - strength * shade)[..., None]
+
+
 # --------------------------------------------------------------------------- scenes
 
 
@@ -340,9 +362,12 @@ def generate_scene(seed: int, size: int = 128) -> tuple[np.ndarray, np.ndarray]:
         else:
             region = _terrain(rng, size)
         colour = _palette_colour(palette, rng, 15.0)
-        _paint(image, region, _TEXTURES[rng.integers(len(_TEXTURES))], colour, rng)
+        _paint(image, region, _clutter_texture(rng), colour, rng)
 
     # Objects, painted back to front; the mask keeps the topmost.
+    # One light direction per scene, so that all shadows fall the same way.
+    light = rng.uniform(0.0, 2.0 * np.pi)
+    shadow_shift = np.rint(rng.uniform(1.5, 4.0) * np.array([np.sin(light), np.cos(light)]))
     n_objects = 0 if rng.random() < _P_EMPTY_SCENE else int(rng.integers(1, 6))
     placed: list[tuple[float, float, float]] = []
     for _ in range(n_objects):
@@ -368,7 +393,9 @@ def generate_scene(seed: int, size: int = 128) -> tuple[np.ndarray, np.ndarray]:
             texture = _CLASS_TEXTURE[cls]
         else:
             texture = _TEXTURES[rng.integers(len(_TEXTURES))]
-        _paint(image, region, texture, colour, rng)
+        if rng.random() < _P_SHADOW:
+            _cast_shadow(image, region, shadow_shift, rng.uniform(0.2, 0.45))
+        _paint(image, region, texture, colour, rng, contrast=(30.0, 70.0))
         mask[region] = cls
 
     # Background twigs in front of objects: occlusion by clutter, labelled background.
@@ -376,7 +403,7 @@ def generate_scene(seed: int, size: int = 128) -> tuple[np.ndarray, np.ndarray]:
         for _ in range(int(rng.integers(1, 3))):
             region = _bar(rng, size, thin=bool(rng.random() < 0.5))
             colour = _palette_colour(palette, rng, 15.0)
-            _paint(image, region, _TEXTURES[rng.integers(len(_TEXTURES))], colour, rng)
+            _paint(image, region, _clutter_texture(rng), colour, rng)
             mask[region] = 0
 
     # Camera: uneven illumination over everything, slight defocus and sensor noise.
