@@ -54,12 +54,15 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--device", default="auto")
     p.add_argument("--out", type=Path, default=REPO / "runs" / "bench_segmenter_weizmann")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
     p.add_argument("--tag", default="", help="suffix for the results file, e.g. 'gpu'")
     p.add_argument("--write-docs", action="store_true", help="update docs/benchmarks.md")
     args = p.parse_args(argv)
     if not args.data.is_dir():
         sys.exit(f"benchmark data not found: {args.data}")
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.out.exists():
         shutil.rmtree(args.out)
     cfg = TrainConfig(data=str(args.data), classes=["horse"], size=128, model=args.model,

@@ -14,6 +14,7 @@ CUDA unless turned off.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -157,6 +158,8 @@ def train_segmenter(
         for record in history:
             checkpoint.append_log(out, record)
 
+    # channels-last convolutions are ~20% faster on CPU and the preferred layout on GPU
+    model = model.to(memory_format=torch.channels_last)
     model, optimizer = accelerator.prepare(model, optimizer)
     images = torch.from_numpy(np.stack([it.image for it in train.items]))
     masks = torch.from_numpy(np.stack([it.mask for it in train.items]).astype(np.int64))
@@ -169,8 +172,9 @@ def train_segmenter(
                                  accelerator.process_index, accelerator.num_processes)
         model.train()
         losses = []
-        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not (progress and main),
-                   leave=False, dynamic_ncols=True)
+        # the per-batch bar only on a terminal; logs get the one line per epoch below
+        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
+                   disable=not (progress and main and sys.stderr.isatty()), dynamic_ncols=True)
         for step, idx in enumerate(bar):
             lr = learning_rate(cfg, epoch + step / len(batches))
             for group in optimizer.param_groups:
@@ -180,7 +184,8 @@ def train_segmenter(
             if cfg.augment:
                 rng = np.random.default_rng([cfg.seed, epoch, step, accelerator.process_index])
                 x, y = augment_batch(x, y, rng, aug)
-            x, y = x.to(accelerator.device), y.to(accelerator.device)
+            x = x.to(accelerator.device).contiguous(memory_format=torch.channels_last)
+            y = y.to(accelerator.device)
             with accelerator.autocast():
                 logits = model(x)
             loss = F.cross_entropy(logits.float(), y, ignore_index=VOID)

@@ -48,21 +48,25 @@ _GENERATOR_VERSION = 1
 _SPLITS: tuple[str, ...] = ("train", "val")
 _MIN_SIZE = 16
 
-_TEXTURES: tuple[str, ...] = ("dots", "stripes", "smooth", "checker", "speckle")
-_CLASS_TEXTURE: dict[int, str] = {1: "dots", 2: "stripes", 3: "smooth", 4: "checker"}
+_TEXTURES: tuple[str, ...] = ("dots", "stripes", "tube", "checker", "speckle", "smooth")
+_CLASS_TEXTURE: dict[int, str] = {1: "dots", 2: "stripes", 3: "tube", 4: "checker"}
 # A class wears its own texture this often; otherwise a random one (texture is a cue, not a key).
-_P_CHARACTERISTIC_TEXTURE = 0.8
+_P_CHARACTERISTIC_TEXTURE = 0.9
 # Clutter favours the plain textures, so that texture is informative without being decisive.
-_CLUTTER_TEXTURE_P = np.array([0.15, 0.15, 0.25, 0.15, 0.3])  # same order as _TEXTURES
+_CLUTTER_TEXTURE_P = np.array([0.02, 0.02, 0.02, 0.02, 0.46, 0.46])  # same order as _TEXTURES
+_N_CLUTTER = (2, 6)  # distractor shapes per scene, [low, high)
+# Object class frequencies (blob, star, worm, ring): thin worms cover few pixels, so they are
+# drawn more often to keep the classes' pixel shares within a factor of a few of each other.
+_CLASS_P = np.array([0.2, 0.2, 0.35, 0.25])
 _P_EMPTY_SCENE = 0.1
 # Chance that an object copies the colour of the background under its centre (camouflage).
-_P_CAMOUFLAGE = 0.3
+_P_CAMOUFLAGE = 0.2
 # Chance that a later object is placed against an earlier one, so that they overlap.
 _P_OVERLAP = 0.5
 _P_OCCLUDER = 0.3
 # Chance that an object casts a soft shadow (objects lie on top of the clutter): a shape cue
 # that owes nothing to colour.
-_P_SHADOW = 0.6
+_P_SHADOW = 0.8
 
 _Mask = np.ndarray  # bool (size, size)
 
@@ -103,18 +107,18 @@ def _texture(kind: str, yy: np.ndarray, xx: np.ndarray, rng: np.random.Generator
     u = xx * cos_t + yy * sin_t
     v = yy * cos_t - xx * sin_t
     if kind == "stripes":
-        period = float(rng.uniform(4.0, 9.0))
+        period = float(rng.uniform(5.0, 9.0))
         wave = np.sin(u * float(2.0 * np.pi / period) + float(rng.uniform(0.0, 2.0 * np.pi)))
         # Sharpen the sine into near-square stripes so they survive the final blur.
         return np.clip(wave * 1.5 + 0.5, 0.0, 1.0)
     if kind == "dots":
-        period = float(rng.uniform(5.0, 9.0))
+        period = float(rng.uniform(6.0, 10.0))
         radius = period * float(rng.uniform(0.2, 0.35))
         du = np.mod(u + float(rng.uniform(0.0, period)), period) - period / 2.0
         dv = np.mod(v + float(rng.uniform(0.0, period)), period) - period / 2.0
         return (du * du + dv * dv < radius * radius).astype(np.float32)
     if kind == "checker":
-        period = float(rng.uniform(4.0, 9.0))
+        period = float(rng.uniform(5.0, 10.0))
         cells = np.floor(u / period) + np.floor(v / period)
         return np.mod(cells, 2.0).astype(np.float32)
     if kind == "smooth":
@@ -143,7 +147,16 @@ def _paint(
     honest). ``contrast`` is the range of the brightness difference between the two colours.
     """
     yy, xx = np.nonzero(region)
-    t = _texture(kind, yy.astype(np.float32), xx.astype(np.float32), rng)
+    if yy.size == 0:
+        return
+    if kind == "tube":
+        # Shading by depth inside the region: a rounded, tube-like look that stays visible on
+        # strokes only a few pixels wide, where periodic textures vanish.
+        box = _bbox(region, 1)
+        depth = ndimage.distance_transform_edt(region[box])[yy - box[0].start, xx - box[1].start]
+        t = np.clip((depth - 0.5) / float(rng.uniform(1.5, 3.0)), 0.0, 1.0).astype(np.float32)
+    else:
+        t = _texture(kind, yy.astype(np.float32), xx.astype(np.float32), rng)
     # Mostly a brightness offset with a little hue, like real surface patterns.
     offset = rng.uniform(*contrast) * rng.choice([-1.0, 1.0]) + rng.normal(0.0, 12.0, 3)
     image[yy, xx] = base[None, :] + (t[:, None] - 0.5) * offset[None, :].astype(np.float32)
@@ -187,8 +200,21 @@ def _stroke(points: np.ndarray, half_width: float, size: int) -> _Mask:
         canvas[rr, cc] = True
     if not canvas.any():
         return np.zeros((size, size), bool)
-    dist = ndimage.distance_transform_edt(~canvas)
-    return (dist <= half_width)[pad:-pad, pad:-pad]
+    # The distance transform only matters near the line: run it on the line's bounding box.
+    box = _bbox(canvas, pad)
+    stroke = np.zeros_like(canvas)
+    stroke[box] = ndimage.distance_transform_edt(~canvas[box]) <= half_width
+    return stroke[pad:-pad, pad:-pad]
+
+
+def _bbox(mask: np.ndarray, margin: int) -> tuple[slice, slice]:
+    """Bounding box of ``mask`` (which must not be empty), grown by ``margin``, clipped."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    return (
+        slice(max(int(rows[0]) - margin, 0), min(int(rows[-1]) + margin + 1, mask.shape[0])),
+        slice(max(int(cols[0]) - margin, 0), min(int(cols[-1]) + margin + 1, mask.shape[1])),
+    )
 
 
 # --------------------------------------------------------------------------- object shapes
@@ -209,7 +235,7 @@ def _star(cy: float, cx: float, scale: float, rng: np.random.Generator, size: in
     angles += rng.normal(0.0, 0.15, 2 * points)
     radii = np.empty(2 * points)
     radii[0::2] = scale * rng.uniform(0.8, 1.2, points)
-    radii[1::2] = scale * rng.uniform(0.25, 0.5) * rng.uniform(0.85, 1.15, points)
+    radii[1::2] = scale * rng.uniform(0.3, 0.55) * rng.uniform(0.85, 1.15, points)
     return _radial_shape(cy, cx, radii, angles, size)
 
 
@@ -222,7 +248,7 @@ def _worm(cy: float, cx: float, scale: float, rng: np.random.Generator, size: in
     headings = heading + np.cumsum(curvature)
     path = np.cumsum(2.0 * np.stack([np.sin(headings), np.cos(headings)], axis=1), axis=0)
     path -= path.mean(axis=0)
-    return _stroke(path + np.array([cy, cx]), rng.uniform(1.0, 2.5), size)
+    return _stroke(path + np.array([cy, cx]), rng.uniform(2.0, 3.5), size)
 
 
 def _ring(cy: float, cx: float, scale: float, rng: np.random.Generator, size: int) -> _Mask:
@@ -231,7 +257,7 @@ def _ring(cy: float, cx: float, scale: float, rng: np.random.Generator, size: in
     angles = np.linspace(0.0, 2.0 * np.pi, n, endpoint=False)
     wobble = _radial_noise(n, rng, 0.15, max_harmonic=3)
     outer = scale * (1.0 + wobble)
-    thickness = scale * rng.uniform(0.25, 0.45)
+    thickness = scale * rng.uniform(0.35, 0.55)
     inner = np.clip(outer - thickness * rng.uniform(0.8, 1.2, n).clip(0.9, 1.1), 1.0, None)
     return _radial_shape(cy, cx, outer, angles, size) & ~_radial_shape(cy, cx, inner, angles, size)
 
@@ -244,10 +270,10 @@ _SHAPES: dict[int, Callable[[float, float, float, np.random.Generator, int], _Ma
 }
 # Object scale range as a fraction of the image size (radius, or half length for worms).
 _SCALES: dict[int, tuple[float, float]] = {
-    1: (0.1, 0.24),
-    2: (0.12, 0.28),
-    3: (0.2, 0.4),
-    4: (0.1, 0.22),
+    1: (0.13, 0.28),
+    2: (0.16, 0.32),
+    3: (0.3, 0.5),
+    4: (0.14, 0.26),
 }
 
 
@@ -289,20 +315,32 @@ def _palette_colour(palette: np.ndarray, rng: np.random.Generator, jitter: float
     return colour.astype(np.float32)
 
 
+def _local_colour(image: np.ndarray, region: _Mask, cy: float, cx: float) -> np.ndarray:
+    """Mean colour of ``image`` under ``region`` (at the clipped centre if nothing is visible)."""
+    if region.any():
+        return image[region].mean(axis=0)
+    size = image.shape[0]
+    return image[int(np.clip(round(cy), 0, size - 1)), int(np.clip(round(cx), 0, size - 1))]
+
+
 def _clutter_texture(rng: np.random.Generator) -> str:
     return _TEXTURES[rng.choice(len(_TEXTURES), p=_CLUTTER_TEXTURE_P)]
 
 
 def _cast_shadow(image: np.ndarray, region: _Mask, shift: np.ndarray, strength: float) -> None:
     """Darken, in place, a blurred copy of ``region`` moved by ``shift`` (rows, cols)."""
+    if not region.any():
+        return
     dy, dx = int(shift[0]), int(shift[1])
     size = region.shape[0]
     moved = np.zeros(region.shape, np.float32)
     moved[max(dy, 0) : size + min(dy, 0), max(dx, 0) : size + min(dx, 0)] = region[
         max(-dy, 0) : size + min(-dy, 0), max(-dx, 0) : size + min(-dx, 0)
     ]
-    shade = ndimage.gaussian_filter(moved, 1.5)
-    image *= (1.0 - strength * shade)[..., None]
+    # Blur only around the shadow; the margin covers the Gaussian's support (4 sigma = 6 px).
+    box = _bbox(region, abs(dy) + abs(dx) + 8)
+    shade = ndimage.gaussian_filter(moved[box], 1.5)
+    image[box] *= (1.0 - strength * shade)[..., None]
 
 
 # --------------------------------------------------------------------------- scenes
@@ -353,7 +391,7 @@ def generate_scene(seed: int, size: int = 128) -> tuple[np.ndarray, np.ndarray]:
     mask = np.zeros((size, size), np.uint8)
 
     # Distractor clutter in the objects' colours and textures.
-    for _ in range(int(rng.integers(4, 10))):
+    for _ in range(int(rng.integers(*_N_CLUTTER))):
         kind = rng.choice(3, p=[0.45, 0.3, 0.25])
         if kind == 0:
             region = _rectangle(rng, size)
@@ -362,16 +400,16 @@ def generate_scene(seed: int, size: int = 128) -> tuple[np.ndarray, np.ndarray]:
         else:
             region = _terrain(rng, size)
         colour = _palette_colour(palette, rng, 15.0)
-        _paint(image, region, _clutter_texture(rng), colour, rng)
+        _paint(image, region, _clutter_texture(rng), colour, rng, contrast=(10.0, 40.0))
 
     # Objects, painted back to front; the mask keeps the topmost.
     # One light direction per scene, so that all shadows fall the same way.
     light = rng.uniform(0.0, 2.0 * np.pi)
     shadow_shift = np.rint(rng.uniform(1.5, 4.0) * np.array([np.sin(light), np.cos(light)]))
-    n_objects = 0 if rng.random() < _P_EMPTY_SCENE else int(rng.integers(1, 6))
+    n_objects = 0 if rng.random() < _P_EMPTY_SCENE else int(rng.integers(2, 7))
     placed: list[tuple[float, float, float]] = []
     for _ in range(n_objects):
-        cls = int(rng.integers(1, len(SYNTHETIC_CLASSES)))
+        cls = int(rng.choice(len(_CLASS_P), p=_CLASS_P)) + 1
         scale = rng.uniform(*_SCALES[cls]) * size
         if placed and rng.random() < _P_OVERLAP:
             py, px, pscale = placed[int(rng.integers(len(placed)))]
@@ -383,19 +421,30 @@ def generate_scene(seed: int, size: int = 128) -> tuple[np.ndarray, np.ndarray]:
             cy, cx = rng.uniform(-0.05, 1.05, 2) * size
         placed.append((cy, cx, scale))
         region = _SHAPES[cls](cy, cx, scale, rng, size)
-        if rng.random() < _P_CAMOUFLAGE:
-            iy = int(np.clip(round(cy), 0, size - 1))
-            ix = int(np.clip(round(cx), 0, size - 1))
-            colour = image[iy, ix] + rng.normal(0.0, 18.0, 3).astype(np.float32)
+        # Colour relative to the background under the object: camouflaged objects match it,
+        # the others differ from it in brightness, up or down at random, so that objects are on
+        # average neither brighter nor darker than the background and colour stays no cue.
+        local = _local_colour(image, region, cy, cx)
+        camouflaged = bool(rng.random() < _P_CAMOUFLAGE)
+        if camouflaged:
+            colour = local + rng.normal(0.0, 15.0, 3)
         else:
-            colour = _palette_colour(palette, rng, 20.0)
+            step = rng.uniform(40.0, 90.0) * rng.choice([-1.0, 1.0])
+            # Step the other way rather than clip at the ends of the range: a pile-up of
+            # saturated objects would be a colour cue.
+            if not 25.0 <= float(local.mean()) + step <= 230.0:
+                step = -step
+            colour = local + step + rng.normal(0.0, 20.0, 3)
+        colour = colour.astype(np.float32)
         if rng.random() < _P_CHARACTERISTIC_TEXTURE:
             texture = _CLASS_TEXTURE[cls]
         else:
             texture = _TEXTURES[rng.integers(len(_TEXTURES))]
         if rng.random() < _P_SHADOW:
-            _cast_shadow(image, region, shadow_shift, rng.uniform(0.2, 0.45))
-        _paint(image, region, texture, colour, rng, contrast=(30.0, 70.0))
+            _cast_shadow(image, region, shadow_shift, rng.uniform(0.15, 0.35))
+        # Camouflaged objects also tone their texture down to the clutter's contrast.
+        contrast = (10.0, 40.0) if camouflaged else (50.0, 90.0)
+        _paint(image, region, texture, colour, rng, contrast=contrast)
         mask[region] = cls
 
     # Background twigs in front of objects: occlusion by clutter, labelled background.
