@@ -82,7 +82,7 @@ class Segmenter:
         seg = cls.from_config(config, device)
         tensors, _ = checkpoint.load_tensors(Path(run_dir) / checkpoint.WEIGHTS)
         try:
-            seg.model.load_state_dict({k: v for k, v in tensors.items()})
+            seg.model.load_state_dict(tensors)
         except RuntimeError as err:
             raise InputError(
                 "weights do not match the architecture in config.json",
