@@ -86,13 +86,15 @@ def test_objects_overlap_touch_the_border_and_worms_are_thin(scenes) -> None:
     assert (border > 0).any(), "no object is ever cut by the frame"
 
     # Distance of each worm pixel to the nearest non-worm pixel: a stroke w px wide has depths
-    # up to about w / 2. Crossing or touching worms can be locally wider, hence the loose max
-    # (a crossing of two 5 px strokes measured just over 6 px deep).
+    # up to about w / 2 (worms are 5-8 px wide; the mean depth measures 2.3). Where worms cross
+    # or touch they are locally wider (a crossing measured 11 px deep), so the tail is bounded by
+    # a percentile (measured 6.4), not the max.
     depths = np.concatenate(
         [ndimage.distance_transform_edt(mask == WORM)[mask == WORM] for _, mask in scenes]
     )
     assert depths.size > 0
-    assert depths.mean() <= 2.0 and depths.max() <= 8.0, "worms must stay a few pixels wide"
+    assert depths.mean() <= 3.0, "worms must stay a few pixels wide"
+    assert np.percentile(depths, 99) <= 8.0, "worms must stay a few pixels wide"
 
 
 def test_colour_alone_does_not_separate_objects_from_background(scenes) -> None:
@@ -107,15 +109,19 @@ def test_colour_alone_does_not_separate_objects_from_background(scenes) -> None:
     x_fit, y_fit = pixels(fit)
     x_test, y_test = pixels(held_out)
 
-    # 1) The mean colours agree to within a fifth of the per-channel pixel spread (about 57 grey
-    #    levels here): a threshold between the two means would misclassify most pixels.
-    spread = x_fit.std(axis=0)
-    diff = np.abs(x_fit[y_fit].mean(axis=0) - x_fit[~y_fit].mean(axis=0))
-    assert np.all(diff < 0.2 * spread), (diff, spread)
+    # 1) Over all scenes the mean colours differ by less than 0.3 of the per-channel pixel spread
+    #    (about 55 grey levels; measured 0.08-0.13 here, 0.21 at worst on other batches of 60,
+    #    since each scene's palette is a large random effect). For two Gaussians a mean shift of
+    #    0.3 sigma lets the best threshold on a channel reach a balanced accuracy of only
+    #    Phi(0.15) = 0.56, where 0.5 is chance.
+    x_all, y_all = np.concatenate([x_fit, x_test]), np.concatenate([y_fit, y_test])
+    spread = x_all.std(axis=0)
+    diff = np.abs(x_all[y_all].mean(axis=0) - x_all[~y_all].mean(axis=0))
+    assert np.all(diff < 0.3 * spread), (diff, spread)
 
     # 2) Stronger: the best per-pixel colour classifier there is at this resolution (a Bayes
-    #    rule on 8x8x8 colour histograms, fit on one half of the scenes) stays far from useful
-    #    on the other half (0.5 is chance; measured 0.66). Balanced accuracy ignores the
+    #    rule on 8x8x8 colour histograms, fit on one half of the scenes) stays close to chance
+    #    on the other half (0.5 is chance; measured 0.55). Balanced accuracy ignores the
     #    background's majority.
     def bins(x: np.ndarray) -> np.ndarray:
         q = x // 32
@@ -127,7 +133,7 @@ def test_colour_alone_does_not_separate_objects_from_background(scenes) -> None:
     test_bins = bins(x_test)
     predicted = (p_obj / p_obj.sum())[test_bins] > (p_bg / p_bg.sum())[test_bins]
     balanced = 0.5 * (predicted[y_test].mean() + (~predicted[~y_test]).mean())
-    assert balanced < 0.70, balanced
+    assert balanced < 0.62, balanced
 
 
 @pytest.mark.parametrize(("seed", "size"), [(-1, 128), (0, 8), (1.5, 128), (0, True)])

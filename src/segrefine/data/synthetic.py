@@ -1,22 +1,28 @@
 """Deterministic synthetic scenes: the embedded demo dataset and the test fixture.
 
-Every scene is a cluttered, textured background with 0-4 objects of four classes painted on it
-in z-order. The generator is built to reproduce, at 128 px and in milliseconds, the hard cases a
-mask refiner is meant to fix:
+Every scene is a cluttered, textured background with 0-6 objects of four classes painted on it
+in z-order (``SYNTHETIC_CLASSES``: background, blob, star, worm, ring). At 128 px a scene takes
+a few milliseconds, and it reproduces the hard cases a mask refiner is meant to fix:
 
-* **camouflage** - objects take their colours from the same per-scene palette as the background
-  clutter (half of them copy the colour of the background right under them), so colour alone
-  does not separate object from background; shape and texture must be used;
-* **overlap and occlusion** - objects are often placed on top of one another (the mask shows the
+* **camouflage** - the background palette and the clutter are drawn from the same four hue
+  families as the objects, so a pixel's colour does not say whether it belongs to an object
+  (a per-pixel colour classifier is near chance); some objects (10%) go further and copy the
+  colour of the background under them with a toned-down texture;
+* **overlap and occlusion** - objects are often placed against earlier ones (the mask shows the
   topmost), run out of the frame, and are sometimes crossed by straight background "twigs";
-* **thin parts** - worms are curved strokes 2-5 px wide and stars have thin spikes, so one
-  pixel of boundary error costs a large share of their IoU;
-* **distractors** - the background holds rectangles, straight bars and irregular terrain
-  patches painted with the very textures the objects use.
+* **thin parts** - worms are curved strokes 5-8 px wide, stars have thin spikes and rings a hole,
+  so a pixel of boundary error costs a large share of their IoU;
+* **distractors** - rectangles, straight bars and large irregular patches in the same colours,
+  now and then in the objects' textures.
 
-Each object class has a characteristic texture (blob: dots, star: stripes, worm: smooth shading,
-ring: checker) but wears a random one a quarter of the time, so texture is a strong but not a
-perfect cue. About one scene in ten holds no object at all.
+What makes the task learnable is the conjunction of cues, none decisive on its own: each class
+has a characteristic texture (blob: dots, star: stripes, worm: tube shading, ring: checker; 90%
+of the time), a characteristic hue family (90% of the time; the background uses all of them),
+its shape, a higher texture contrast than the clutter, and usually a soft drop shadow. The
+demo's U-Net (width 16, 25 epochs on 200 scenes, about 3 CPU minutes) scored 66 mIoU on val
+(background 95, blob 67, star 62, worm 49, ring 59; Boundary IoU 47): learnable, yet with
+missed camouflaged objects, class confusions and thin-structure boundaries left for a refiner.
+About one scene in ten holds no object at all.
 
 Scenes are fully determined by their integer seed (a private ``numpy.random.Generator`` per
 scene; the global RNG is never touched). :func:`write_synthetic_dataset` writes them in the
@@ -25,6 +31,7 @@ project's generic folder layout.
 
 from __future__ import annotations
 
+import colorsys
 import json
 import os
 import shutil
@@ -44,7 +51,7 @@ SYNTHETIC_CLASSES: tuple[str, ...] = ("background", "blob", "star", "worm", "rin
 """Class names in id order; id 0 is the background. Masks have no void label."""
 
 # Bump whenever the scene distribution changes, so cached datasets on disk are regenerated.
-_GENERATOR_VERSION = 1
+_GENERATOR_VERSION = 2
 _SPLITS: tuple[str, ...] = ("train", "val")
 _MIN_SIZE = 16
 
@@ -57,10 +64,19 @@ _CLUTTER_TEXTURE_P = np.array([0.02, 0.02, 0.02, 0.02, 0.46, 0.46])  # same orde
 _N_CLUTTER = (2, 6)  # distractor shapes per scene, [low, high)
 # Object class frequencies (blob, star, worm, ring): thin worms cover few pixels, so they are
 # drawn more often to keep the classes' pixel shares within a factor of a few of each other.
-_CLASS_P = np.array([0.2, 0.2, 0.35, 0.25])
+_CLASS_P = np.array([0.2, 0.2, 0.4, 0.2])
 _P_EMPTY_SCENE = 0.1
-# Chance that an object copies the colour of the background under its centre (camouflage).
-_P_CAMOUFLAGE = 0.2
+# Hue (degrees) of each object class's colour family (blob, star, worm, ring). The background
+# palette is drawn from the same families, so a colour hints at which class an object is but not
+# at whether a pixel belongs to an object at all.
+_FAMILY_HUES = np.array([0.0, 90.0, 180.0, 270.0])
+# How often a background palette colour comes from each family: the families' measured shares of
+# object pixels, so that background and object pixels have the same colour distribution.
+_PALETTE_FAMILY_P = np.array([0.35, 0.19, 0.24, 0.22])
+# An object takes its class's colour family this often, otherwise a random family.
+_P_CHARACTERISTIC_COLOUR = 0.9
+# Chance that an object copies the colour of the background under it (camouflage).
+_P_CAMOUFLAGE = 0.1
 # Chance that a later object is placed against an earlier one, so that they overlap.
 _P_OVERLAP = 0.5
 _P_OCCLUDER = 0.3
@@ -107,18 +123,18 @@ def _texture(kind: str, yy: np.ndarray, xx: np.ndarray, rng: np.random.Generator
     u = xx * cos_t + yy * sin_t
     v = yy * cos_t - xx * sin_t
     if kind == "stripes":
-        period = float(rng.uniform(5.0, 9.0))
+        period = float(rng.uniform(6.0, 10.0))
         wave = np.sin(u * float(2.0 * np.pi / period) + float(rng.uniform(0.0, 2.0 * np.pi)))
         # Sharpen the sine into near-square stripes so they survive the final blur.
         return np.clip(wave * 1.5 + 0.5, 0.0, 1.0)
     if kind == "dots":
-        period = float(rng.uniform(6.0, 10.0))
+        period = float(rng.uniform(7.0, 11.0))
         radius = period * float(rng.uniform(0.2, 0.35))
         du = np.mod(u + float(rng.uniform(0.0, period)), period) - period / 2.0
         dv = np.mod(v + float(rng.uniform(0.0, period)), period) - period / 2.0
         return (du * du + dv * dv < radius * radius).astype(np.float32)
     if kind == "checker":
-        period = float(rng.uniform(5.0, 10.0))
+        period = float(rng.uniform(6.0, 11.0))
         cells = np.floor(u / period) + np.floor(v / period)
         return np.mod(cells, 2.0).astype(np.float32)
     if kind == "smooth":
@@ -248,7 +264,7 @@ def _worm(cy: float, cx: float, scale: float, rng: np.random.Generator, size: in
     headings = heading + np.cumsum(curvature)
     path = np.cumsum(2.0 * np.stack([np.sin(headings), np.cos(headings)], axis=1), axis=0)
     path -= path.mean(axis=0)
-    return _stroke(path + np.array([cy, cx]), rng.uniform(2.0, 3.5), size)
+    return _stroke(path + np.array([cy, cx]), rng.uniform(2.5, 4.0), size)
 
 
 def _ring(cy: float, cx: float, scale: float, rng: np.random.Generator, size: int) -> _Mask:
@@ -272,7 +288,7 @@ _SHAPES: dict[int, Callable[[float, float, float, np.random.Generator, int], _Ma
 _SCALES: dict[int, tuple[float, float]] = {
     1: (0.13, 0.28),
     2: (0.16, 0.32),
-    3: (0.3, 0.5),
+    3: (0.35, 0.6),
     4: (0.14, 0.26),
 }
 
@@ -297,7 +313,7 @@ def _bar(rng: np.random.Generator, size: int, thin: bool = False) -> _Mask:
     half_len = rng.uniform(0.2, 0.6) * size
     d = half_len * np.array([np.sin(theta), np.cos(theta)])
     pts = np.array([[cy, cx] - d, [cy, cx] + d])
-    half_width = rng.uniform(1.0, 2.5) if thin else rng.uniform(2.0, 6.0)
+    half_width = rng.uniform(1.0, 2.5) if thin else rng.uniform(3.0, 7.0)
     return _stroke(pts, half_width, size)
 
 
@@ -308,6 +324,13 @@ def _terrain(rng: np.random.Generator, size: int) -> _Mask:
     """
     field = _smooth_field(size, rng, max_cycles=1.5, terms=4)
     return field > np.quantile(field, rng.uniform(0.45, 0.7))
+
+
+def _family_colour(family: int, rng: np.random.Generator) -> np.ndarray:
+    """A random RGB colour (0-255) of one hue family, with random saturation and brightness."""
+    hue = float((_FAMILY_HUES[family] + rng.normal(0.0, 10.0)) / 360.0 % 1.0)
+    rgb = colorsys.hsv_to_rgb(hue, float(rng.uniform(0.3, 0.9)), float(rng.uniform(0.3, 0.95)))
+    return np.array(rgb, np.float32) * 255.0
 
 
 def _palette_colour(palette: np.ndarray, rng: np.random.Generator, jitter: float) -> np.ndarray:
@@ -379,8 +402,10 @@ def generate_scene(seed: int, size: int = 128) -> tuple[np.ndarray, np.ndarray]:
     size = _check_int("size", size, _MIN_SIZE)
     rng = np.random.default_rng(seed)
 
-    # One palette per scene, shared by clutter and objects: the source of the camouflage.
-    palette = rng.uniform(30.0, 225.0, (int(rng.integers(3, 6)), 3)).astype(np.float32)
+    # One palette per scene from the objects' colour families: the source of the camouflage.
+    n_families = len(_FAMILY_HUES)
+    families = rng.choice(n_families, size=int(rng.integers(3, 6)), p=_PALETTE_FAMILY_P)
+    palette = np.stack([_family_colour(int(f), rng) for f in families])
 
     # Background: palette colours blended by smooth fields, then fine grain.
     weights = np.exp(4.0 * np.stack([_smooth_field(size, rng, 2.0) for _ in palette]))
@@ -390,7 +415,7 @@ def generate_scene(seed: int, size: int = 128) -> tuple[np.ndarray, np.ndarray]:
     image += grain[..., None] * np.float32(rng.uniform(10.0, 40.0))
     mask = np.zeros((size, size), np.uint8)
 
-    # Distractor clutter in the objects' colours and textures.
+    # Distractor clutter in the objects' colour families, mostly in plain low-contrast textures.
     for _ in range(int(rng.integers(*_N_CLUTTER))):
         kind = rng.choice(3, p=[0.45, 0.3, 0.25])
         if kind == 0:
@@ -400,7 +425,7 @@ def generate_scene(seed: int, size: int = 128) -> tuple[np.ndarray, np.ndarray]:
         else:
             region = _terrain(rng, size)
         colour = _palette_colour(palette, rng, 15.0)
-        _paint(image, region, _clutter_texture(rng), colour, rng, contrast=(10.0, 40.0))
+        _paint(image, region, _clutter_texture(rng), colour, rng, contrast=(5.0, 30.0))
 
     # Objects, painted back to front; the mask keeps the topmost.
     # One light direction per scene, so that all shadows fall the same way.
@@ -421,20 +446,12 @@ def generate_scene(seed: int, size: int = 128) -> tuple[np.ndarray, np.ndarray]:
             cy, cx = rng.uniform(-0.05, 1.05, 2) * size
         placed.append((cy, cx, scale))
         region = _SHAPES[cls](cy, cx, scale, rng, size)
-        # Colour relative to the background under the object: camouflaged objects match it,
-        # the others differ from it in brightness, up or down at random, so that objects are on
-        # average neither brighter nor darker than the background and colour stays no cue.
-        local = _local_colour(image, region, cy, cx)
         camouflaged = bool(rng.random() < _P_CAMOUFLAGE)
         if camouflaged:
-            colour = local + rng.normal(0.0, 15.0, 3)
+            colour = _local_colour(image, region, cy, cx) + rng.normal(0.0, 15.0, 3)
         else:
-            step = rng.uniform(40.0, 90.0) * rng.choice([-1.0, 1.0])
-            # Step the other way rather than clip at the ends of the range: a pile-up of
-            # saturated objects would be a colour cue.
-            if not 25.0 <= float(local.mean()) + step <= 230.0:
-                step = -step
-            colour = local + step + rng.normal(0.0, 20.0, 3)
+            own = rng.random() < _P_CHARACTERISTIC_COLOUR
+            colour = _family_colour(cls - 1 if own else int(rng.integers(n_families)), rng)
         colour = colour.astype(np.float32)
         if rng.random() < _P_CHARACTERISTIC_TEXTURE:
             texture = _CLASS_TEXTURE[cls]
@@ -443,7 +460,7 @@ def generate_scene(seed: int, size: int = 128) -> tuple[np.ndarray, np.ndarray]:
         if rng.random() < _P_SHADOW:
             _cast_shadow(image, region, shadow_shift, rng.uniform(0.15, 0.35))
         # Camouflaged objects also tone their texture down to the clutter's contrast.
-        contrast = (10.0, 40.0) if camouflaged else (50.0, 90.0)
+        contrast = (5.0, 30.0) if camouflaged else (60.0, 100.0)
         _paint(image, region, texture, colour, rng, contrast=contrast)
         mask[region] = cls
 
