@@ -1,0 +1,127 @@
+"""``segrefine cluster`` and ``segrefine cluster-benchmark``: thin commands over the API.
+
+:func:`register` adds both commands to the main ``segrefine`` app.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+__all__ = ["register"]
+
+
+def cluster_cmd(
+    images: Annotated[Path, typer.Argument(help="An image file or a folder of images.")],
+    out: Annotated[
+        Path,
+        typer.Option(
+            help="Output folder: <name>.png (colour-coded segments, "
+            "stable palette) and <name>_labels.png (16-bit ids)."
+        ),
+    ],
+    scribbles: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder of scribble maps <name>.png (mode L/P, same size "
+            "as the image; label ids 0..254, 255 = unmarked). Output "
+            "label k is then scribble label k."
+        ),
+    ] = None,
+    max_iter: Annotated[
+        int, typer.Option(help="Most training steps per image. Fewer steps leave more clusters.")
+    ] = 30,
+    min_labels: Annotated[
+        int,
+        typer.Option(
+            help="Stop training once at most this many clusters remain (more -> finer clusters)."
+        ),
+    ] = 3,
+    merge_threshold: Annotated[
+        float,
+        typer.Option(
+            help="Segment-count control: adjacent superpixels whose mean soft "
+            "response + CIELAB colour are closer than this are merged; larger "
+            "-> fewer, larger segments. 0 = output clusters (as the paper)."
+        ),
+    ] = 5.0,
+    connected: Annotated[
+        bool,
+        typer.Option(
+            "--connected",
+            help="With cluster output: split disjoint parts of a cluster into separate labels.",
+        ),
+    ] = False,
+    max_side: Annotated[
+        int,
+        typer.Option(
+            help="The network trains at this longest side; the "
+            "labels are brought back to full size."
+        ),
+    ] = 120,
+    max_input_side: Annotated[
+        int,
+        typer.Option(help="Images with a longer side are segmented at this size and upsampled."),
+    ] = 1024,
+    paper: Annotated[
+        bool,
+        typer.Option(
+            "--paper",
+            help="The published recipe (D=100, full "
+            "size, up to 1000 steps, no superpixels); slow on a "
+            "CPU. Other options still apply on top.",
+        ),
+    ] = False,
+    seed: Annotated[int, typer.Option(help="Random seed (results are deterministic).")] = 0,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Segment images without labels (differentiable feature clustering)."""
+    from .run import cluster_paths, config_for_cli
+
+    cfg = config_for_cli(
+        paper=paper,
+        max_iter=max_iter,
+        min_labels=min_labels,
+        merge_threshold=merge_threshold,
+        connected=connected,
+        max_side=max_side,
+        max_input_side=max_input_side,
+        seed=seed,
+    )
+    written = cluster_paths(images, out, cfg, scribbles=scribbles, progress=not quiet)
+    typer.echo(f"wrote {len(written)} segmentations to {out}")
+
+
+def cluster_benchmark_cmd(
+    out: Annotated[Path, typer.Option(help="Folder for results.json, table.md, examples.png.")],
+    data: Annotated[
+        Path, typer.Option(help="BSDS500 root (images/<split>, segmentations/<split>).")
+    ] = Path("../shared/data/bsds500"),
+    split: Annotated[str, typer.Option(help="Split to run on.")] = "val",
+    limit: Annotated[int | None, typer.Option(help="Only the first N images (sorted ids).")] = None,
+    scribbles: Annotated[bool, typer.Option(help="Also run with automatic scribbles.")] = True,
+    threads: Annotated[int | None, typer.Option(help="CPU threads (default: all cores).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Benchmark the clustering method against k-means and Felzenszwalb on BSDS500."""
+    from .benchmark import results_table, run_cluster_benchmark
+
+    results = run_cluster_benchmark(
+        data,
+        out,
+        split=split,
+        limit=limit,
+        scribbles=scribbles,
+        threads=threads,
+        progress=not quiet,
+    )
+    typer.echo(results_table(results))
+    typer.echo(f"results written to {out}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``cluster`` and ``cluster-benchmark`` to ``app``."""
+    app.command("cluster")(cluster_cmd)
+    app.command("cluster-benchmark")(cluster_benchmark_cmd)

@@ -1,0 +1,206 @@
+"""Post-processing of label maps: consecutive ids, connected components, small-region merging."""
+
+from __future__ import annotations
+
+import heapq
+
+import numpy as np
+from skimage.measure import label as _components
+
+__all__ = [
+    "connected_regions",
+    "merge_similar_regions",
+    "merge_small_regions",
+    "region_means",
+    "relabel_sequential",
+]
+
+
+def relabel_sequential(labels: np.ndarray) -> np.ndarray:
+    """Renumber labels 0..K-1 in order of first appearance (row-major), as ``int32``.
+
+    The numbering depends only on the partition, so equal partitions get equal ids and the
+    colour of a region is stable from run to run.
+    """
+    flat = np.asarray(labels).ravel()
+    _, first, inverse = np.unique(flat, return_index=True, return_inverse=True)
+    rank = np.empty(len(first), dtype=np.int32)
+    rank[np.argsort(first, kind="stable")] = np.arange(len(first), dtype=np.int32)
+    return rank[inverse].reshape(np.shape(labels))
+
+
+def connected_regions(labels: np.ndarray) -> np.ndarray:
+    """Give every 8-connected region its own label (disjoint parts of a cluster are split)."""
+    labels = np.asarray(labels).astype(np.int64)
+    return relabel_sequential(_components(labels, background=-1, connectivity=2))
+
+
+def _neighbour_counts(labels: np.ndarray, n: int) -> np.ndarray:
+    """(n, n) count of 4-neighbour pixel pairs with labels (i, j), symmetric, zero diagonal."""
+    a = np.concatenate([labels[:, 1:].ravel(), labels[1:, :].ravel()])
+    b = np.concatenate([labels[:, :-1].ravel(), labels[:-1, :].ravel()])
+    keep = a != b
+    a, b = a[keep].astype(np.int64), b[keep].astype(np.int64)
+    counts = np.bincount(a * n + b, minlength=n * n).reshape(n, n)
+    return counts + counts.T
+
+
+def merge_small_regions(labels: np.ndarray, min_size: int) -> np.ndarray:
+    """Merge every region smaller than ``min_size`` pixels into the neighbour it shares the
+    longest border with (smallest regions first), then renumber. A region with no neighbour
+    (the whole image) is kept."""
+    labels = relabel_sequential(labels)
+    if min_size <= 1:
+        return labels
+    while True:
+        n = int(labels.max()) + 1
+        sizes = np.bincount(labels.ravel(), minlength=n)
+        small = np.flatnonzero(sizes < min_size)
+        if len(small) == 0 or n == 1:
+            return labels
+        border = _neighbour_counts(labels, n)
+        target = np.arange(n)
+        merged = np.zeros(n, dtype=bool)
+        for r in small[np.argsort(sizes[small], kind="stable")]:
+            if merged[r] or border[r].max() == 0:
+                continue
+            nb = int(border[r].argmax())
+            if merged[nb]:  # its neighbour moved this pass; settle it next pass
+                continue
+            target[r] = nb
+            merged[r] = True
+        if not merged.any():
+            return labels
+        # Follow chains r -> nb -> ... (a neighbour may itself have been merged).
+        for _ in range(n):
+            nxt = target[target]
+            if np.array_equal(nxt, target):
+                break
+            target = nxt
+        labels = relabel_sequential(target[labels])
+
+
+def region_means(labels: np.ndarray, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel counts (n,) and mean feature vectors (n, C) of regions 0..n-1 of ``labels``."""
+    flat = labels.ravel()
+    n = int(flat.max()) + 1
+    sizes = np.bincount(flat, minlength=n).astype(np.float64)
+    feats = features.reshape(len(flat), -1)
+    means = np.stack(
+        [np.bincount(flat, feats[:, c], minlength=n) for c in range(feats.shape[1])], axis=1
+    )
+    return sizes, means / np.maximum(sizes, 1.0)[:, None]
+
+
+def _region_seeds(labels: np.ndarray, n: int, scribbles: np.ndarray | None) -> np.ndarray:
+    """Per region, the scribble label most of its scribbled pixels carry (-1: none)."""
+    seeds = np.full(n, -1, dtype=np.int64)
+    if scribbles is None:
+        return seeds
+    marked = scribbles >= 0
+    if not marked.any():
+        return seeds
+    k = int(scribbles[marked].max()) + 1
+    counts = np.bincount(
+        labels[marked].astype(np.int64) * k + scribbles[marked], minlength=n * k
+    ).reshape(n, k)
+    has = counts.sum(axis=1) > 0
+    seeds[has] = counts[has].argmax(axis=1)
+    return seeds
+
+
+def merge_similar_regions(
+    labels: np.ndarray, features: np.ndarray, threshold: float, scribbles: np.ndarray | None = None
+) -> np.ndarray:
+    """Greedily merge adjacent regions whose mean features are closest, while the Euclidean
+    distance between the two means stays below ``threshold``.
+
+    ``features`` is (H, W, C). After each merge the merged region's mean is the size-weighted
+    mean, so the result does not depend on how a region was assembled. Sizes play no other
+    part: small fragments are merged only when they look alike, never just for being small.
+
+    ``scribbles`` (H, W; -1 = unmarked) constrain the merging: regions marked with the same
+    scribble label are merged first, and regions marked with different labels never merge.
+    """
+    labels = relabel_sequential(labels)
+    n = int(labels.max()) + 1
+    if n == 1:
+        return labels
+    seeds = _region_seeds(labels, n, scribbles)
+    if seeds.max() >= 0:  # one stroke = one segment: join everything a label touches
+        first = {}
+        target = np.arange(n)
+        for r in np.flatnonzero(seeds >= 0):
+            target[r] = first.setdefault(int(seeds[r]), r)
+        labels = relabel_sequential(target[labels])
+        n = int(labels.max()) + 1
+        seeds = _region_seeds(labels, n, scribbles)
+    if threshold <= 0 or n == 1:
+        return labels
+    sizes, means = region_means(labels, features)
+    border = _neighbour_counts(labels, n)
+    neighbours = [set(np.flatnonzero(border[i]).tolist()) for i in range(n)]
+    version = np.zeros(n, dtype=np.int64)
+    parent = np.arange(n)
+
+    def dist(a: int, b: int) -> float:
+        return float(np.sqrt(((means[a] - means[b]) ** 2).sum()))
+
+    heap = [(dist(a, b), a, b, 0, 0) for a in range(n) for b in neighbours[a] if a < b]
+    heapq.heapify(heap)
+    while heap:
+        d, a, b, va, vb = heapq.heappop(heap)
+        if d >= threshold:
+            break
+        if parent[a] != a or parent[b] != b or version[a] != va or version[b] != vb:
+            continue  # stale entry: one side has merged since it was pushed
+        if seeds[a] >= 0 and seeds[b] >= 0 and seeds[a] != seeds[b]:
+            continue  # the user marked them as different segments
+        seeds[a] = max(seeds[a], seeds[b])
+        means[a] = (means[a] * sizes[a] + means[b] * sizes[b]) / (sizes[a] + sizes[b])
+        sizes[a] += sizes[b]
+        parent[b] = a
+        version[a] += 1
+        for x in list(neighbours[b]):
+            neighbours[x].discard(b)
+            if x != a:
+                neighbours[x].add(a)
+                neighbours[a].add(x)
+        neighbours[a].discard(b)
+        neighbours[b] = set()
+        for x in neighbours[a]:
+            heapq.heappush(heap, (dist(a, x), a, x, version[a], version[x]))
+    root = parent.copy()
+    while not np.array_equal(root[root], root):
+        root = root[root]
+    return relabel_sequential(root[labels])
+
+
+def grow_scribbles(labels: np.ndarray, clusters: np.ndarray, scribbles: np.ndarray) -> np.ndarray:
+    """Grow scribbled segments over the regions the network assigns to the same label.
+
+    ``labels`` are regions, ``clusters`` (H, W) the network's cluster per pixel (cluster k =
+    scribble label k), ``scribbles`` (H, W; -1 = unmarked). A region with no scribble joins a
+    neighbouring scribbled segment when most of its pixels are in that segment's cluster;
+    this repeats until nothing changes, so a stroke claims every connected region the network
+    puts in its class. Regions claimed by no stroke are kept as they are.
+    """
+    labels = relabel_sequential(labels)
+    n = int(labels.max()) + 1
+    seeds = _region_seeds(labels, n, scribbles)
+    k = int(clusters.max()) + 1
+    votes = np.bincount(
+        labels.ravel().astype(np.int64) * k + clusters.ravel(), minlength=n * k
+    ).reshape(n, k)
+    majority = votes.argmax(axis=1)
+    border = _neighbour_counts(labels, n) > 0
+    changed = True
+    while changed:
+        changed = False
+        for r in np.flatnonzero(seeds < 0):
+            nb_seeds = seeds[border[r]]
+            if majority[r] in nb_seeds:
+                seeds[r] = majority[r]
+                changed = True
+    owner = np.where(seeds >= 0, n + seeds, np.arange(n))
+    return relabel_sequential(owner[labels])
