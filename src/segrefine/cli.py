@@ -17,8 +17,8 @@ from .errors import InputError
 
 app = typer.Typer(
     name="segrefine",
-    help="Semantic segmentation refined by a diffusion model: train segmenters, predict, "
-    "evaluate, and (soon) refine their masks.",
+    help="Semantic segmentation refined by a diffusion model: train segmenters and refiners, "
+    "predict, refine, evaluate, benchmark; unsupervised clustering.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -200,6 +200,17 @@ def demo(
 
     report = run_demo(out, epochs=epochs, device=device, progress=not quiet)
     typer.echo(f"report: {report}")
+
+
+def _register_subcommands() -> None:
+    from .diffusion.cli import register as register_refiner
+    from .unsupervised.cli import register as register_unsupervised
+
+    register_refiner(app)
+    register_unsupervised(app)
+
+
+_register_subcommands()
 
 
 def main() -> None:

@@ -14,6 +14,7 @@ class InputError(ValueError):
     """Bad user input. ``str(err)`` is a single line naming the file at fault."""
 
     def __init__(self, message: str, path: str | Path | None = None):
+        self.message = message
         self.path = Path(path) if path is not None else None
         text = f"{self.path}: {message}" if self.path is not None else message
         super().__init__(" ".join(text.split()))  # always one line

@@ -55,6 +55,8 @@ class TrainConfig:
     augment: bool = True
     mixed_precision: bool = True  # bf16 autocast, on CUDA only
     seed: int = 0
+    # [k, n]: leave out every n-th training image starting at k (out-of-fold segmenters)
+    exclude_fold: list[int] | None = None
     augment_config: dict = field(default_factory=lambda: asdict(AugmentConfig()))
 
 
@@ -135,6 +137,9 @@ def train_segmenter(
     train = load_split(cfg.data, cfg.split, cfg.classes, cfg.binary_per_class, cfg.size)
     val = (load_split(cfg.data, cfg.val_split, cfg.classes, cfg.binary_per_class, cfg.size)
            if cfg.val_split else None)
+    if cfg.exclude_fold:
+        k, n = cfg.exclude_fold
+        train.items = [it for i, it in enumerate(train.items) if i % n != k]
     if len(train.items) < cfg.batch_size * accelerator.num_processes:
         raise InputError(f"split '{cfg.split}' has {len(train.items)} images, fewer than one"
                          f" batch ({cfg.batch_size})", cfg.data)

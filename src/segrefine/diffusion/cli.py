@@ -1,0 +1,226 @@
+"""CLI commands of the refiner: ``train-refiner``, ``refine`` and ``benchmark``.
+
+Registered on the main app by :func:`register`; each is a thin layer over the Python API.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..errors import InputError
+
+Steps = Annotated[
+    int | None,
+    typer.Option(
+        help="Denoising steps per sample (default: the "
+        "run's; paper mode: 0 = DDPM over every step)."
+    ),
+]
+Strength = Annotated[
+    float | None,
+    typer.Option(help="Start the reverse process at t = strength * T (0 < strength <= 1)."),
+]
+Samples = Annotated[
+    int | None,
+    typer.Option(
+        help="Stochastic refinements averaged per image (their disagreement is the uncertainty)."
+    ),
+]
+Device = Annotated[str, typer.Option(help="auto (CUDA when available, else CPU), cpu, or cuda.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+
+
+def _steps(steps: int | None) -> int | None:
+    return None if steps is None else (steps or None)
+
+
+def train_refiner_cmd(
+    out: Annotated[Path, typer.Option(help="Run folder to create (or continue with --resume).")],
+    data: Annotated[Path | None, typer.Option(help="Dataset root (VOC or folder layout).")] = None,
+    split: Annotated[str, typer.Option(help="Training split.")] = "train",
+    val_split: Annotated[
+        str,
+        typer.Option(
+            help="Split scored during training ('' = none): "
+            "refines the segmenter's predictions when "
+            "--segmenter is given, else fixed degradations."
+        ),
+    ] = "val",
+    classes: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated classes to keep (default: all; taken from --segmenter)."
+        ),
+    ] = None,
+    size: Annotated[int, typer.Option(help="Square training size.")] = 128,
+    mode: Annotated[
+        str, typer.Option(help="default (conditional, x0, few steps) or paper.")
+    ] = "default",
+    segmenter: Annotated[
+        Path | None,
+        typer.Option(
+            help="A segmenter run: its architecture is "
+            "retrained out-of-fold to make realistic "
+            "coarse masks (default mode)."
+        ),
+    ] = None,
+    iterations: Annotated[int, typer.Option(help="Optimisation steps.")] = 3000,
+    batch_size: Annotated[int, typer.Option(help="Images per step.")] = 16,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW, cosine).")] = 2e-3,
+    oof_folds: Annotated[int, typer.Option(help="Folds for out-of-fold predictions.")] = 2,
+    band: Annotated[
+        int,
+        typer.Option(
+            help="Pixels around the coarse mask's boundaries that may change (0 = anywhere)."
+        ),
+    ] = 6,
+    seed: Annotated[int, typer.Option(help="Seed for weights, batches and noise.")] = 0,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out.")] = False,
+    device: Device = "auto",
+    quiet: Quiet = False,
+) -> None:
+    """Train a diffusion refiner (default or paper mode); resumable, logs to log.jsonl."""
+    from .train import RefinerConfig, train_refiner
+
+    cfg = None
+    if not resume:
+        if data is None:
+            raise InputError("--data is required (unless --resume)")
+        cfg = RefinerConfig(
+            data=str(data), split=split, val_split=val_split or None, size=size, mode=mode,
+            classes=[c.strip() for c in classes.split(",")] if classes else None,
+            segmenter=str(segmenter) if segmenter else None, iterations=iterations,
+            batch_size=batch_size, lr=lr, oof_folds=oof_folds, band=band, seed=seed,
+        )  # fmt: skip
+    best = train_refiner(cfg, out, resume=resume, device=device, progress=not quiet)
+    if best.get("val"):
+        v = best["val"]
+        typer.echo(
+            f"best step {best['step']}: per-image IoU {v['mean_image_iou']:.2f}, "
+            f"Boundary IoU {v['boundary_iou']:.2f}"
+        )
+    typer.echo(f"run saved in {out}")
+
+
+def refine_cmd(
+    refiner: Annotated[Path, typer.Option(help="Run folder of a trained refiner.")],
+    images: Annotated[
+        Path,
+        typer.Option(
+            help="Folder of images, one image, or a dataset root (then --split picks the images)."
+        ),
+    ],
+    out: Annotated[
+        Path, typer.Option(help="Folder for refined <id>.png, <id>.npy and <id>_uncertainty.png.")
+    ],
+    segmenter: Annotated[
+        Path | None, typer.Option(help="Segmenter run giving the coarse probabilities.")
+    ] = None,
+    probs: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder of <id>.npy probability maps "
+            "(C x H x W, any model) or <id>.png label "
+            "masks, instead of --segmenter."
+        ),
+    ] = None,
+    split: Annotated[str, typer.Option(help="Split when --images is a dataset.")] = "val",
+    steps: Steps = None,
+    strength: Strength = None,
+    samples: Samples = None,
+    seed: Annotated[int, typer.Option(help="Seed of the sampling noise.")] = 0,
+    device: Device = "auto",
+    quiet: Quiet = False,
+) -> None:
+    """Refine a segmenter's output (or saved probabilities / masks) with a trained refiner."""
+    from ..segmenter import Segmenter
+    from .apply import refine_to_folder
+    from .refiner import Refiner
+
+    if (segmenter is None) == (probs is None):
+        raise InputError("give exactly one of --segmenter or --probs")
+    ref = Refiner.load(refiner, device)
+    seg = Segmenter.load(segmenter, device) if segmenter is not None else None
+    ids = refine_to_folder(
+        ref,
+        images,
+        out,
+        segmenter=seg,
+        probs_dir=probs,
+        split=split,
+        steps=_steps(steps),
+        strength=strength,
+        samples=samples,
+        seed=seed,
+        progress=not quiet,
+    )
+    typer.echo(f"refined {len(ids)} images into {out}")
+
+
+def benchmark_cmd(
+    data: Annotated[Path, typer.Option(help="Dataset root with ground truth.")],
+    segmenter: Annotated[Path, typer.Option(help="Segmenter run.")],
+    refiner: Annotated[Path, typer.Option(help="Refiner run.")],
+    out: Annotated[Path, typer.Option(help="Folder for report.md, results.json, figures.")],
+    split: Annotated[str, typer.Option(help="Split to score.")] = "val",
+    crf: Annotated[
+        bool, typer.Option("--crf", help="Also score DenseCRF (needs segrefine[crf]).")
+    ] = False,
+    other: Annotated[
+        list[Path] | None,
+        typer.Option(help="Another segmenter run refined by the same refiner (repeatable)."),
+    ] = None,
+    steps: Steps = None,
+    strength: Strength = None,
+    samples: Samples = None,
+    sweep: Annotated[
+        str, typer.Option(help="Comma-separated step counts for the quality-vs-steps plot.")
+    ] = "1,2,4,8",
+    threads: Annotated[int | None, typer.Option(help="CPU threads (default: torch's).")] = None,
+    device: Device = "cpu",
+    quiet: Quiet = False,
+) -> None:
+    """Segmenter vs segmenter + refiner (vs DenseCRF): tables, figures, speed, results.json."""
+    import torch
+
+    from ..benchmark import run_benchmark
+
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        sweep_steps = tuple(int(s) for s in sweep.split(",") if s.strip())
+    except ValueError as err:
+        raise InputError(f"--sweep must be comma-separated integers, got '{sweep}'") from err
+    r = run_benchmark(
+        data,
+        split,
+        segmenter,
+        refiner,
+        out,
+        crf=crf,
+        steps=_steps(steps),
+        strength=strength,
+        samples=samples,
+        step_sweep=sweep_steps,
+        other_segmenters=tuple(other or ()),
+        device=device,
+        progress=not quiet,
+    )
+    for name in ("baseline", "refined", "crf"):
+        if name in r:
+            v = r[name]
+            typer.echo(
+                f"{name:9s} per-image IoU {v['mean_image_iou']:.2f}  mIoU {v['miou']:.2f}"
+                f"  Boundary IoU {v['boundary_iou']:.2f}  boundary F {v['boundary_f']:.2f}"
+            )
+    typer.echo(f"report: {out / 'report.md'}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the refiner commands to the main CLI."""
+    app.command("train-refiner")(train_refiner_cmd)
+    app.command("refine")(refine_cmd)
+    app.command("benchmark")(benchmark_cmd)

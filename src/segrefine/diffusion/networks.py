@@ -1,0 +1,124 @@
+"""The refiner's denoising networks, one per mode.
+
+``default`` mode (:class:`ConditionalDenoiser`) splits the work DDP-style: a U-Net *encoder*
+reads the conditions (image + the segmenter's probabilities) once per image, and a light
+time-conditioned *head* maps (encoder features, noisy label map, t) to clean-label logits. A
+refinement with K samples x S steps therefore costs one encoder pass plus K*S head passes.
+The head adds its output to the segmenter's log-probabilities and starts at zero, so an
+untrained refiner returns the segmenter's own prediction and training only learns corrections:
+the most data-efficient starting point we know on a CPU budget.
+
+``paper`` mode (:func:`paper_denoiser`) is a plain DDPM U-Net (diffusers ``UNet2DModel``) over
+image and label channels jointly, predicting the noise of all of them, as in the paper.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ..models import build_segmenter
+
+
+def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+    """Sinusoidal embedding (B, dim) of integer timesteps (B,), as in the DDPM paper."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device) / half)
+    args = t.float()[:, None] * freqs[None]
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=1)
+
+
+class FiLMConv(nn.Module):
+    """3x3 conv -> GroupNorm -> per-channel scale and shift from the time embedding -> SiLU."""
+
+    def __init__(self, in_ch: int, out_ch: int, emb_dim: int):
+        super().__init__()
+        self.conv = nn.Conv2d(in_ch, out_ch, 3, padding=1)
+        self.norm = nn.GroupNorm(min(8, out_ch), out_ch)
+        self.film = nn.Linear(emb_dim, 2 * out_ch)
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        scale, shift = self.film(emb)[:, :, None, None].chunk(2, dim=1)
+        return nn.functional.silu(self.norm(self.conv(x)) * (1 + scale) + shift)
+
+
+def uncertain_band(probs: torch.Tensor, radius: int, confident: float = 0.95) -> torch.Tensor:
+    """(B, 1, H, W) mask of the pixels a banded refiner may change: within ``radius`` pixels of
+    a boundary of the prior's argmax, or where the prior's top probability is below
+    ``confident``. Everywhere else the prior is kept as it is (SegRefiner's idea: refine only
+    where the coarse mask is likely wrong, so confident correct regions cannot be damaged)."""
+    labels = probs.argmax(1, keepdim=True).float()
+    k = 2 * radius + 1
+    pad = nn.functional.pad(labels, [radius] * 4, mode="replicate")
+    hi = nn.functional.max_pool2d(pad, k, stride=1)
+    lo = -nn.functional.max_pool2d(-pad, k, stride=1)
+    near_edge = hi != lo
+    unsure = probs.max(1, keepdim=True).values < confident
+    return (near_edge | unsure).float()
+
+
+class ConditionalDenoiser(nn.Module):
+    """Predicts clean label logits from a noisy label map, given image and prior probabilities.
+
+    ``encode(image, probs)`` once per image, then ``head(features, x_t, t, probs)`` per step.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        width: int = 16,
+        depth: int = 4,
+        features: int = 32,
+        head_width: int = 32,
+        emb_dim: int = 64,
+        band: int = 0,
+    ):
+        super().__init__()
+        self.num_classes = num_classes
+        self.band = band
+        self.emb_dim = emb_dim
+        self.encoder = build_segmenter("unet", 3 + num_classes, features, width, depth)
+        self.time_mlp = nn.Sequential(
+            nn.Linear(emb_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim)
+        )
+        self.block1 = FiLMConv(features + num_classes, head_width, emb_dim)
+        self.block2 = FiLMConv(head_width, head_width, emb_dim)
+        self.out = nn.Conv2d(head_width, num_classes, 1)
+        # how much the head trusts the prior's log-probabilities (learned, starts at 1)
+        self.prior_scale = nn.Parameter(torch.ones(()))
+        nn.init.zeros_(self.out.weight)  # start as the identity refiner: output = prior
+        nn.init.zeros_(self.out.bias)
+
+    def encode(self, image: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+        """Features (B, F, H, W) of the conditions: normalised image and prior probabilities."""
+        return self.encoder(torch.cat([image, probs * 2 - 1], dim=1))
+
+    def head(
+        self, features: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, probs: torch.Tensor
+    ) -> torch.Tensor:
+        """Clean-label logits (B, C, H, W) for noisy labels ``x_t`` at timesteps ``t`` (B,)."""
+        emb = self.time_mlp(timestep_embedding(t, self.emb_dim))
+        h = self.block2(self.block1(torch.cat([features, x_t], dim=1), emb), emb)
+        correction = self.out(h)
+        if self.band > 0:
+            correction = correction * uncertain_band(probs, self.band)
+        return self.prior_scale * torch.log(probs.clamp_min(1e-4)) + correction
+
+    def forward(self, x_t, t, image, probs):
+        return self.head(self.encode(image, probs), x_t, t, probs)
+
+
+def paper_denoiser(num_classes: int, width: int = 32, depth: int = 4) -> nn.Module:
+    """The paper mode's DDPM U-Net: (image + label channels, t) -> noise of all channels."""
+    from diffusers import UNet2DModel
+
+    channels = 3 + num_classes
+    widths = tuple(width * min(2**i, 4) for i in range(depth))
+    return UNet2DModel(
+        in_channels=channels, out_channels=channels, block_out_channels=widths,
+        layers_per_block=1, down_block_types=("DownBlock2D",) * depth,
+        up_block_types=("UpBlock2D",) * depth, norm_num_groups=min(8, width),
+        add_attention=False,
+    )  # fmt: skip

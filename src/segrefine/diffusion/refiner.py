@@ -1,0 +1,254 @@
+"""`Refiner`: a trained diffusion refiner, loaded from a run folder.
+
+>>> ref = Refiner.load("runs/refiner")                          # doctest: +SKIP
+>>> out = ref.refine(image, probs, steps=1, strength=0.4, samples=4)
+>>> out.labels, out.probs, out.uncertainty          # (H, W), (C, H, W), (H, W) in [0, 1]
+
+``probs`` may come from any model (C x H x W, summing to 1 over C, aligned with the image); a
+hard label mask alone can be passed as ``labels=`` and is softened by
+:func:`~segrefine.diffusion.onehot.probs_from_labels`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .. import checkpoint
+from ..data.datasets import resize_image
+from ..data.transforms import to_tensor
+from ..errors import InputError
+from ..segmenter import resolve_device
+from .networks import ConditionalDenoiser, paper_denoiser
+from .onehot import check_probs, probs_from_labels
+from .sampling import make_scheduler, sample_default, sample_paper
+
+MODES = ("default", "paper")
+
+
+@dataclass
+class Refinement:
+    """One refined image: labels (H, W), mean probabilities (C, H, W), uncertainty (H, W).
+
+    ``uncertainty`` is the entropy of the mean probabilities divided by log C: 0 where every
+    sample agrees with full confidence, 1 where the classes are equally likely.
+    """
+
+    labels: np.ndarray
+    probs: np.ndarray
+    uncertainty: np.ndarray
+    nfe: int
+
+
+def paper_image(image: torch.Tensor) -> torch.Tensor:
+    """Normalised image tensor -> [-1, 1], the range paper mode diffuses it in."""
+    from ..data.transforms import MEAN, STD
+
+    return ((image * STD + MEAN) * 2 - 1).clamp(-1, 1)
+
+
+def build_network(config: dict) -> torch.nn.Module:
+    net = config["network"]
+    c = len(config["class_names"])
+    if config["mode"] == "paper":
+        return paper_denoiser(c, net["width"], net["depth"])
+    return ConditionalDenoiser(
+        c, net["width"], net["depth"], net["features"], net["head_width"], band=net.get("band", 0)
+    )
+
+
+class Refiner:
+    """A diffusion refiner and the settings it was trained with."""
+
+    def __init__(self, net: torch.nn.Module, config: dict, device: torch.device):
+        self.net = net.to(device).eval()
+        self.config = config
+        self.device = device
+        self.scheduler = make_scheduler(config["timesteps"], config["beta_schedule"])
+
+    @property
+    def mode(self) -> str:
+        return self.config["mode"]
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return tuple(self.config["class_names"])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.config["class_names"])
+
+    @property
+    def size(self) -> int:
+        return int(self.config["size"])
+
+    @property
+    def defaults(self) -> dict:
+        """Inference settings saved with the run: steps, strength, samples."""
+        return dict(self.config["inference"])
+
+    @classmethod
+    def from_config(cls, config: dict, device: str | torch.device = "cpu") -> Refiner:
+        dev = device if isinstance(device, torch.device) else resolve_device(device)
+        return cls(build_network(config), config, dev)
+
+    @classmethod
+    def load(cls, run_dir: str | Path, device: str = "auto") -> Refiner:
+        """Load the best weights of a ``train-refiner`` run folder."""
+        config = checkpoint.read_config(run_dir, kind="refiner")
+        ref = cls.from_config(config, device)
+        tensors, _ = checkpoint.load_tensors(Path(run_dir) / checkpoint.WEIGHTS)
+        try:
+            ref.net.load_state_dict(tensors)
+        except RuntimeError as err:
+            raise InputError(
+                "weights do not match the network in config.json",
+                Path(run_dir) / checkpoint.WEIGHTS,
+            ) from err
+        ref.net.to(ref.device).eval()
+        return ref
+
+    def nfe(
+        self, steps: int | None = None, samples: int | None = None, strength: float | None = None
+    ) -> int:
+        """Denoiser evaluations per image for these settings."""
+        s = self._settings(steps, strength, samples)
+        if self.mode == "paper" and s["steps"] is None:
+            from .sampling import start_timestep
+
+            return (start_timestep(self.scheduler, s["strength"]) + 1) * s["samples"]
+        return s["steps"] * s["samples"]
+
+    def _settings(self, steps, strength, samples) -> dict:
+        s = self.defaults
+        if steps is not None:
+            s["steps"] = steps
+        if strength is not None:
+            s["strength"] = strength
+        if samples is not None:
+            s["samples"] = samples
+        if s["samples"] < 1:
+            raise InputError(f"samples must be at least 1, got {s['samples']}")
+        if not 0 < s["strength"] <= 1:
+            raise InputError(f"strength must be in (0, 1], got {s['strength']}")
+        if s["steps"] is not None and s["steps"] < 1:
+            raise InputError(f"steps must be at least 1, got {s['steps']}")
+        return s
+
+    @torch.no_grad()
+    def refine_tensors(
+        self,
+        image: torch.Tensor,
+        probs: torch.Tensor,
+        steps: int | None = None,
+        strength: float | None = None,
+        samples: int | None = None,
+        seed: int = 0,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Batch refinement at the network's resolution.
+
+        ``image``: normalised (B, 3, H, W); ``probs``: (B, C, H, W). Returns the mean refined
+        probabilities over ``samples`` and the normalised-entropy uncertainty (B, H, W).
+        """
+        s = self._settings(steps, strength, samples)
+        if probs.shape[1] != self.num_classes:
+            raise InputError(
+                f"probabilities have {probs.shape[1]} classes but the refiner was "
+                f"trained for {self.num_classes} ({', '.join(self.class_names)})"
+            )
+        k = s["samples"]
+        gen = torch.Generator(self.device).manual_seed(seed)
+        image = image.to(self.device).repeat_interleave(k, 0)
+        probs = probs.to(self.device).repeat_interleave(k, 0)
+        if self.mode == "paper":
+            out = sample_paper(
+                self.net, paper_image(image), probs, self.scheduler, s["strength"], s["steps"], gen
+            )
+        else:
+            out = sample_default(
+                self.net, image, probs, self.scheduler, s["strength"], s["steps"], gen
+            )
+        mean = out.view(-1, k, *out.shape[1:]).mean(1)
+        entropy = -(mean * mean.clamp_min(1e-8).log()).sum(1) / np.log(mean.shape[1])
+        return mean.cpu(), entropy.clamp(0, 1).cpu()
+
+    def refine(
+        self,
+        image: np.ndarray,
+        probs: np.ndarray | None = None,
+        labels: np.ndarray | None = None,
+        steps: int | None = None,
+        strength: float | None = None,
+        samples: int | None = None,
+        seed: int = 0,
+    ) -> Refinement:
+        """Refine one RGB uint8 image (H, W, 3) given ``probs`` (C, H, W) or hard ``labels``."""
+        return self.refine_batch(
+            [image],
+            None if probs is None else [probs],
+            None if labels is None else [labels],
+            steps,
+            strength,
+            samples,
+            seed,
+        )[0]
+
+    def refine_batch(
+        self,
+        images: Sequence[np.ndarray],
+        probs: Sequence[np.ndarray] | None = None,
+        labels: Sequence[np.ndarray] | None = None,
+        steps: int | None = None,
+        strength: float | None = None,
+        samples: int | None = None,
+        seed: int = 0,
+        batch_size: int = 16,
+    ) -> list[Refinement]:
+        """:meth:`refine` for several images. Images whose size differs from the refiner's are
+        resized to it (no crop) and the results resized back to the image."""
+        if (probs is None) == (labels is None):
+            raise InputError("give either probability maps or label masks, not both or neither")
+        priors = []
+        for i, im in enumerate(images):
+            if probs is not None:
+                p = check_probs(probs[i], self.num_classes, im.shape[:2])
+            else:
+                if labels[i].shape != im.shape[:2]:
+                    raise InputError(
+                        f"label mask is {labels[i].shape[1]}x{labels[i].shape[0]} "
+                        f"but its image is {im.shape[1]}x{im.shape[0]}"
+                    )
+                p = probs_from_labels(labels[i], self.num_classes)
+            priors.append(p)
+        nfe = self.nfe(steps, samples, strength)
+        results: list[Refinement] = []
+        for start in range(0, len(images), batch_size):
+            ims = images[start : start + batch_size]
+            ps = priors[start : start + batch_size]
+            x = to_tensor(np.stack([resize_image(im, self.size) for im in ims]))
+            p = torch.stack(
+                [_resize_probs(torch.from_numpy(q), (self.size, self.size)) for q in ps]
+            )
+            mean, unc = self.refine_tensors(x, p, steps, strength, samples, seed + start)
+            for im, m, u in zip(ims, mean, unc, strict=True):
+                shape = im.shape[:2]
+                m = _resize_probs(m, shape)
+                u = F.interpolate(u[None, None], size=shape, mode="bilinear", align_corners=False)[
+                    0, 0
+                ]
+                results.append(
+                    Refinement(m.argmax(0).numpy().astype(np.uint8), m.numpy(), u.numpy(), nfe)
+                )
+        return results
+
+
+def _resize_probs(p: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    if tuple(p.shape[1:]) == tuple(shape):
+        return p
+    r = F.interpolate(p[None], size=shape, mode="bilinear", align_corners=False)[0]
+    return r / r.sum(0, keepdim=True)

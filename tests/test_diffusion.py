@@ -1,0 +1,485 @@
+"""The diffusion refiner: one-hot maps, the two sampling loops, training, and bad inputs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from segrefine.data.io import VOID
+from segrefine.diffusion import (
+    Refiner,
+    RefinerConfig,
+    degrade,
+    probs_from_labels,
+    stochastic_onehot,
+    train_refiner,
+)
+from segrefine.diffusion.onehot import check_probs, labels_to_signed
+from segrefine.diffusion.sampling import (
+    make_scheduler,
+    sample_default,
+    sample_paper,
+    sampling_timesteps,
+    start_timestep,
+)
+from segrefine.diffusion.train import _run_config
+from segrefine.errors import InputError
+
+TINY = {"size": 32, "width": 8, "depth": 2, "features": 8, "head_width": 8, "batch_size": 4}
+
+
+def tiny_refiner(mode: str = "default", classes=("a", "b", "c"), band: int = 0) -> Refiner:
+    torch.manual_seed(0)
+    cfg = RefinerConfig(data="unused", mode=mode, band=band, **TINY)
+    return Refiner.from_config(_run_config(cfg, classes), "cpu")
+
+
+# --- one-hot maps -------------------------------------------------------------------------
+
+
+def test_stochastic_onehot_is_plus_minus_one_with_one_winner_per_pixel():
+    probs = torch.softmax(torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0)), 1)
+    y = stochastic_onehot(probs, torch.Generator().manual_seed(1))
+    assert y.shape == probs.shape
+    assert set(y.unique().tolist()) == {-1.0, 1.0}
+    assert torch.all((y == 1).sum(1) == 1)
+
+
+def test_stochastic_onehot_draws_labels_with_the_given_probabilities():
+    probs = torch.tensor([0.2, 0.8]).view(1, 2, 1, 1).expand(1, 2, 100, 100).contiguous()
+    y = stochastic_onehot(probs, torch.Generator().manual_seed(0))
+    share = (y[0, 1] == 1).float().mean().item()
+    assert abs(share - 0.8) < 0.02
+
+
+def test_stochastic_onehot_of_a_certain_map_is_its_argmax():
+    labels = torch.randint(0, 3, (1, 6, 6), generator=torch.Generator().manual_seed(0))
+    certain = (labels_to_signed(labels, 3) + 1) / 2
+    assert torch.equal(stochastic_onehot(certain), labels_to_signed(labels, 3))
+
+
+def test_void_pixels_claim_no_class():
+    labels = torch.tensor([[[0, 1, VOID]]])
+    signed = labels_to_signed(labels, 2)
+    assert signed[0, :, 0, 2].tolist() == [0.0, 0.0]
+    assert signed[0, :, 0, 1].tolist() == [-1.0, 1.0]
+
+
+def test_probs_from_labels_is_a_distribution_that_keeps_the_mask():
+    mask = np.zeros((20, 20), np.uint8)
+    mask[5:15, 5:15] = 1
+    p = probs_from_labels(mask, 2, confidence=0.9, sigma=1.0)
+    assert p.shape == (2, 20, 20)
+    np.testing.assert_allclose(p.sum(0), 1, atol=1e-5)
+    assert np.array_equal(p.argmax(0), mask)
+    assert p[1, 10, 10] == pytest.approx(0.95, abs=1e-3)  # far from the boundary
+    assert p[1, 5, 10] < 0.9  # less sure on it
+
+
+# --- the two modes --------------------------------------------------------------------------
+
+
+class Recorder(torch.nn.Module):
+    """A stand-in denoiser that records what it is given."""
+
+    def __init__(self):
+        super().__init__()
+        self.inputs, self.timesteps = [], []
+        self.config = None
+
+    def forward(self, x, t):  # paper mode: returns zero noise
+        self.inputs.append(x.clone())
+        self.timesteps.append(t.clone())
+        return type("Out", (), {"sample": torch.zeros_like(x)})()
+
+    def encode(self, image, probs):
+        return image
+
+    def head(self, features, x_t, t, probs):
+        self.inputs.append(x_t.clone())
+        self.timesteps.append(t.clone())
+        return torch.log(probs)
+
+
+def test_paper_mode_starts_at_strength_T_without_noising():
+    sched = make_scheduler()
+    image = torch.rand(1, 3, 8, 8) * 2 - 1
+    probs = torch.full((1, 2, 8, 8), 0.5)
+    net = Recorder()
+    sample_paper(net, image, probs, sched, 0.5, steps=3, generator=torch.Generator().manual_seed(0))
+    first = net.inputs[0]
+    assert net.timesteps[0].tolist() == [499]
+    assert torch.equal(first[:, :3], image)  # the image channels are not noised
+    assert set(first[:, 3:].unique().tolist()) == {-1.0, 1.0}  # a clean one-hot sample
+
+
+def test_default_mode_noises_the_one_hot_start_to_strength_T():
+    sched = make_scheduler()
+    probs = torch.full((1, 2, 16, 16), 0.5)
+    net = Recorder()
+    sample_default(
+        net,
+        torch.zeros(1, 3, 16, 16),
+        probs,
+        sched,
+        0.3,
+        steps=2,
+        generator=torch.Generator().manual_seed(0),
+    )
+    assert [t.item() for t in net.timesteps] == sampling_timesteps(299, 2) == [299, 150]
+    first = net.inputs[0]
+    assert not set(first.unique().tolist()) <= {-1.0, 1.0}
+    # signal scale sqrt(alpha_bar_t), noise scale sqrt(1 - alpha_bar_t)
+    ab = sched.alphas_cumprod[299].item()
+    assert first.std().item() == pytest.approx(np.sqrt(ab + (1 - ab)), rel=0.15)
+
+
+def test_start_timestep_follows_strength():
+    sched = make_scheduler(1000)
+    assert start_timestep(sched, 1.0) == 999
+    assert start_timestep(sched, 0.5) == 499
+    with pytest.raises(ValueError):
+        start_timestep(sched, 0.0)
+
+
+def test_an_untrained_default_refiner_returns_the_prior():
+    """The head starts at zero, so training only has to learn corrections."""
+    ref = tiny_refiner()
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    probs = rng.dirichlet([0.3] * 3, size=(32, 32)).transpose(2, 0, 1).astype(np.float32)
+    out = ref.refine(image, probs, samples=2)
+    assert np.array_equal(out.labels, probs.argmax(0))
+    assert out.probs.shape == (3, 32, 32) and out.uncertainty.shape == (32, 32)
+    assert 0 <= out.uncertainty.min() and out.uncertainty.max() <= 1
+    assert out.nfe == 2
+
+
+@pytest.mark.parametrize("mode", ["default", "paper"])
+def test_refinement_is_deterministic_under_a_seed(mode):
+    ref = tiny_refiner(mode)
+    if mode == "default":  # a trained head depends on the noise; an untrained one is zero
+        torch.nn.init.normal_(
+            ref.net.out.weight, std=0.5, generator=torch.Generator().manual_seed(0)
+        )
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    probs = np.full((3, 32, 32), 1 / 3, np.float32)
+    a = ref.refine(image, probs, steps=2, samples=2, seed=5)
+    b = ref.refine(image, probs, steps=2, samples=2, seed=5)
+    c = ref.refine(image, probs, steps=2, samples=2, seed=6)
+    assert np.array_equal(a.probs, b.probs)
+    assert not np.array_equal(a.probs, c.probs)
+
+
+def test_refine_resizes_to_the_network_and_back():
+    ref = tiny_refiner()
+    out = ref.refine(np.zeros((40, 60, 3), np.uint8), labels=np.ones((40, 60), np.uint8))
+    assert out.labels.shape == (40, 60)
+    assert (out.labels == 1).mean() > 0.9
+
+
+# --- degradations ---------------------------------------------------------------------------
+
+
+def test_degrade_is_deterministic_and_makes_plausible_errors():
+    mask = np.zeros((64, 64), np.uint8)
+    mask[16:48, 20:44] = 1
+    a = degrade(mask, 2, np.random.default_rng(3))
+    b = degrade(mask, 2, np.random.default_rng(3))
+    assert np.array_equal(a, b)
+    ious = []
+    for seed in range(20):
+        p = degrade(mask, 2, np.random.default_rng(seed))
+        np.testing.assert_allclose(p.sum(0), 1, atol=1e-5)
+        pred = p.argmax(0) == 1
+        ious.append((pred & (mask == 1)).sum() / (pred | (mask == 1)).sum())
+    assert 0.4 < np.mean(ious) < 0.98  # wrong, but recognisably the same object
+
+
+# --- bad inputs -----------------------------------------------------------------------------
+
+
+def test_probability_maps_are_checked():
+    good = np.full((2, 4, 4), 0.5, np.float32)
+    with pytest.raises(InputError, match="3 classes|2 classes"):
+        check_probs(good, 3)
+    with pytest.raises(InputError, match="sum to 1"):
+        check_probs(good * 0.5, 2)
+    with pytest.raises(InputError, match="4x4 but its image is 5x5"):
+        check_probs(good, 2, (5, 5))
+    with pytest.raises(InputError, match="C x H x W"):
+        check_probs(good[0], 2)
+
+
+def test_class_count_mismatch_is_an_input_error():
+    ref = tiny_refiner(classes=("a", "b", "c"))
+    with pytest.raises(InputError, match="trained for 3"):
+        ref.refine(np.zeros((32, 32, 3), np.uint8), np.full((2, 32, 32), 0.5, np.float32))
+
+
+# --- training -------------------------------------------------------------------------------
+
+
+def tiny_config(root, **kw) -> RefinerConfig:
+    base = {**TINY, "batch_size": 8, "lr": 3e-3, "warmup": 20}
+    return RefinerConfig(data=str(root), **{**base, **kw})
+
+
+@pytest.fixture(scope="session")
+def trained_refiner(tmp_path_factory, synthetic_root):
+    """A tiny default-mode refiner trained on degradations of the synthetic fixture."""
+    out = tmp_path_factory.mktemp("refiner") / "run"
+    best = train_refiner(
+        tiny_config(synthetic_root, iterations=150, val_every=150, band=0),
+        out,
+        device="cpu",
+        progress=False,
+    )
+    return out, best
+
+
+def test_a_trained_refiner_improves_degraded_masks_on_held_out_images(
+    trained_refiner, synthetic_root
+):
+    from segrefine.data.datasets import load_split
+    from segrefine.diffusion.train import validation_priors
+    from segrefine.metrics import SegmentationScores
+
+    _, best = trained_refiner
+    val = load_split(synthetic_root, "val", None, False, 32)
+    priors = validation_priors(tiny_config(synthetic_root), val, "cpu")  # fixed degradations
+    scores = SegmentationScores(val.num_classes, val.class_names)
+    for p, item in zip(priors, val.items, strict=True):
+        scores.update(p.argmax(0), item.mask)
+    before = scores.summary()["mean_image_iou"]
+    assert best["val"]["mean_image_iou"] > before + 3
+
+
+def test_refiner_run_folder_has_config_weights_and_log(trained_refiner):
+    out, _ = trained_refiner
+    config = json.loads((out / "config.json").read_text())
+    assert config["kind"] == "refiner" and config["mode"] == "default"
+    assert config["inference"] == {"steps": 1, "strength": 0.3, "samples": 4}
+    assert (out / "model.safetensors").exists() and (out / "log.jsonl").exists()
+    ref = Refiner.load(out, "cpu")
+    assert ref.class_names == ("background", "blob", "star", "worm", "ring")
+
+
+def test_resume_continues_exactly_where_a_crashed_run_stopped(
+    tmp_path, synthetic_root, monkeypatch
+):
+    from segrefine import checkpoint
+    from segrefine.diffusion import train as train_module
+
+    cfg = tiny_config(synthetic_root, iterations=6, val_every=3, val_split=None, batch_size=4)
+    train_refiner(cfg, tmp_path / "straight", device="cpu", progress=False)
+
+    real_append = checkpoint.append_log
+
+    def crash_after_first(run_dir, record):
+        real_append(run_dir, record)
+        if record["step"] == 3:
+            raise RuntimeError("simulated crash")
+
+    monkeypatch.setattr(train_module.checkpoint, "append_log", crash_after_first)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train_refiner(cfg, tmp_path / "crashed", device="cpu", progress=False)
+    monkeypatch.setattr(train_module.checkpoint, "append_log", real_append)
+    train_refiner(None, tmp_path / "crashed", resume=True, device="cpu", progress=False)
+    a, _ = checkpoint.load_tensors(tmp_path / "straight" / "model.safetensors")
+    b, _ = checkpoint.load_tensors(tmp_path / "crashed" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+# --- the commands ---------------------------------------------------------------------------
+
+
+def test_train_refiner_cli_with_out_of_fold_segmenters(
+    run_cli, tmp_path, synthetic_root, trained_run
+):
+    out = tmp_path / "ref"
+    code, stdout, err = run_cli(
+        "train-refiner",
+        "--data",
+        synthetic_root,
+        "--segmenter",
+        trained_run,
+        "--iterations",
+        "4",
+        "--batch-size",
+        "4",
+        "--out",
+        out,
+        "--device",
+        "cpu",
+        "-q",
+    )
+    assert code == 0, err
+    assert (out / "oof" / "fold0" / "model.safetensors").exists()
+    assert (out / "oof" / "fold1" / "model.safetensors").exists()
+    assert (out / "oof" / "views.safetensors").exists()
+    assert "run saved" in stdout
+
+
+def test_refine_cli_writes_labels_probabilities_and_uncertainty(
+    run_cli, tmp_path, synthetic_root, trained_run, trained_refiner
+):
+    ref, _ = trained_refiner
+    out = tmp_path / "refined"
+    code, _, err = run_cli(
+        "refine",
+        "--refiner",
+        ref,
+        "--segmenter",
+        trained_run,
+        "--images",
+        synthetic_root,
+        "--split",
+        "val",
+        "--out",
+        out,
+        "--samples",
+        "2",
+        "--device",
+        "cpu",
+        "-q",
+    )
+    assert code == 0, err
+    ids = sorted(p.stem for p in out.glob("*.npy"))
+    assert len(ids) == 8
+    probs = np.load(out / f"{ids[0]}.npy")
+    assert probs.shape == (5, 32, 32) and probs.dtype == np.float16
+    assert (out / f"{ids[0]}_uncertainty.png").exists() and (out / f"{ids[0]}.png").exists()
+
+
+def test_refine_cli_takes_any_models_probabilities_and_rejects_bad_ones(
+    run_cli, tmp_path, synthetic_root, trained_run, trained_refiner
+):
+    ref, _ = trained_refiner
+    probs = tmp_path / "probs"
+    code, _, err = run_cli(
+        "predict",
+        "--model",
+        trained_run,
+        "--images",
+        synthetic_root,
+        "--out",
+        probs,
+        "--save-probs",
+        "--device",
+        "cpu",
+        "-q",
+    )
+    assert code == 0, err
+    code, _, err = run_cli(
+        "refine",
+        "--refiner",
+        ref,
+        "--probs",
+        probs,
+        "--images",
+        synthetic_root,
+        "--out",
+        tmp_path / "a",
+        "--device",
+        "cpu",
+        "-q",
+    )
+    assert code == 0, err
+    victim = sorted(probs.glob("*.npy"))[0]
+    np.save(victim, np.full((5, 32, 32), 0.5, np.float16))  # does not sum to 1
+    code, _, err = run_cli(
+        "refine",
+        "--refiner",
+        ref,
+        "--probs",
+        probs,
+        "--images",
+        synthetic_root,
+        "--out",
+        tmp_path / "b",
+        "--device",
+        "cpu",
+        "-q",
+    )
+    assert code == 2 and "sum to 1" in err and victim.name in err
+    assert len(err.strip().splitlines()) == 1
+    np.save(victim, np.full((3, 32, 32), 1 / 3, np.float16))  # wrong class count
+    code, _, err = run_cli(
+        "refine",
+        "--refiner",
+        ref,
+        "--probs",
+        probs,
+        "--images",
+        synthetic_root,
+        "--out",
+        tmp_path / "c",
+        "--device",
+        "cpu",
+        "-q",
+    )
+    assert code == 2 and "3 classes" in err and victim.name in err
+
+
+def test_refine_cli_rejects_a_segmenter_with_other_classes(
+    run_cli, tmp_path, synthetic_root, trained_run
+):
+    ref = tmp_path / "blob_refiner"
+    train_refiner(
+        tiny_config(synthetic_root, classes=["blob"], iterations=2, val_split=None),
+        ref,
+        device="cpu",
+        progress=False,
+    )
+    code, _, err = run_cli(
+        "refine",
+        "--refiner",
+        ref,
+        "--segmenter",
+        trained_run,
+        "--images",
+        synthetic_root,
+        "--out",
+        tmp_path / "o",
+        "--device",
+        "cpu",
+    )
+    assert code == 2 and "trained for" in err
+
+
+def test_benchmark_cli_writes_report_and_results(
+    run_cli, tmp_path, synthetic_root, trained_run, trained_refiner
+):
+    ref, _ = trained_refiner
+    out = tmp_path / "bench"
+    code, stdout, err = run_cli(
+        "benchmark",
+        "--data",
+        synthetic_root,
+        "--segmenter",
+        trained_run,
+        "--refiner",
+        ref,
+        "--out",
+        out,
+        "--sweep",
+        "1,2",
+        "--other",
+        trained_run,
+        "-q",
+    )
+    assert code == 0, err
+    results = json.loads((out / "results.json").read_text())
+    for part in ("baseline", "refined"):
+        assert set(results[part]) >= {"mean_image_iou", "miou", "boundary_iou", "boundary_f"}
+    assert results["nfe_per_image"] == 4
+    assert results["segment_images_per_s"] > 0 and results["refine_images_per_s"] > 0
+    assert [s["steps"] for s in results["steps_sweep"]] == [1, 2]
+    for name in ("report.md", "improved.png", "worsened.png", "scatter.png", "steps.png"):
+        assert (out / name).exists(), name
+    assert "Table 1" in (out / "report.md").read_text()
