@@ -1,7 +1,8 @@
 """segrefine: semantic segmentation refined by a conditional diffusion model.
 
 The public API mirrors the CLI: :class:`Segmenter` (``train-segmenter`` / ``predict``),
-:func:`evaluate_folder` (``evaluate``), the metrics in :mod:`segrefine.metrics` and the data
+:class:`Refiner` (``train-refiner`` / ``refine``), :func:`run_benchmark` (``benchmark``),
+:func:`cluster` (``cluster``), :func:`evaluate_folder` (``evaluate``), the metrics in :mod:`segrefine.metrics` and the data
 readers in :mod:`segrefine.data`. Heavy modules load lazily, so ``import segrefine`` is quick.
 """
 
@@ -17,6 +18,12 @@ _LAZY = {
     "evaluate_folder": "segrefine.evaluate",
     "predict_to_folder": "segrefine.predict",
     "InputError": "segrefine.errors",
+    "Refiner": "segrefine.diffusion",
+    "RefinerConfig": "segrefine.diffusion",
+    "train_refiner": "segrefine.diffusion",
+    "degrade": "segrefine.diffusion",
+    "run_benchmark": "segrefine.benchmark",
+    "cluster": "segrefine.unsupervised",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -192,13 +192,17 @@ def demo(
     out: Annotated[Path, typer.Option(help="Folder for the data, run, predictions and report.")]
     = Path("demo_out"),
     epochs: Annotated[int, typer.Option(help="Training epochs for the demo segmenter.")] = 25,
+    refiner_iterations: Annotated[
+        int, typer.Option(help="Training steps for the demo refiner (0 = no refiner).")
+    ] = 400,
     device: Device = "auto",
     quiet: Quiet = False,
 ) -> None:
-    """The main job in one command: make synthetic data, train a U-Net, evaluate, report."""
+    """The main job in one command: synthetic data, a U-Net, a diffusion refiner, a report."""
     from .demo import run_demo
 
-    report = run_demo(out, epochs=epochs, device=device, progress=not quiet)
+    report = run_demo(out, epochs=epochs, refiner_iterations=refiner_iterations, device=device,
+                      progress=not quiet)
     typer.echo(f"report: {report}")
 
 
