@@ -3,7 +3,8 @@
 The public API mirrors the CLI: :class:`Segmenter` (``train-segmenter`` / ``predict``),
 :class:`Refiner` (``train-refiner`` / ``refine``), :func:`run_benchmark` (``benchmark``),
 :func:`cluster` (``cluster``), :func:`evaluate_folder` (``evaluate``), the metrics in
-:mod:`segrefine.metrics` and the data readers in :mod:`segrefine.data`. Heavy modules load lazily, so ``import segrefine`` is quick.
+:mod:`segrefine.metrics` and the data readers in :mod:`segrefine.data`. Heavy modules load
+lazily, so ``import segrefine`` is quick.
 """
 
 from importlib import import_module
