@@ -483,3 +483,17 @@ def test_benchmark_cli_writes_report_and_results(
     for name in ("report.md", "improved.png", "worsened.png", "scatter.png", "steps.png"):
         assert (out / name).exists(), name
     assert "Table 1" in (out / "report.md").read_text()
+
+
+def test_training_on_crops_draws_crop_sized_batches(synthetic_root):
+    from segrefine.data.datasets import load_split
+    from segrefine.diffusion.train import BatchSource
+
+    train = load_split(synthetic_root, "train", None, False, 32)
+    cfg = tiny_config(synthetic_root, crop=16)
+    images = torch.from_numpy(np.stack([it.image for it in train.items]))
+    masks = torch.from_numpy(np.stack([it.mask for it in train.items]).astype(np.int64))
+    x, y, probs = BatchSource(cfg, images, masks, train.num_classes).draw(0)
+    assert x.shape[-2:] == y.shape[-2:] == probs.shape[-2:] == (16, 16)
+    x2, _, _ = BatchSource(cfg, images, masks, train.num_classes).draw(0)
+    assert torch.equal(x, x2)  # the window comes from the step's seed

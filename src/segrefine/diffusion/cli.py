@@ -69,8 +69,16 @@ def train_refiner_cmd(
     ] = None,
     iterations: Annotated[int, typer.Option(help="Optimisation steps.")] = 3000,
     batch_size: Annotated[int, typer.Option(help="Images per step.")] = 16,
+    crop: Annotated[
+        int | None, typer.Option(help="Train on random square crops of this side (cheaper "
+                                 "steps; refinement still sees whole images).")
+    ] = None,
     lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW, cosine).")] = 2e-3,
     oof_folds: Annotated[int, typer.Option(help="Folds for out-of-fold predictions.")] = 2,
+    oof_epochs: Annotated[
+        int | None, typer.Option(help="Epochs of each out-of-fold segmenter (default: the "
+                                 "segmenter run's own).")
+    ] = None,
     band: Annotated[
         int,
         typer.Option(
@@ -93,7 +101,9 @@ def train_refiner_cmd(
             data=str(data), split=split, val_split=val_split or None, size=size, mode=mode,
             classes=[c.strip() for c in classes.split(",")] if classes else None,
             segmenter=str(segmenter) if segmenter else None, iterations=iterations,
-            batch_size=batch_size, lr=lr, oof_folds=oof_folds, band=band, seed=seed,
+            batch_size=batch_size, crop=crop, lr=lr, oof_folds=oof_folds, oof_epochs=oof_epochs,
+            band=band,
+            seed=seed,
         )  # fmt: skip
     best = train_refiner(cfg, out, resume=resume, device=device, progress=not quiet)
     if best.get("val"):

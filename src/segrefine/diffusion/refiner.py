@@ -163,16 +163,14 @@ class Refiner:
             )
         k = s["samples"]
         gen = torch.Generator(self.device).manual_seed(seed)
-        image = image.to(self.device).repeat_interleave(k, 0)
-        probs = probs.to(self.device).repeat_interleave(k, 0)
+        image, probs = image.to(self.device), probs.to(self.device)
         if self.mode == "paper":
-            out = sample_paper(
-                self.net, paper_image(image), probs, self.scheduler, s["strength"], s["steps"], gen
-            )
+            out = sample_paper(self.net, paper_image(image).repeat_interleave(k, 0),
+                               probs.repeat_interleave(k, 0), self.scheduler, s["strength"],
+                               s["steps"], gen)  # fmt: skip
         else:
-            out = sample_default(
-                self.net, image, probs, self.scheduler, s["strength"], s["steps"], gen
-            )
+            out = sample_default(self.net, image, probs, self.scheduler, s["strength"],
+                                 s["steps"], gen, samples=k)  # fmt: skip
         mean = out.view(-1, k, *out.shape[1:]).mean(1)
         entropy = -(mean * mean.clamp_min(1e-8).log()).sum(1) / np.log(mean.shape[1])
         return mean.cpu(), entropy.clamp(0, 1).cpu()

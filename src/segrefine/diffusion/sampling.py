@@ -69,12 +69,15 @@ def sample_default(
     strength: float,
     steps: int,
     generator: torch.Generator,
+    samples: int = 1,
 ) -> torch.Tensor:
-    """Default mode: refined class probabilities (B, C, H, W) from prior ``probs``.
+    """Default mode: refined class probabilities (B * samples, C, H, W) from prior ``probs``.
 
-    The condition features are computed once; each step is one pass of the light head.
+    The condition features are computed once per image and shared by its ``samples``
+    refinements (consecutive rows of the result); each step is one pass of the light head.
     """
-    features = net.encode(image, probs)
+    features = net.encode(image, probs).repeat_interleave(samples, 0)
+    probs = probs.repeat_interleave(samples, 0)
     ts = sampling_timesteps(start_timestep(scheduler, strength), steps)
     y = stochastic_onehot(probs, generator)
     noise = torch.randn(y.shape, generator=generator, device=y.device)
