@@ -96,26 +96,30 @@ class ConditionalDenoiser(nn.Module):
         """Features (B, F, H, W) of the conditions: normalised image and prior probabilities."""
         return self.encoder(torch.cat([image, probs * 2 - 1], dim=1))
 
+    def prior_terms(self, probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """What the head needs from the prior, computed once per image: its log-probabilities
+        and the band of pixels the correction may touch (None when unrestricted)."""
+        band = uncertain_band(probs, self.band) if self.band > 0 else None
+        return torch.log(probs.clamp_min(1e-4)), band
+
     def head(
-        self, features: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, probs: torch.Tensor
+        self,
+        features: torch.Tensor,
+        x_t: torch.Tensor,
+        t: torch.Tensor,
+        prior: tuple[torch.Tensor, torch.Tensor | None],
     ) -> torch.Tensor:
         """Clean-label logits (B, C, H, W) for noisy labels ``x_t`` at timesteps ``t`` (B,)."""
+        log_prior, band = prior
         emb = self.time_mlp(timestep_embedding(t, self.emb_dim))
         h = self.block2(self.block1(torch.cat([features, x_t], dim=1), emb), emb)
         correction = self.out(h)
-        if self.band > 0:
-            correction = correction * self._band(probs)
-        return self.prior_scale * torch.log(probs.clamp_min(1e-4)) + correction
-
-    def _band(self, probs: torch.Tensor) -> torch.Tensor:
-        # every sampling step passes the same prior: compute its band once, not per step
-        cached = getattr(self, "_band_cache", None)
-        if cached is None or cached[0] is not probs:
-            self._band_cache = (probs, uncertain_band(probs, self.band))
-        return self._band_cache[1]
+        if band is not None:
+            correction = correction * band
+        return self.prior_scale * log_prior + correction
 
     def forward(self, x_t, t, image, probs):
-        return self.head(self.encode(image, probs), x_t, t, probs)
+        return self.head(self.encode(image, probs), x_t, t, self.prior_terms(probs))
 
 
 def paper_denoiser(num_classes: int, width: int = 32, depth: int = 4) -> nn.Module:

@@ -26,8 +26,10 @@ def stochastic_onehot(
     so repeated draws explore the pixels the segmenter is unsure about.
     """
     b, c, h, w = probs.shape
-    flat = probs.permute(0, 2, 3, 1).reshape(-1, c).clamp_min(0)
-    labels = torch.multinomial(flat, 1, generator=generator).view(b, h, w)
+    # inverse-CDF sampling: one uniform number per pixel, compared with the cumulative sums
+    u = torch.rand((b, 1, h, w), generator=generator, device=probs.device)
+    cdf = probs.clamp_min(0).cumsum(1)
+    labels = (u * cdf[:, -1:] > cdf).sum(1).clamp_max(c - 1)
     return labels_to_signed(labels, c)
 
 

@@ -77,6 +77,8 @@ def sample_default(
     refinements (consecutive rows of the result); each step is one pass of the light head.
     """
     features = net.encode(image, probs).repeat_interleave(samples, 0)
+    prior = tuple(None if a is None else a.repeat_interleave(samples, 0)
+                  for a in net.prior_terms(probs))
     probs = probs.repeat_interleave(samples, 0)
     ts = sampling_timesteps(start_timestep(scheduler, strength), steps)
     y = stochastic_onehot(probs, generator)
@@ -84,7 +86,7 @@ def sample_default(
     x = scheduler.add_noise(y, noise, torch.tensor([ts[0]], device=y.device))
     for i, t in enumerate(ts):
         tt = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
-        p = torch.softmax(net.head(features, x, tt, probs).float(), dim=1)
+        p = torch.softmax(net.head(features, x, tt, prior).float(), dim=1)
         if i + 1 < len(ts):
             x = ddim_step(scheduler, x, p * 2 - 1, t, ts[i + 1])
     return p
