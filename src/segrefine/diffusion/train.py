@@ -66,9 +66,9 @@ class RefinerConfig:
     timesteps: int = 1000
     beta_schedule: str = "linear"
     max_strength: float = 0.6  # default mode trains on t in [1, max_strength * T]
-    iterations: int = 3000
+    iterations: int = 4000
     batch_size: int = 16
-    crop: int | None = None  # train on random crops of this side (inference stays full size)
+    crop: int | None = 64  # train on random crops of this side (inference stays full size)
     lr: float = 2e-3
     weight_decay: float = 1e-4
     warmup: int = 100
