@@ -82,6 +82,35 @@ def optimizer_from_tensors(
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
+def load_weights(model: torch.nn.Module, run_dir: str | Path) -> None:
+    """Load a run's best weights (``model.safetensors``) into ``model``; a file that does not
+    fit the architecture described by the run's config is an input error."""
+    path = Path(run_dir) / WEIGHTS
+    tensors, _ = load_tensors(path)
+    try:
+        model.load_state_dict(tensors)
+    except RuntimeError as err:
+        raise InputError("weights do not match the architecture in config.json", path) from err
+
+
+def save_training_state(run_dir: str | Path, model: torch.nn.Module,
+                        optimizer: torch.optim.Optimizer, meta: dict) -> None:
+    """Write ``last.safetensors``: model and optimizer state plus ``meta`` (for resuming)."""
+    opt_tensors, opt_meta = optimizer_to_tensors(optimizer)
+    model_tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    save_tensors(Path(run_dir) / LAST, {**model_tensors, **opt_tensors},
+                 {**meta, "optimizer": opt_meta})
+
+
+def load_training_state(run_dir: str | Path, model: torch.nn.Module,
+                        optimizer: torch.optim.Optimizer) -> dict:
+    """Restore what :func:`save_training_state` wrote; returns its ``meta``."""
+    tensors, meta = load_tensors(Path(run_dir) / LAST)
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    optimizer_from_tensors(optimizer, tensors, meta["optimizer"])
+    return meta
+
+
 def write_config(run_dir: str | Path, config: dict) -> None:
     write_json(Path(run_dir) / CONFIG, {"format_version": FORMAT_VERSION, **config})
 

@@ -80,14 +80,7 @@ class Segmenter:
         """Load the best weights of a ``train-segmenter`` run folder."""
         config = checkpoint.read_config(run_dir, kind="segmenter")
         seg = cls.from_config(config, device)
-        tensors, _ = checkpoint.load_tensors(Path(run_dir) / checkpoint.WEIGHTS)
-        try:
-            seg.model.load_state_dict(tensors)
-        except RuntimeError as err:
-            raise InputError(
-                "weights do not match the architecture in config.json",
-                Path(run_dir) / checkpoint.WEIGHTS,
-            ) from err
+        checkpoint.load_weights(seg.model, run_dir)
         seg.model.to(seg.device).eval()
         return seg
 

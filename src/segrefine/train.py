@@ -150,9 +150,7 @@ def train_segmenter(
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     start_epoch, best, history = 0, None, []
     if resume and (out / checkpoint.LAST).exists():
-        tensors, meta = checkpoint.load_tensors(out / checkpoint.LAST)
-        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-        checkpoint.optimizer_from_tensors(optimizer, tensors, meta["optimizer"])
+        meta = checkpoint.load_training_state(out, model, optimizer)
         start_epoch, best, history = meta["epoch"] + 1, meta["best"], meta["history"]
     if main:
         out.mkdir(parents=True, exist_ok=True)
@@ -223,11 +221,8 @@ def train_segmenter(
                                         {"epoch": epoch + 1})
             record["best"] = is_best
             history.append(record)
-            opt_tensors, opt_meta = checkpoint.optimizer_to_tensors(optimizer)
-            checkpoint.save_tensors(
-                out / checkpoint.LAST,
-                {**{f"model.{k}": v for k, v in net.state_dict().items()}, **opt_tensors},
-                {"epoch": epoch, "best": best, "history": history, "optimizer": opt_meta},
+            checkpoint.save_training_state(
+                out, net, optimizer, {"epoch": epoch, "best": best, "history": history}
             )
             checkpoint.append_log(out, record)
             if progress:

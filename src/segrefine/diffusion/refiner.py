@@ -102,14 +102,7 @@ class Refiner:
         """Load the best weights of a ``train-refiner`` run folder."""
         config = checkpoint.read_config(run_dir, kind="refiner")
         ref = cls.from_config(config, device)
-        tensors, _ = checkpoint.load_tensors(Path(run_dir) / checkpoint.WEIGHTS)
-        try:
-            ref.net.load_state_dict(tensors)
-        except RuntimeError as err:
-            raise InputError(
-                "weights do not match the network in config.json",
-                Path(run_dir) / checkpoint.WEIGHTS,
-            ) from err
+        checkpoint.load_weights(ref.net, run_dir)
         ref.net.to(ref.device).eval()
         return ref
 

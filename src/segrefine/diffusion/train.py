@@ -281,9 +281,7 @@ def train_refiner(
     optimizer = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     start, best, history = 0, None, []
     if resume and (out / checkpoint.LAST).exists():
-        tensors, meta = checkpoint.load_tensors(out / checkpoint.LAST)
-        net.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-        checkpoint.optimizer_from_tensors(optimizer, tensors, meta["optimizer"])
+        meta = checkpoint.load_training_state(out, net, optimizer)
         start, best, history = meta["step"], meta["best"], meta["history"]
     if main:
         (out / checkpoint.LOG).unlink(missing_ok=True)
@@ -351,11 +349,8 @@ def train_refiner(
                 )
             record["best"] = is_best
             history.append(record)
-            opt_tensors, opt_meta = checkpoint.optimizer_to_tensors(optimizer)
-            checkpoint.save_tensors(
-                out / checkpoint.LAST,
-                {**{f"model.{k}": v for k, v in plain.state_dict().items()}, **opt_tensors},
-                {"step": step + 1, "best": best, "history": history, "optimizer": opt_meta},
+            checkpoint.save_training_state(
+                out, plain, optimizer, {"step": step + 1, "best": best, "history": history}
             )
             checkpoint.append_log(out, record)
             if progress:
