@@ -88,3 +88,17 @@ def trained_run(tmp_path_factory, synthetic_root) -> Path:
                       batch_size=4, seed=0)
     train_segmenter(cfg, out, device="cpu", progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def trained_refiner(tmp_path_factory, synthetic_root):
+    """A tiny default-mode refiner trained on degradations of the synthetic fixture (150
+    steps, width 8): (run folder, best validation scores); read-only for tests."""
+    from segrefine.diffusion import RefinerConfig, train_refiner
+
+    out = tmp_path_factory.mktemp("refiner") / "run"
+    cfg = RefinerConfig(data=str(synthetic_root), size=32, width=8, depth=2, features=8,
+                        head_width=8, batch_size=8, lr=3e-3, warmup=20, iterations=150,
+                        val_every=150, band=0)
+    best = train_refiner(cfg, out, device="cpu", progress=False)
+    return out, best

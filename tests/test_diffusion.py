@@ -232,19 +232,6 @@ def tiny_config(root, **kw) -> RefinerConfig:
     return RefinerConfig(data=str(root), **{**base, **kw})
 
 
-@pytest.fixture(scope="session")
-def trained_refiner(tmp_path_factory, synthetic_root):
-    """A tiny default-mode refiner trained on degradations of the synthetic fixture."""
-    out = tmp_path_factory.mktemp("refiner") / "run"
-    best = train_refiner(
-        tiny_config(synthetic_root, iterations=150, val_every=150, band=0),
-        out,
-        device="cpu",
-        progress=False,
-    )
-    return out, best
-
-
 def test_a_trained_refiner_improves_degraded_masks_on_held_out_images(
     trained_refiner, synthetic_root
 ):

@@ -206,6 +206,28 @@ def demo(
     typer.echo(f"report: {report}")
 
 
+@app.command()
+def serve(
+    runs: Annotated[Path, typer.Option(help="Folder searched (3 levels deep) for segmenter and "
+                                       "refiner runs to offer on the page.")] = Path("runs"),
+    host: Annotated[str, typer.Option(help="Address to listen on; 127.0.0.1 = this machine "
+                                      "only.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 7860,
+    max_megapixels: Annotated[float, typer.Option(help="Refuse uploads larger than this many "
+                                                  "megapixels.")] = 20.0,
+    device: Device = "auto",
+) -> None:
+    """Local web app: upload an image, segment, refine, see uncertainty; cluster with scribbles."""
+    from .segmenter import resolve_device
+    from .web import serve as serve_app
+
+    if max_megapixels <= 0:
+        raise typer.BadParameter("must be positive", param_hint="--max-megapixels")
+    if not runs.is_dir():
+        typer.echo(f"segrefine: note: {runs}: no such folder yet; the page will say so", err=True)
+    serve_app(runs, host, port, max_megapixels, str(resolve_device(device)))
+
+
 def _register_subcommands() -> None:
     from .diffusion.cli import register as register_refiner
     from .unsupervised.cli import register as register_unsupervised

@@ -1,0 +1,212 @@
+"""The local web app: one page (``static/``) and a small JSON API, served by Starlette.
+
+Endpoints (all under ``/api``; errors are ``{"error": "one line"}`` with status 400/404):
+
+``GET  /api/runs``                 segmenter and refiner runs under ``--runs``, plus notes
+``GET  /api/examples``             the bundled synthetic examples; ``/api/examples/N.png`` each
+``POST /api/segment``              form: ``file`` or ``example``, ``segmenter``, ``refiner``
+                                   (empty = none), ``steps``, ``strength``, ``samples`` -> job id
+``POST /api/cluster``              form: ``file`` or ``example``, ``scribbles`` (JSON strokes),
+                                   ``min_labels``, ``max_iter``, ``connected`` -> job id
+``GET  /api/jobs/ID``              state, stage, fraction, error; when done timings, info, files
+``GET  /api/jobs/ID/files/NAME``   a result file (``?download=1`` as an attachment)
+
+Uploads are decoded in the request, so a bad file is answered at once; the work runs in a
+single background worker (:class:`~segrefine.web.jobs.JobQueue`) and the page polls for it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from ..errors import InputError
+from .jobs import JobQueue
+from .pipeline import (
+    DEFAULT_MAX_MEGAPIXELS,
+    cluster_figures,
+    decode_upload,
+    png_bytes,
+    segment_and_refine,
+)
+from .runs import ModelCache, scan_runs
+
+__all__ = ["EXAMPLE_SEEDS", "create_app"]
+
+STATIC = Path(__file__).parent / "static"
+EXAMPLE_SEEDS = (3, 7, 12, 21)
+
+
+@lru_cache(maxsize=len(EXAMPLE_SEEDS))
+def _example(i: int) -> np.ndarray:
+    from ..data.synthetic import generate_scene
+
+    return generate_scene(EXAMPLE_SEEDS[i], size=128)[0]
+
+
+def _error(message: str, status: int = 400) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def _number(form, name: str, kind, lo, hi, default=None):
+    raw = form.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise InputError(f"{name} must be a number, got {raw!r}") from None
+    if not lo <= value <= hi:
+        raise InputError(f"{name} must be between {lo} and {hi}, got {value}")
+    return value
+
+
+def _lifespan(queue: JobQueue):
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        yield
+        queue.shutdown()
+
+    return lifespan
+
+
+def create_app(
+    runs: str | Path = "runs",
+    max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
+    device: str = "cpu",
+) -> Starlette:
+    """The web app for the runs under ``runs``; uploads over ``max_megapixels`` are refused."""
+    runs = Path(runs)
+    queue = JobQueue()
+    cache = ModelCache(scan_runs(runs), device=device)
+
+    async def index(request: Request) -> Response:
+        return FileResponse(STATIC / "index.html")
+
+    async def list_runs(request: Request) -> Response:
+        cache.index = scan_runs(runs)  # cheap; picks up runs trained while serving
+        return JSONResponse({**cache.index.as_json(), "max_megapixels": max_megapixels})
+
+    async def list_examples(request: Request) -> Response:
+        return JSONResponse([
+            {"id": i, "name": f"synthetic scene {seed}", "url": f"/api/examples/{i}.png"}
+            for i, seed in enumerate(EXAMPLE_SEEDS)
+        ])  # fmt: skip
+
+    async def example_png(request: Request) -> Response:
+        i = request.path_params["i"]
+        if not 0 <= i < len(EXAMPLE_SEEDS):
+            return _error(f"no example {i}", 404)
+        return Response(png_bytes(_example(i)), media_type="image/png")
+
+    async def _image(form) -> tuple[np.ndarray, str]:
+        upload = form.get("file")
+        if upload is not None and not isinstance(upload, str) and upload.filename:
+            data = await upload.read()
+            return decode_upload(data, upload.filename, max_megapixels), upload.filename
+        example = form.get("example")
+        if example not in (None, ""):
+            i = _number(form, "example", int, 0, len(EXAMPLE_SEEDS) - 1)
+            return _example(i), f"example{i}.png"
+        raise InputError("choose an image to upload or one of the examples")
+
+    async def segment(request: Request) -> Response:
+        try:
+            form = await request.form()
+            image, name = await _image(form)
+            steps = _number(form, "steps", int, 1, 1000)
+            strength = _number(form, "strength", float, 0.01, 1.0)
+            samples = _number(form, "samples", int, 1, 32)
+            seg_name = form.get("segmenter") or ""
+            ref_name = form.get("refiner") or ""
+            if not seg_name:
+                raise InputError("choose a segmenter run")
+            # load now so a broken run is reported at once (and cached for the job)
+            segmenter = cache.get("segmenter", seg_name)
+            refiner = cache.get("refiner", ref_name) if ref_name else None
+        except InputError as err:
+            return _error(str(err))
+        job = queue.submit("segment", name, segment_and_refine, image, segmenter, refiner,
+                           steps=steps, strength=strength, samples=samples)  # fmt: skip
+        return JSONResponse({"job": job.id})
+
+    async def cluster(request: Request) -> Response:
+        try:
+            form = await request.form()
+            image, name = await _image(form)
+            min_labels = _number(form, "min_labels", int, 1, 100, default=3)
+            max_iter = _number(form, "max_iter", int, 1, 1000, default=30)
+            connected = form.get("connected") in ("1", "true", "on")
+            raw = form.get("scribbles") or "[]"
+            try:
+                strokes = json.loads(raw)
+            except json.JSONDecodeError as err:
+                raise InputError(f"scribbles are not valid JSON ({err})") from None
+            if not isinstance(strokes, list):
+                raise InputError("scribbles must be a list of strokes")
+        except InputError as err:
+            return _error(str(err))
+        job = queue.submit("cluster", name, cluster_figures, image, strokes,
+                           min_labels=min_labels, max_iter=max_iter, connected=connected)
+        return JSONResponse({"job": job.id})
+
+    async def job_status(request: Request) -> Response:
+        job = queue.get(request.path_params["job"])
+        if job is None:
+            return _error("no such job (the server keeps only the newest ones)", 404)
+        body = job.status()
+        if job.state == "done":
+            body["timings"] = {k: round(v, 4) for k, v in job.result.timings.items()}
+            body["info"] = job.result.info
+            body["files"] = {n: f"/api/jobs/{job.id}/files/{n}" for n in job.result.files}
+        return JSONResponse(body)
+
+    async def job_file(request: Request) -> Response:
+        job = queue.get(request.path_params["job"])
+        name = request.path_params["name"]
+        if job is None or job.state != "done" or name not in job.result.files:
+            return _error("no such file", 404)
+        data, mime = job.result.files[name]
+        headers = {}
+        if request.query_params.get("download"):
+            stem = re.sub(r"[^A-Za-z0-9_.-]", "_", Path(job.name).stem)
+            headers["Content-Disposition"] = f'attachment; filename="{stem}_{name}"'
+        return Response(data, media_type=mime, headers=headers)
+
+    app = Starlette(
+        routes=[
+            Route("/", index),
+            Route("/api/runs", list_runs),
+            Route("/api/examples", list_examples),
+            Route("/api/examples/{i:int}.png", example_png),
+            Route("/api/segment", segment, methods=["POST"]),
+            Route("/api/cluster", cluster, methods=["POST"]),
+            Route("/api/jobs/{job}", job_status),
+            Route("/api/jobs/{job}/files/{name}", job_file),
+            Mount("/static", StaticFiles(directory=STATIC), name="static"),
+        ],
+        lifespan=_lifespan(queue),
+    )
+    app.state.queue = queue
+    app.state.cache = cache
+    return app
+
+
+def serve(runs: str | Path = "runs", host: str = "127.0.0.1", port: int = 7860,
+          max_megapixels: float = DEFAULT_MAX_MEGAPIXELS, device: str = "cpu") -> None:
+    """Run the app with uvicorn until interrupted."""
+    import uvicorn
+
+    app = create_app(runs, max_megapixels, device)
+    print(f"segrefine web app on http://{host}:{port}  (runs: {Path(runs).resolve()})")
+    uvicorn.run(app, host=host, port=port, log_level="warning")

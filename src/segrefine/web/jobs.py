@@ -1,0 +1,97 @@
+"""Background jobs for the web app: one worker, so two browser tabs never fight for the cores.
+
+A request submits a function and gets a job id back at once; the page polls the job's state
+(``queued`` -> ``running`` with a stage and a fraction -> ``done`` or ``error``). An
+:class:`~segrefine.errors.InputError` becomes the job's one-line message; any other exception
+is reported as an internal error with its type, and the worker carries on with the next job.
+Only the newest ``keep`` jobs are kept in memory.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+import traceback
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import InputError
+
+__all__ = ["Job", "JobQueue"]
+
+log = logging.getLogger("segrefine.web")
+
+
+@dataclass
+class Job:
+    id: str
+    kind: str
+    name: str = "image"  # the input's file name, for download names
+    state: str = "queued"
+    stage: str = "waiting for the worker"
+    fraction: float = 0.0
+    error: str | None = None
+    created: float = field(default_factory=time.time)
+    started: float | None = None
+    finished: float | None = None
+    result: Any = None
+
+    def status(self) -> dict:
+        now = self.finished or time.time()
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "state": self.state,
+            "stage": self.stage,
+            "fraction": round(self.fraction, 3),
+            "error": self.error,
+            "elapsed_s": round(now - (self.started or self.created), 3),
+        }
+
+
+class JobQueue:
+    def __init__(self, keep: int = 32):
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="segrefine-job")
+        self._jobs: OrderedDict[str, Job] = OrderedDict()
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+        self.keep = keep
+
+    def submit(self, kind: str, name: str, fn, *args, **kwargs) -> Job:
+        """Queue ``fn(*args, progress=callback, **kwargs)``; its return value is the result.
+        ``name`` is the input's file name (used to name downloads)."""
+        job = Job(id=f"{next(self._ids):06d}", kind=kind, name=name)
+        with self._lock:
+            self._jobs[job.id] = job
+            while len(self._jobs) > self.keep:
+                self._jobs.popitem(last=False)
+        self._pool.submit(self._run, job, fn, args, kwargs)
+        return job
+
+    def get(self, job_id: str) -> Job | None:
+        with self._lock:
+            return self._jobs.get(job_id)
+
+    def _run(self, job: Job, fn, args, kwargs) -> None:
+        job.state, job.started = "running", time.time()
+
+        def progress(stage: str, fraction: float) -> None:
+            job.stage, job.fraction = stage, fraction
+
+        try:
+            job.result = fn(*args, progress=progress, **kwargs)
+            job.state, job.stage, job.fraction = "done", "done", 1.0
+        except InputError as err:
+            job.state, job.error = "error", str(err)
+        except Exception as err:  # the server keeps serving; the page shows what happened
+            log.error("job %s failed:\n%s", job.id, traceback.format_exc())
+            job.state, job.error = "error", f"internal error: {type(err).__name__}: {err}"
+        finally:
+            job.finished = time.time()
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,131 @@
+"""Finding the segmenter and refiner runs the web app can offer, and loading them once.
+
+A run is a folder with a ``config.json`` written by ``train-segmenter`` or ``train-refiner``.
+:func:`scan_runs` walks ``--runs`` a few levels deep and does not descend into a run (its
+sub-folders, such as a refiner's out-of-fold segmenters, are its internals). Folders that look
+like runs but are not readable ones come back as notes, so the page can say why a folder the
+user expected is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import checkpoint
+from ..errors import InputError
+
+__all__ = ["RunIndex", "ModelCache", "scan_runs"]
+
+MAX_DEPTH = 3
+
+
+@dataclass
+class RunIndex:
+    """Runs found under a folder: ``name`` (path relative to the root) -> description."""
+
+    root: Path
+    segmenters: dict[str, dict] = field(default_factory=dict)
+    refiners: dict[str, dict] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def as_json(self) -> dict:
+        return {
+            "root": str(self.root),
+            "segmenters": [{"name": k, **v} for k, v in self.segmenters.items()],
+            "refiners": [{"name": k, **v} for k, v in self.refiners.items()],
+            "notes": self.notes,
+        }
+
+
+def _describe(run: Path, config: dict) -> dict:
+    info = {"classes": list(config.get("class_names", [])), "size": config.get("size")}
+    if config["kind"] == "segmenter":
+        model = config.get("model", {})
+        info["model"] = model.get("name", "?") if isinstance(model, dict) else str(model)
+    else:
+        info["mode"] = config.get("mode", "default")
+        info["defaults"] = {k: config.get("inference", {}).get(k)
+                            for k in ("steps", "strength", "samples")}  # fmt: skip
+    if not (run / checkpoint.WEIGHTS).is_file():
+        raise InputError(f"no {checkpoint.WEIGHTS} (training not finished?)", run)
+    return info
+
+
+def scan_runs(root: str | Path) -> RunIndex:
+    """Every readable run under ``root`` (sorted by relative path), plus notes on folders
+    that carry a ``config.json`` but are not usable runs, and on a root that does not exist."""
+    root = Path(root)
+    index = RunIndex(root=root)
+    if not root.is_dir():
+        index.notes.append(f"{root}: runs folder does not exist (segrefine serve --runs DIR)")
+        return index
+
+    def visit(folder: Path, depth: int) -> None:
+        if (folder / checkpoint.CONFIG).is_file():
+            name = folder.relative_to(root).as_posix() or "."
+            try:
+                kind = _kind(folder)
+                if kind is None:
+                    raise InputError(f"its {checkpoint.CONFIG} is not from segrefine (no run kind)")
+                config = checkpoint.read_config(folder, kind=kind)
+                info = _describe(folder, config)
+            except InputError as err:
+                index.notes.append(f"{name}: not a usable segrefine run ({err.message})")
+                return
+            target = index.segmenters if config["kind"] == "segmenter" else index.refiners
+            target[name] = info
+            return
+        if depth >= MAX_DEPTH:
+            return
+        try:
+            children = sorted(p for p in folder.iterdir() if p.is_dir())
+        except OSError:
+            return
+        for child in children:
+            if not child.name.startswith("."):
+                visit(child, depth + 1)
+
+    visit(root, 0)
+    if not index.segmenters:
+        index.notes.append(
+            f"{root}: no segmenter runs found; train one with `segrefine train-segmenter` or "
+            "`segrefine demo --out DIR` and serve with `--runs DIR`"
+        )
+    return index
+
+
+def _kind(folder: Path) -> str | None:
+    """The kind a config declares; None when it declares none we know."""
+    try:
+        kind = json.loads((folder / checkpoint.CONFIG).read_text()).get("kind")
+    except (OSError, ValueError, AttributeError):
+        return "segmenter"  # read_config then reports the JSON problem
+    return kind if kind in ("segmenter", "refiner") else None
+
+
+class ModelCache:
+    """Loaded models by run name; each run is loaded once and kept (runs are small)."""
+
+    def __init__(self, index: RunIndex, device: str = "cpu"):
+        self.index = index
+        self.device = device
+        self._models: dict[tuple[str, str], object] = {}
+        self._lock = threading.Lock()
+
+    def get(self, kind: str, name: str):
+        from ..diffusion import Refiner
+        from ..segmenter import Segmenter
+
+        known = self.index.segmenters if kind == "segmenter" else self.index.refiners
+        if name not in known:
+            raise InputError(f"no {kind} run called {name!r} under {self.index.root}")
+        weights = self.index.root / name / checkpoint.WEIGHTS
+        with self._lock:
+            key = (kind, name, weights.stat().st_mtime_ns if weights.exists() else 0)
+            if key not in self._models:
+                cls = Segmenter if kind == "segmenter" else Refiner
+                self._models[key] = cls.load(self.index.root / name, device=self.device)
+            return self._models[key]

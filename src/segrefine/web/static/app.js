@@ -1,0 +1,343 @@
+// segrefine web app: plain JavaScript, no external assets (the page works offline).
+"use strict";
+
+const $ = (sel) => document.querySelector(sel);
+const state = { file: null, example: null, runs: null, strokes: [], label: 0, tab: "segment" };
+
+// The PASCAL VOC colour map, as the server draws overlays with it.
+function vocColour(label) {
+  let r = 0, g = 0, b = 0, c = label;
+  for (let shift = 7; shift >= 0; shift--) {
+    r |= (c & 1) << shift; g |= ((c >> 1) & 1) << shift; b |= ((c >> 2) & 1) << shift;
+    c >>= 3;
+  }
+  return `rgb(${r},${g},${b})`;
+}
+
+function showError(message) {
+  const box = $("#error");
+  box.textContent = message;
+  box.hidden = !message;
+}
+
+async function getJSON(url, options) {
+  const response = await fetch(url, options);
+  let body;
+  try { body = await response.json(); } catch (e) { body = { error: `server answered ${response.status}` }; }
+  if (!response.ok) throw new Error(body.error || `server answered ${response.status}`);
+  return body;
+}
+
+// ---- runs and examples -------------------------------------------------------------------
+async function loadRuns() {
+  const runs = await getJSON("/api/runs");
+  state.runs = runs;
+  $("#runs-root").textContent = runs.root;
+  const seg = $("#segmenter"), ref = $("#refiner");
+  seg.innerHTML = ""; ref.innerHTML = "";
+  for (const s of runs.segmenters) {
+    seg.add(new Option(`${s.name}  (${s.model}, ${s.classes.join("/")})`, s.name));
+  }
+  ref.add(new Option("none (segmenter only)", ""));
+  for (const r of runs.refiners) {
+    ref.add(new Option(`${r.name}  (${r.mode}, ${r.classes.join("/")})`, r.name));
+  }
+  matchRefiners();
+  const notes = $("#run-notes");
+  notes.innerHTML = "";
+  for (const n of runs.notes) {
+    const li = document.createElement("li");
+    li.textContent = n;
+    notes.appendChild(li);
+  }
+}
+
+// Refiners whose classes differ from the chosen segmenter's cannot refine it: disable them and
+// pick the first one that fits (or none).
+function matchRefiners() {
+  const seg = (state.runs?.segmenters || []).find((s) => s.name === $("#segmenter").value);
+  const ref = $("#refiner");
+  let first = null;
+  for (const option of ref.options) {
+    const r = state.runs.refiners.find((x) => x.name === option.value);
+    if (!r) continue;
+    const fits = seg && r.classes.join("/") === seg.classes.join("/");
+    option.disabled = !fits;
+    option.textContent = `${r.name}  (${r.mode}, ${r.classes.join("/")})` + (fits ? "" : " - other classes");
+    if (fits && first === null) first = option.value;
+  }
+  const current = ref.selectedOptions[0];
+  if (!current || current.disabled || current.value === "") ref.value = first ?? "";
+  updateDefaults();
+}
+
+function updateDefaults() {
+  const name = $("#refiner").value;
+  const r = (state.runs?.refiners || []).find((x) => x.name === name);
+  for (const key of ["steps", "strength", "samples"]) {
+    const input = $(`#${key}`);
+    input.placeholder = r && r.defaults[key] != null ? r.defaults[key] : "";
+    input.disabled = !r;
+  }
+}
+
+async function loadExamples() {
+  const examples = await getJSON("/api/examples");
+  const box = $("#examples");
+  for (const ex of examples) {
+    const img = document.createElement("img");
+    img.src = ex.url; img.alt = ex.name; img.title = ex.name; img.className = "example";
+    img.dataset.id = ex.id;
+    img.addEventListener("click", () => chooseExample(ex, img));
+    box.appendChild(img);
+  }
+}
+
+function chooseExample(ex, img) {
+  state.example = ex.id; state.file = null;
+  $("#file").value = "";
+  document.querySelectorAll(".example").forEach((e) => e.classList.toggle("chosen", e === img));
+  setPreview(ex.url, ex.name);
+}
+
+function setPreview(url, name) {
+  const preview = $("#preview");
+  preview.onload = resetCanvas;
+  preview.onerror = () => { preview.removeAttribute("src"); resetCanvas(); };
+  preview.src = url;
+  $("#input-name").textContent = name;
+  state.strokes = [];
+  showError("");
+}
+
+$("#file").addEventListener("change", (ev) => {
+  const file = ev.target.files[0];
+  if (!file) return;
+  state.file = file; state.example = null;
+  document.querySelectorAll(".example").forEach((e) => e.classList.remove("chosen"));
+  setPreview(URL.createObjectURL(file), `${file.name} (${(file.size / 1024).toFixed(0)} KB)`);
+});
+
+function imageForm() {
+  const form = new FormData();
+  if (state.file) form.append("file", state.file, state.file.name);
+  else if (state.example !== null) form.append("example", state.example);
+  return form;
+}
+
+// ---- jobs --------------------------------------------------------------------------------
+async function runJob(url, form, button, onDone) {
+  showError("");
+  button.disabled = true;
+  const wrap = $("#progress-wrap");
+  try {
+    const { job } = await getJSON(url, { method: "POST", body: form });
+    wrap.hidden = false;
+    for (;;) {
+      const s = await getJSON(`/api/jobs/${job}`);
+      $("#progress").value = s.fraction;
+      $("#stage").textContent = s.state === "queued" ? "queued" : s.stage;
+      $("#elapsed").textContent = `${s.elapsed_s.toFixed(1)} s`;
+      if (s.state === "done") { onDone(s); break; }
+      if (s.state === "error") throw new Error(s.error);
+      await new Promise((r) => setTimeout(r, 250));
+    }
+  } catch (err) {
+    showError(err.message);
+  } finally {
+    wrap.hidden = true;
+    button.disabled = false;
+  }
+}
+
+function fmt(seconds) { return seconds < 1 ? `${(seconds * 1000).toFixed(0)} ms` : `${seconds.toFixed(2)} s`; }
+
+function downloadLink(box, href, text) {
+  const a = document.createElement("a");
+  a.href = `${href}?download=1`; a.textContent = text; a.setAttribute("download", "");
+  box.appendChild(a);
+}
+
+// ---- segment + refine --------------------------------------------------------------------
+let lastSegment = null;
+
+$("#run-segment").addEventListener("click", () => {
+  const form = imageForm();
+  form.append("segmenter", $("#segmenter").value);
+  form.append("refiner", $("#refiner").value);
+  for (const key of ["steps", "strength", "samples"]) form.append(key, $(`#${key}`).value);
+  runJob("/api/segment", form, $("#run-segment"), showSegment);
+});
+
+function showSegment(s) {
+  lastSegment = s;
+  $("#results").hidden = false;
+  $("#cluster-results").hidden = true;
+  const t = s.timings;
+  let text = `segmenter ${fmt(t.segment_s)}`;
+  if (t.refine_s !== undefined) text += ` · refiner ${fmt(t.refine_s)} (${s.info.nfe} denoiser evaluations)`;
+  text += ` · ${s.info.width}x${s.info.height} px`;
+  $("#timings").textContent = text;
+  $("#result-refined").hidden = t.refine_s === undefined;
+  $("#result-uncertainty").hidden = t.refine_s === undefined;
+  const legend = $("#legend");
+  legend.innerHTML = "";
+  s.info.classes.forEach((name, c) => {
+    if (name === "background") return;
+    const span = document.createElement("span");
+    span.innerHTML = `<i style="background:${vocColour(c)}"></i>`;
+    span.append(name);
+    legend.appendChild(span);
+  });
+  const box = $("#downloads");
+  box.innerHTML = "";
+  downloadLink(box, s.files["segmenter_labels.png"], "segmenter labels (PNG)");
+  downloadLink(box, s.files["segmenter_probs.npy"], "segmenter probabilities (.npy)");
+  if (s.files["refined_labels.png"]) {
+    downloadLink(box, s.files["refined_labels.png"], "refined labels (PNG)");
+    downloadLink(box, s.files["refined_probs.npy"], "refined probabilities (.npy)");
+    downloadLink(box, s.files["uncertainty.npy"], "uncertainty (.npy)");
+  }
+  drawView();
+}
+
+function drawView() {
+  const s = lastSegment;
+  if (!s) return;
+  const inst = $("#view-instances").checked;
+  const suffix = inst ? "_instances" : "";
+  $("#result-input img").src = s.files["input.png"];
+  $("#result-segmenter img").src = s.files[`segmenter${suffix}.png`];
+  if (s.files["refined.png"]) $("#result-refined img").src = s.files[`refined${suffix}.png`];
+  if (s.files["uncertainty.png"]) $("#result-uncertainty img").src = s.files["uncertainty.png"];
+  $("#legend").hidden = inst;
+  const table = $("#instances-table");
+  table.hidden = !inst;
+  if (inst) {
+    const refined = s.info.refined_instances || [];
+    let html = "<tr><th>class</th><th>segmenter: instances</th>";
+    if (refined.length) html += "<th>refined: instances</th>";
+    html += "</tr>";
+    s.info.segmenter_instances.forEach((row, i) => {
+      html += `<tr><td>${row.class}</td><td>${row.instances}</td>`;
+      if (refined.length) html += `<td>${refined[i].instances}</td>`;
+      html += "</tr>";
+    });
+    table.innerHTML = html;
+  }
+}
+
+document.querySelectorAll("input[name=view]").forEach((r) => r.addEventListener("change", drawView));
+$("#refiner").addEventListener("change", updateDefaults);
+$("#segmenter").addEventListener("change", matchRefiners);
+
+// ---- unsupervised: scribbles + clustering ------------------------------------------------
+const SCRIBBLE_COLOURS = 6;
+
+function buildSwatches() {
+  const box = $("#scribble-labels");
+  for (let k = 0; k < SCRIBBLE_COLOURS; k++) {
+    const b = document.createElement("button");
+    b.className = "swatch" + (k === 0 ? " chosen" : "");
+    b.style.background = vocColour(k + 1);
+    b.title = `scribble label ${k + 1}`;
+    b.addEventListener("click", () => {
+      state.label = k;
+      box.querySelectorAll(".swatch").forEach((x) => x.classList.toggle("chosen", x === b));
+    });
+    box.appendChild(b);
+  }
+}
+
+function resetCanvas() {
+  const canvas = $("#scribble-canvas"), img = $("#preview");
+  canvas.width = img.clientWidth; canvas.height = img.clientHeight;
+  canvas.style.width = `${img.clientWidth}px`; canvas.style.height = `${img.clientHeight}px`;
+  canvas.hidden = state.tab !== "cluster" || !img.getAttribute("src");
+  redrawStrokes();
+}
+
+function toImage(ev) {
+  const canvas = $("#scribble-canvas"), img = $("#preview");
+  const rect = canvas.getBoundingClientRect();
+  const sx = img.naturalWidth / rect.width, sy = img.naturalHeight / rect.height;
+  return [(ev.clientX - rect.left) * sx, (ev.clientY - rect.top) * sy];
+}
+
+function redrawStrokes() {
+  const canvas = $("#scribble-canvas"), img = $("#preview");
+  const ctx = canvas.getContext("2d");
+  ctx.clearRect(0, 0, canvas.width, canvas.height);
+  if (!img.naturalWidth) return;
+  const s = canvas.width / img.naturalWidth;
+  ctx.lineCap = "round"; ctx.lineJoin = "round";
+  for (const st of state.strokes) {
+    ctx.strokeStyle = vocColour(st.label + 1);
+    ctx.lineWidth = Math.max(1, st.width * s);
+    ctx.beginPath();
+    st.points.forEach(([x, y], i) => (i ? ctx.lineTo(x * s, y * s) : ctx.moveTo(x * s, y * s)));
+    if (st.points.length === 1) ctx.lineTo(st.points[0][0] * s + 0.1, st.points[0][1] * s);
+    ctx.stroke();
+  }
+}
+
+(function scribbling() {
+  const canvas = $("#scribble-canvas");
+  let current = null;
+  canvas.addEventListener("pointerdown", (ev) => {
+    const img = $("#preview");
+    const width = Number($("#brush").value) * img.naturalWidth / canvas.width;
+    current = { label: state.label, width: Math.max(1, width), points: [toImage(ev)] };
+    state.strokes.push(current);
+    canvas.setPointerCapture(ev.pointerId);
+    redrawStrokes();
+  });
+  canvas.addEventListener("pointermove", (ev) => {
+    if (!current) return;
+    current.points.push(toImage(ev));
+    redrawStrokes();
+  });
+  const end = () => { current = null; };
+  canvas.addEventListener("pointerup", end);
+  canvas.addEventListener("pointercancel", end);
+})();
+
+$("#clear-scribbles").addEventListener("click", () => { state.strokes = []; redrawStrokes(); });
+window.addEventListener("resize", resetCanvas);
+
+$("#run-cluster").addEventListener("click", () => {
+  const form = imageForm();
+  form.append("scribbles", JSON.stringify(state.strokes));
+  form.append("min_labels", $("#min-labels").value);
+  form.append("max_iter", $("#max-iter").value);
+  form.append("connected", $("#connected").checked ? "1" : "0");
+  runJob("/api/cluster", form, $("#run-cluster"), showCluster);
+});
+
+function showCluster(s) {
+  $("#cluster-results").hidden = false;
+  $("#results").hidden = true;
+  let text = `${s.info.segments} segments · ${fmt(s.timings.cluster_s)}`;
+  if (s.info.scribble_labels) text += ` · guided by ${s.info.scribble_labels} scribble labels`;
+  $("#cluster-timings").textContent = text;
+  $("#cluster-input img").src = s.files["input.png"];
+  $("#cluster-result img").src = s.files["clusters.png"];
+  $("#cluster-scribbles").hidden = !s.files["scribbles.png"];
+  if (s.files["scribbles.png"]) $("#cluster-scribbles img").src = s.files["scribbles.png"];
+  const box = $("#cluster-downloads");
+  box.innerHTML = "";
+  downloadLink(box, s.files["cluster_labels.png"], "segment ids (16-bit PNG)");
+}
+
+// ---- tabs --------------------------------------------------------------------------------
+document.querySelectorAll(".tab").forEach((tab) => tab.addEventListener("click", () => {
+  state.tab = tab.dataset.tab;
+  document.querySelectorAll(".tab").forEach((t) => t.classList.toggle("active", t === tab));
+  $("#segment-panel").hidden = state.tab !== "segment";
+  $("#cluster-panel").hidden = state.tab !== "cluster";
+  resetCanvas();
+}));
+
+buildSwatches();
+loadExamples().catch((e) => showError(e.message));
+loadRuns().catch((e) => showError(e.message));

@@ -1,0 +1,378 @@
+"""The web app: its pipeline without a server, its API over HTTP, and the page in Chromium.
+
+The browser test drives Debian's /usr/bin/chromium through Playwright (nothing is downloaded)
+and is skipped, with the reason, where either is missing. Set ``SEGREFINE_SCREENSHOT=PATH``
+to keep its screenshot (the README's picture is made that way), and
+``SEGREFINE_WEB_RUNS=DIR`` / ``SEGREFINE_WEB_IMAGE=FILE`` to drive it with real runs.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from segrefine.data.synthetic import generate_scene
+from segrefine.errors import InputError
+from segrefine.web.jobs import JobQueue
+from segrefine.web.pipeline import (
+    cluster_figures,
+    decode_upload,
+    instances,
+    rasterize_scribbles,
+    segment_and_refine,
+)
+from segrefine.web.runs import ModelCache, scan_runs
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def _png(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+# --- pipeline, no server ----------------------------------------------------------------------
+
+
+def test_decode_upload_reads_images_and_names_bad_files():
+    image = generate_scene(1, size=32)[0]
+    assert np.array_equal(decode_upload(_png(image), "a.png"), image)
+    with pytest.raises(InputError, match=r"^notes\.txt: is not an image"):
+        decode_upload(b"just some text\n", "notes.txt")
+    with pytest.raises(InputError, match=r"^empty\.png: file is empty"):
+        decode_upload(b"", "empty.png")
+    with pytest.raises(InputError, match=r"^cut\.png: cannot decode image, truncated"):
+        decode_upload(_png(image)[:200], "cut.png")
+    with pytest.raises(InputError, match=r"^big\.png: image is 32x32 .* over the server's limit"):
+        decode_upload(_png(image), "big.png", max_megapixels=0.001)
+
+
+def test_instances_count_connected_components_per_class():
+    labels = np.zeros((20, 20), np.uint8)
+    labels[1:4, 1:4] = 1
+    labels[10:14, 10:14] = 1
+    labels[5:7, 15:18] = 2
+    image = np.full((20, 20, 3), 128, np.uint8)
+    fig, rows = instances(image, labels, ("background", "cat", "dog", "bird"))
+    assert rows == [
+        {"class": "cat", "instances": 2, "pixels": 25},
+        {"class": "dog", "instances": 1, "pixels": 6},
+        {"class": "bird", "instances": 0, "pixels": 0},
+    ]
+    # the two cats differ in colour from each other and from the dimmed background
+    assert fig.shape == (20, 20, 3)
+    assert len({tuple(fig[2, 2]), tuple(fig[12, 12]), tuple(fig[0, 0])}) == 3
+
+
+def test_rasterize_scribbles_draws_strokes_and_rejects_bad_labels():
+    strokes = [
+        {"label": 0, "width": 1, "points": [[2, 2], [8, 2]]},
+        {"label": 3, "width": 3, "points": [[5, 10]]},
+    ]
+    out = rasterize_scribbles(strokes, (16, 16))
+    assert out.dtype == np.uint8
+    assert (out[2, 2:9] == 0).all() and out[3, 5] == 255
+    assert out[10, 5] == 3 and out[9, 5] == 3 and out[10, 4] == 3  # a 3-pixel dot
+    assert ((out != 255).sum()) == 7 + (out == 3).sum()
+    with pytest.raises(InputError, match="stroke 0 has label 255"):
+        rasterize_scribbles([{"label": 255, "points": [[0, 0]]}], (4, 4))
+    with pytest.raises(InputError, match="stroke 0 is malformed"):
+        rasterize_scribbles([{"points": [[0, 0]]}], (4, 4))
+
+
+def test_segment_and_refine_times_each_stage_and_keeps_image_size(trained_run, trained_refiner):
+    from segrefine.diffusion import Refiner
+    from segrefine.segmenter import Segmenter
+
+    seg, ref = Segmenter.load(trained_run, "cpu"), Refiner.load(trained_refiner[0], "cpu")
+    image = np.asarray(Image.fromarray(generate_scene(5, size=48)[0]).resize((60, 40)))
+    stages = []
+    out = segment_and_refine(image, seg, ref, steps=1, samples=2,
+                             progress=lambda s, f: stages.append(s))  # fmt: skip
+    assert stages == ["segmenting", "refining", "drawing"]
+    assert set(out.timings) == {"segment_s", "refine_s"} and min(out.timings.values()) > 0
+    assert out.info["nfe"] == 2 and (out.info["width"], out.info["height"]) == (60, 40)
+    probs = np.load(io.BytesIO(out.files["refined_probs.npy"][0]))
+    assert probs.shape == (len(seg.class_names), 40, 60)
+    np.testing.assert_allclose(probs.astype(np.float32).sum(0), 1, atol=1e-2)
+    labels = Image.open(io.BytesIO(out.files["refined_labels.png"][0]))
+    assert labels.mode == "P" and labels.size == (60, 40)
+    assert np.array_equal(np.asarray(labels), probs.astype(np.float32).argmax(0))
+
+
+def test_segment_and_refine_refuses_a_refiner_of_other_classes(trained_run):
+    from segrefine.segmenter import Segmenter
+
+    class Other:
+        num_classes, class_names = 3, ("x", "y", "z")
+
+    with pytest.raises(InputError, match="the segmenter has 5 classes .* refiner has 3"):
+        segment_and_refine(generate_scene(0, 32)[0], Segmenter.load(trained_run, "cpu"), Other())
+
+
+def test_cluster_figures_follow_the_scribbles():
+    image = np.zeros((40, 40, 3), np.uint8)
+    image[:, 20:] = (230, 40, 40)
+    image[:, :20] = (30, 60, 200)
+    strokes = [{"label": 0, "width": 3, "points": [[5, 5], [5, 35]]},
+               {"label": 1, "width": 3, "points": [[30, 5], [30, 35]]}]  # fmt: skip
+    out = cluster_figures(image, strokes, max_iter=10)
+    ids = np.asarray(Image.open(io.BytesIO(out.files["cluster_labels.png"][0])))
+    assert ids.shape == (40, 40) and out.info["scribble_labels"] == 2
+    assert ids[20, 5] != ids[20, 30]
+    assert "scribbles.png" in out.files and out.timings["cluster_s"] > 0
+
+
+def test_scan_runs_lists_runs_and_explains_folders_that_are_not(tmp_path, trained_run,
+                                                                trained_refiner):
+    shutil.copytree(trained_run, tmp_path / "seg")
+    shutil.copytree(trained_refiner[0], tmp_path / "group" / "ref")
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "config.json").write_text('{"hello": 1}')
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "config.json").write_text("{not json")
+    index = scan_runs(tmp_path)
+    assert list(index.segmenters) == ["seg"] and list(index.refiners) == ["group/ref"]
+    assert index.refiners["group/ref"]["defaults"]["samples"] >= 1
+    notes = " | ".join(index.notes)
+    assert "junk: not a usable segrefine run" in notes and "broken: not a usable" in notes
+    with pytest.raises(InputError, match="no segmenter run called 'nope'"):
+        ModelCache(index).get("segmenter", "nope")
+    assert "does not exist" in scan_runs(tmp_path / "missing").notes[0]
+
+
+def test_job_queue_reports_errors_and_keeps_working():
+    queue = JobQueue()
+
+    def bad(progress):
+        raise InputError("this file is wrong", "x.png")
+
+    def crash(progress):
+        raise RuntimeError("boom")
+
+    def good(value, progress):
+        progress("working", 0.5)
+        return value * 2
+
+    jobs = [queue.submit("t", "a", bad), queue.submit("t", "b", crash),
+            queue.submit("t", "c", good, 21)]  # fmt: skip
+    deadline = time.time() + 10
+    while any(j.state in ("queued", "running") for j in jobs) and time.time() < deadline:
+        time.sleep(0.01)
+    assert [j.state for j in jobs] == ["error", "error", "done"]
+    assert jobs[0].error == "x.png: this file is wrong"
+    assert jobs[1].error == "internal error: RuntimeError: boom"
+    assert jobs[2].result == 42
+    queue.shutdown()
+
+
+# --- the server over HTTP -----------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, trained_run, trained_refiner):
+    """The app on a free port, serving the tiny fixture runs (or SEGREFINE_WEB_RUNS)."""
+    import uvicorn
+
+    from segrefine.web import create_app
+
+    runs = os.environ.get("SEGREFINE_WEB_RUNS")
+    if runs is None:
+        root = tmp_path_factory.mktemp("webruns")
+        shutil.copytree(trained_run, root / "tiny_unet")
+        shutil.copytree(trained_refiner[0], root / "tiny_refiner")
+        (root / "not_a_run").mkdir()
+        (root / "not_a_run" / "config.json").write_text('{"kind": "something else"}')
+        runs = root
+    port = _free_port()
+    config = uvicorn.Config(create_app(runs, max_megapixels=1.0), host="127.0.0.1", port=port,
+                            log_level="warning")  # fmt: skip
+    srv = uvicorn.Server(config)
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 20
+    while not srv.started and time.time() < deadline:
+        time.sleep(0.05)
+    assert srv.started, "the web app did not start"
+    yield f"http://127.0.0.1:{port}"
+    srv.should_exit = True
+    thread.join(10)
+
+
+def _get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=30) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read()
+
+
+def _post(url: str, fields: dict, files: dict | None = None) -> tuple[int, dict]:
+    boundary = uuid.uuid4().hex
+    body = io.BytesIO()
+    for name, value in fields.items():
+        body.write(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'
+                   f"{value}\r\n".encode())  # fmt: skip
+    for name, (filename, data) in (files or {}).items():
+        body.write(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; '
+                   f'filename="{filename}"\r\nContent-Type: application/octet-stream\r\n\r\n'
+                   .encode())  # fmt: skip
+        body.write(data + b"\r\n")
+    body.write(f"--{boundary}--\r\n".encode())
+    req = urllib.request.Request(url, data=body.getvalue(), method="POST",
+                                 headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})  # noqa: E501
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def _wait(server: str, job: str) -> dict:
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        status = json.loads(_get(f"{server}/api/jobs/{job}")[1])
+        if status["state"] in ("done", "error"):
+            return status
+        time.sleep(0.05)
+    raise AssertionError(f"job {job} did not finish")
+
+
+@pytest.mark.skipif("SEGREFINE_WEB_RUNS" in os.environ, reason="checks the fixture runs")
+def test_api_segment_refine_and_download(server):
+    code, runs = _get(f"{server}/api/runs")
+    runs = json.loads(runs)
+    assert [s["name"] for s in runs["segmenters"]] == ["tiny_unet"]
+    assert [r["name"] for r in runs["refiners"]] == ["tiny_refiner"]
+    assert any("not_a_run: not a usable segrefine run" in n for n in runs["notes"])
+    code, body = _post(f"{server}/api/segment",
+                       {"segmenter": "tiny_unet", "refiner": "tiny_refiner", "samples": "2"},
+                       {"file": ("scene.png", _png(generate_scene(9, 40)[0]))})  # fmt: skip
+    assert code == 200, body
+    status = _wait(server, body["job"])
+    assert status["state"] == "done", status
+    assert status["info"]["nfe"] == 2 and status["timings"]["refine_s"] > 0
+    code, data = _get(server + status["files"]["refined_probs.npy"] + "?download=1")
+    assert code == 200 and np.load(io.BytesIO(data)).shape == (5, 40, 40)
+
+
+@pytest.mark.parametrize(
+    "fields, files, message",
+    [
+        ({"segmenter": "tiny_unet"}, {"file": ("notes.txt", b"hello")},
+         "notes.txt: is not an image"),
+        ({"segmenter": "tiny_unet"}, {"file": ("huge.png", None)}, "over the server's limit"),
+        ({"segmenter": "not_a_run", "example": "0"}, None, "no segmenter run called 'not_a_run'"),
+        ({"segmenter": "tiny_unet", "example": "0", "steps": "many"}, None,
+         "steps must be a number"),
+        ({"segmenter": "tiny_unet"}, None, "choose an image"),
+    ],
+)
+def test_api_bad_input_is_one_readable_message(server, fields, files, message):
+    if files and files["file"][1] is None:  # a 1.2 MP image against the 1 MP test limit
+        files = {"file": ("huge.png", _png(np.zeros((1000, 1200, 3), np.uint8)))}
+    code, body = _post(f"{server}/api/segment", fields, files)
+    assert code == 400 and message in body["error"] and "\n" not in body["error"]
+    assert _get(f"{server}/api/runs")[0] == 200  # and the server keeps serving
+
+
+# --- the page in a real browser -------------------------------------------------------------
+
+
+def _browser():
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    return sync_api
+
+
+BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync"]  # fmt: skip
+
+
+def test_page_segments_refines_and_reports_bad_files(server, tmp_path):
+    sync_api = _browser()
+    image_path = os.environ.get("SEGREFINE_WEB_IMAGE")
+    if image_path is None:
+        image_path = tmp_path / "scene.png"
+        Image.fromarray(generate_scene(4, size=96)[0]).save(image_path)
+    (tmp_path / "notes.txt").write_text("not an image\n")
+    requests: list[str] = []
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=BROWSER_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 860})
+        page.on("request", lambda r: requests.append(r.url))
+        page.goto(server)
+        page.wait_for_selector("#segmenter option", state="attached")
+        page.set_input_files("#file", str(image_path))
+        page.click("#run-segment")
+        page.wait_for_selector("#results:not([hidden])", timeout=60_000)
+        for fig in ("#result-segmenter", "#result-refined", "#result-uncertainty"):
+            page.wait_for_function(
+                f"document.querySelector('{fig} img').naturalWidth > 0", timeout=10_000
+            )
+        timings = page.inner_text("#timings")
+        assert "segmenter" in timings and "refiner" in timings and "denoiser evaluations" in timings
+        assert page.locator("#downloads a").count() == 5
+        page.wait_for_timeout(300)
+        shot = os.environ.get("SEGREFINE_SCREENSHOT")
+        page.screenshot(path=shot or str(tmp_path / "page.png"), full_page=True)
+
+        page.check("#view-instances")
+        assert "instances" in page.inner_text("#instances-table")
+
+        page.set_input_files("#file", str(tmp_path / "notes.txt"))
+        page.click("#run-segment")
+        page.wait_for_selector("#error:not([hidden])", timeout=10_000)
+        assert "notes.txt: is not an image" in page.inner_text("#error")
+        browser.close()
+    assert all(u.startswith(server) or u.startswith("blob:") for u in requests), requests
+
+
+def test_page_clusters_with_scribbles_drawn_in_the_browser(server):
+    sync_api = _browser()
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=BROWSER_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 860})
+        page.goto(server)
+        page.click("#tab-cluster")
+        page.click(".example >> nth=1")
+        page.wait_for_function("document.querySelector('#preview').naturalWidth > 0")
+        canvas = page.locator("#scribble-canvas")
+        box = canvas.bounding_box()
+        for k, fy in enumerate((0.2, 0.8)):
+            page.click(f".swatch >> nth={k}")
+            page.mouse.move(box["x"] + box["width"] * 0.2, box["y"] + box["height"] * fy)
+            page.mouse.down()
+            page.mouse.move(box["x"] + box["width"] * 0.8, box["y"] + box["height"] * fy,
+                            steps=5)  # fmt: skip
+            page.mouse.up()
+        page.fill("#max-iter", "10")
+        page.click("#run-cluster")
+        page.wait_for_selector("#cluster-results:not([hidden])", timeout=60_000)
+        assert "guided by 2 scribble labels" in page.inner_text("#cluster-timings")
+        page.wait_for_function(
+            "document.querySelector('#cluster-result img').naturalWidth > 0", timeout=10_000
+        )
+        browser.close()
