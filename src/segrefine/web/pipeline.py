@@ -323,7 +323,10 @@ def cluster_figures(
     out.timings["cluster_s"] = time.perf_counter() - t0
     report("drawing", 0.9)
     size = display_size(image.shape[:2])
-    colour = _fit(colorize_segments(labels).astype(np.uint8), image.shape[:2], True)
+    if scribbles is not None and not connected:  # segment k = scribble label k: same colour
+        colour = _VOC[(labels.astype(np.int64) % 254) + 1]
+    else:
+        colour = colorize_segments(labels).astype(np.uint8)
     blend = (0.35 * image.astype(np.float32) + 0.65 * colour).round().astype(np.uint8)
     out.files["clusters.png"] = (png_bytes(_fit(blend, size, False)), "image/png")
     out.files["input.png"] = (png_bytes(_fit(image, size, False)), "image/png")
