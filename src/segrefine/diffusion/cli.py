@@ -177,7 +177,8 @@ def benchmark_cmd(
     out: Annotated[Path, typer.Option(help="Folder for report.md, results.json, figures.")],
     split: Annotated[str, typer.Option(help="Split to score.")] = "val",
     crf: Annotated[
-        bool, typer.Option("--crf", help="Also score DenseCRF (needs segrefine[crf]).")
+        bool, typer.Option("--crf", help="Also score DenseCRF (needs the optional extra "
+                           "segrefine\\[crf]: pip install 'segrefine\\[crf]')."),
     ] = False,
     other: Annotated[
         list[Path] | None,
