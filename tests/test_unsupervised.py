@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 import torch
+from scipy import ndimage
 
-from segrefine.unsupervised.benchmark import make_scribbles
-from segrefine.unsupervised.cluster import ClusterConfig, cluster
+from segrefine.unsupervised.cluster import ClusterConfig, cluster, shrink_scribbles
 from segrefine.unsupervised.metrics import (
     best_match_miou,
     covering,
@@ -24,7 +24,9 @@ from segrefine.unsupervised.regions import (
     merge_similar_regions,
     merge_small_regions,
     relabel_sequential,
+    split_by_scribbles,
 )
+from segrefine.unsupervised.scribbles import make_scribbles
 
 torch.set_num_threads(1)
 
@@ -98,14 +100,60 @@ def test_default_cluster_is_deterministic_and_finds_the_bands():
 
 
 def test_scribble_labels_are_respected_on_scribbled_pixels():
-    image, _ = blocks_image(seed=4, size=48, colours=3, noise=10.0)
+    image, truth = blocks_image(seed=4, size=48, colours=3, noise=10.0)
     scribbles = np.full((48, 48), 255, dtype=np.uint8)
     scribbles[10, 2:14] = 0
     scribbles[30, 18:30] = 7  # labels need not be consecutive
     scribbles[20, 34:46] = 2
-    labels = cluster(image, scribbles, config=ClusterConfig(max_iter=40))
+    labels = cluster(image, scribbles)
     marked = scribbles != 255
     np.testing.assert_array_equal(labels[marked], scribbles[marked])
+    assert set(np.unique(labels)) == {0, 2, 7}  # the scribble labels fix the segment count
+    assert covering(labels, truth) > 0.9  # and each stroke claims its band
+
+
+def test_two_scribble_labels_on_one_colour_never_merge():
+    rng = np.random.default_rng(7)
+    image = np.clip(120 + rng.normal(0, 6, (40, 60, 3)), 0, 255).astype(np.uint8)
+    scribbles = np.full((40, 60), 255, dtype=np.uint8)
+    scribbles[20, 5:15], scribbles[20, 45:55] = 1, 4
+    labels = cluster(image, scribbles)
+    assert set(np.unique(labels)) == {1, 4}
+    assert (labels[scribbles == 1] == 1).all() and (labels[scribbles == 4] == 4).all()
+    # Same colour everywhere: only position can tell the two apart, nearest stroke wins.
+    assert (labels[:, :12] == 1).mean() > 0.9 and (labels[:, -12:] == 4).mean() > 0.9
+
+
+def test_scribbles_work_without_superpixels_and_on_images_over_the_size_limit():
+    image, truth = blocks_image(seed=8, size=48, colours=2, noise=6.0)
+    scribbles = np.full((48, 48), 255, dtype=np.uint8)
+    scribbles[5:40, 12], scribbles[5:40, 36] = 3, 9
+    for cfg in (
+        ClusterConfig.paper(max_iter=40),
+        ClusterConfig(max_input_side=20),  # segmented at 20 px, labels brought back to 48
+    ):
+        labels = cluster(image, scribbles, config=cfg)
+        assert set(np.unique(labels)) == {3, 9}
+        np.testing.assert_array_equal(labels[scribbles != 255], scribbles[scribbles != 255])
+        assert covering(labels, truth) > 0.8
+
+
+def test_connected_splits_a_scribble_label_into_its_disjoint_parts():
+    image, _ = blocks_image(seed=9, size=48, colours=3, noise=4.0)
+    image[:, 32:] = image[:, :16]  # bands A B A: label 0 on both outer bands
+    scribbles = np.full((48, 48), 255, dtype=np.uint8)
+    scribbles[10:40, 8], scribbles[10:40, 40], scribbles[10:40, 24] = 0, 0, 1
+    assert len(np.unique(cluster(image, scribbles))) == 2
+    assert len(np.unique(cluster(image, scribbles, ClusterConfig(connected=True)))) == 3
+
+
+def test_shrinking_scribbles_keeps_one_pixel_strokes():
+    scribbles = np.full((40, 40), -1, dtype=np.int64)
+    scribbles[13, 4:30] = 2  # row 13 is no row a nearest-neighbour resize to 10 would sample
+    scribbles[37, 37] = 5
+    small = shrink_scribbles(scribbles, (10, 10))
+    assert (small[3, 1:8] == 2).all() and small[9, 9] == 5
+    assert (small >= 0).sum() == 8
 
 
 def test_scribble_map_of_another_size_is_rejected():
@@ -140,24 +188,38 @@ def test_merge_small_regions_absorbs_into_longest_border():
     assert len(np.unique(out)) == 2 and out[1, 1] == out[0, 0]
 
 
-def test_merge_similar_regions_respects_threshold_and_scribbles():
+def test_merge_similar_regions_respects_threshold():
     labels = np.array([[0, 0, 1, 1, 2, 2]])
     feats = np.array([[0, 0, 1, 1, 50, 50]], dtype=float)[..., None]
     out = merge_similar_regions(labels, feats, threshold=2.0)
     assert out[0, 0] == out[0, 2] and out[0, 2] != out[0, 4]
-    scr = np.array([[0, -1, -1, 1, -1, -1]])  # the user marks regions 0 and 1 as different
-    out = merge_similar_regions(labels, feats, threshold=2.0, scribbles=scr)
-    assert out[0, 0] != out[0, 2]
+    assert len(np.unique(merge_similar_regions(labels, feats, threshold=0.5))) == 3
 
 
-def test_make_scribbles_draws_strokes_inside_segments():
-    truth = np.zeros((40, 60), dtype=np.uint8)
-    truth[:, 30:] = 1
-    scr = make_scribbles(truth, margin=2)
+def test_split_by_scribbles_cuts_only_regions_with_two_labels():
+    labels = np.array([[0, 0, 0, 0, 1, 1]])
+    scr = np.array([[2, -1, -1, 5, 3, -1]])  # region 0 holds labels 2 and 5, region 1 only 3
+    out = split_by_scribbles(labels, scr)
+    assert out[0, 0] == out[0, 1] != out[0, 2] == out[0, 3]  # cut halfway between strokes
+    assert out[0, 4] == out[0, 5] and len(np.unique(out)) == 3
+    np.testing.assert_array_equal(split_by_scribbles(labels, np.full((1, 6), -1)), labels)
+
+
+def test_make_scribbles_draws_one_continuous_stroke_inside_each_large_segment():
+    truth = np.zeros((40, 100), dtype=np.uint8)
+    truth[20:] = 1  # two long bands
+    truth[2:6, 2:6] = 2  # too small for a stroke: 16 px < 0.5 % of the image
+    scr = make_scribbles(truth)
     marked = scr != 255
     assert set(np.unique(scr[marked])) == {0, 1}
     for k in (0, 1):
-        assert len(np.unique(truth[scr == k])) == 1  # a stroke never crosses a boundary
+        stroke = scr == k
+        assert len(np.unique(truth[stroke])) == 1  # a stroke never crosses a boundary
+        inside = ndimage.distance_transform_edt(np.pad(truth == truth[stroke][0], 1))[1:-1, 1:-1]
+        assert inside[stroke].min() > 3  # it keeps the margin
+        assert ndimage.label(stroke, structure=np.ones((3, 3)))[1] == 1  # one line
+        assert stroke.sum() >= 60  # along the band's length (100 px - 2 x margin)
+    np.testing.assert_array_equal(scr, make_scribbles(truth))
 
 
 # ---- metrics ---------------------------------------------------------------------------------

@@ -137,7 +137,7 @@ def test_cluster_benchmark_writes_results_for_every_method(cli, tmp_path):
     )
     assert code == 0, err
     results = json.loads((tmp_path / "bench" / "results.json").read_text())
-    assert len(results) == 4
+    assert len(results) == 5  # 3 methods, scribbles scored 2 ways
     for scores in results.values():
         assert {"covering", "pri", "voi", "miou", "seconds_per_image"} <= set(scores)
         assert 0.0 <= scores["miou"] <= 1.0

@@ -7,7 +7,7 @@ them all on BSDS500.
 """
 
 from .baselines import felzenszwalb_segment, kmeans_segment
-from .benchmark import make_scribbles, run_cluster_benchmark
+from .benchmark import run_cluster_benchmark
 from .cluster import ClusterConfig, cluster
 from .metrics import (
     best_match_miou,
@@ -17,6 +17,7 @@ from .metrics import (
     variation_of_information,
 )
 from .reference import ClusterModel, cluster_video
+from .scribbles import make_scribbles
 
 __all__ = [
     "ClusterConfig",

@@ -1,9 +1,9 @@
 """The BSDS500 benchmark: the clustering method beside both baselines, on the same images.
 
 :func:`run_cluster_benchmark` segments every image of a split with k-means, Felzenszwalb, the
-clustering method, and the clustering method with automatic scribbles, then writes
-``results.json`` (per method: ``covering``, ``pri``, ``voi``, ``miou``, ``seconds_per_image``),
-``per_image.json``, ``settings.json``, ``table.md`` and ``examples.png``.
+clustering method, and the clustering method with simulated scribbles, then writes
+``results.json`` (per method: ``covering``, ``pri``, ``voi``, ``miou``, ``seconds_per_image``,
+``median_segments``), ``per_image.json``, ``settings.json``, ``table.md`` and ``examples.png``.
 """
 
 from __future__ import annotations
@@ -11,12 +11,11 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
-from scipy import ndimage
 from tqdm.auto import tqdm
 
 from ..data.io import atomic_path, write_json
@@ -26,47 +25,13 @@ from .bsds import list_bsds, load_bsds_sample
 from .cluster import NO_SCRIBBLE, ClusterConfig, cluster
 from .metrics import region_scores
 from .output import colorize_segments
+from .scribbles import make_scribbles
 
-__all__ = ["make_scribbles", "results_table", "run_cluster_benchmark"]
+__all__ = ["results_table", "run_cluster_benchmark"]
 
 METRICS = ("miou", "covering", "pri", "voi")
-
-
-def make_scribbles(
-    truth: np.ndarray,
-    max_strokes: int = 12,
-    min_fraction: float = 0.005,
-    length: int = 40,
-    margin: int = 3,
-) -> np.ndarray:
-    """Simulated user scribbles: one stroke inside each of the largest ground-truth segments.
-
-    For each segment of at least ``min_fraction`` of the image (largest first, at most
-    ``max_strokes``), a horizontal stroke of up to ``length`` pixels is drawn through the
-    segment's most interior point, kept ``margin`` pixels inside the segment. Returns ``uint8``
-    (H, W): stroke k has label k, unmarked pixels are 255. Deterministic.
-    """
-    truth = np.asarray(truth)
-    ids, sizes = np.unique(truth, return_counts=True)
-    order = np.argsort(-sizes, kind="stable")
-    out = np.full(truth.shape, NO_SCRIBBLE, dtype=np.uint8)
-    k = 0
-    for idx in order:
-        if k >= max_strokes or sizes[idx] < min_fraction * truth.size:
-            break
-        inside = ndimage.distance_transform_edt(np.pad(truth == ids[idx], 1))[1:-1, 1:-1]
-        y, x = np.unravel_index(int(inside.argmax()), inside.shape)
-        if inside[y, x] <= margin:
-            continue
-        row = inside[y] > margin
-        lo, hi = x, x
-        while lo > 0 and row[lo - 1] and x - lo < length // 2:
-            lo -= 1
-        while hi < len(row) - 1 and row[hi + 1] and hi - x < length // 2:
-            hi += 1
-        out[y, lo : hi + 1] = k
-        k += 1
-    return out
+SCRIBBLES_OWN = "clustering CNN + scribbles (each annotator's strokes, scored vs that annotator)"
+SCRIBBLES_FIRST = "clustering CNN + scribbles (annotator 0's strokes, scored vs all annotators)"
 
 
 def results_table(results: dict[str, dict]) -> str:
@@ -83,6 +48,21 @@ def results_table(results: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def _record(image_id: str, labels: np.ndarray, truths, seconds: float) -> dict:
+    return {
+        "id": image_id,
+        **region_scores(labels, truths),
+        "seconds": seconds,
+        "segments": int(len(np.unique(labels))),
+    }
+
+
+def _timed(fn: Callable[..., np.ndarray], *args, **kwargs) -> tuple[np.ndarray, float]:
+    start = time.perf_counter()
+    labels = fn(*args, **kwargs)
+    return labels, time.perf_counter() - start
+
+
 def run_cluster_benchmark(
     data: str | Path,
     out: str | Path,
@@ -96,45 +76,50 @@ def run_cluster_benchmark(
 ) -> dict[str, dict]:
     """Run all methods on ``split`` of the BSDS500 root ``data``; return and write results.
 
-    ``threads`` sets PyTorch's CPU threads (default: all cores). Scribbles for the scribble
-    run are made from the first annotator's segmentation (:func:`make_scribbles`); the scores
-    are against all annotators, as for every method.
+    ``threads`` sets PyTorch's CPU threads (default: all cores). Methods without scribbles
+    are scored against every annotator (the mean over annotators). With ``scribbles`` the
+    clustering method also runs once per annotator with that annotator's strokes
+    (:func:`~.scribbles.make_scribbles`) and is scored against that annotator, averaged
+    over annotators: each simulated user is judged by the segmentation they had in mind.
+    The run with annotator 0's strokes is also scored against all annotators (a second row).
     """
     cfg = config or ClusterConfig()
     torch.set_num_threads(threads or os.cpu_count() or 1)
     ids = list_bsds(data, split, limit)
-    methods: dict[str, Callable[[np.ndarray, np.ndarray | None], np.ndarray]] = {
-        "k-means (k=8, Lab+xy)": lambda im, _: kmeans_segment(im),
-        "Felzenszwalb (scale=300, sigma=0.8, min_size=50)": lambda im, _: felzenszwalb_segment(im),
-        "clustering CNN (segrefine default)": lambda im, _: cluster(im, config=cfg),
+    methods: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+        "k-means (k=8, Lab+xy)": kmeans_segment,
+        "Felzenszwalb (scale=300, sigma=0.8, min_size=50)": felzenszwalb_segment,
+        "clustering CNN (segrefine default)": lambda im: cluster(im, config=cfg),
     }
-    if scribbles:
-        scr_cfg = replace(cfg, scribble_regions=True)
-        methods["clustering CNN + scribbles"] = lambda im, s: cluster(im, s, config=scr_cfg)
-    scores: dict[str, list[dict]] = {name: [] for name in methods}
+    names = [*methods, SCRIBBLES_OWN, SCRIBBLES_FIRST] if scribbles else [*methods]
+    scores: dict[str, list[dict]] = {name: [] for name in names}
     panels = []
     for image_id in tqdm(ids, desc=f"BSDS500 {split}", disable=not progress):
         sample = load_bsds_sample(data, split, image_id)
-        scribble_map = make_scribbles(sample.truths[0]) if scribbles else None
         row = [sample.image, colorize_segments(sample.truths[0])]
         for name, method in methods.items():
-            start = time.perf_counter()
-            labels = method(sample.image, scribble_map)
-            seconds = time.perf_counter() - start
-            scores[name].append(
-                {
-                    "id": image_id,
-                    **region_scores(labels, sample.truths),
-                    "seconds": seconds,
-                    "segments": int(labels.max()) + 1,
-                }
+            labels, seconds = _timed(method, sample.image)
+            scores[name].append(_record(image_id, labels, sample.truths, seconds))
+            row.append(colorize_segments(labels))
+        if scribbles:
+            own = []
+            for a, truth in enumerate(sample.truths):
+                strokes = make_scribbles(truth)
+                labels, seconds = _timed(cluster, sample.image, strokes, config=cfg)
+                own.append(_record(image_id, labels, [truth], seconds))
+                if a == 0:
+                    first = (strokes, labels, _record(image_id, labels, sample.truths, seconds))
+            keys = (*METRICS, "seconds", "segments")
+            scores[SCRIBBLES_OWN].append(
+                {"id": image_id, **{k: float(np.mean([r[k] for r in own])) for k in keys}}
             )
+            strokes, labels, record = first
+            scores[SCRIBBLES_FIRST].append(record)
+            marked = strokes != NO_SCRIBBLE  # show annotator 0's strokes on the image
+            row[0] = row[0].copy()
+            row[0][marked] = colorize_segments(strokes)[marked]
             row.append(colorize_segments(labels))
         if len(panels) < examples:
-            if scribble_map is not None:  # show the strokes on the image
-                marked = scribble_map != NO_SCRIBBLE
-                row[0] = row[0].copy()
-                row[0][marked] = colorize_segments(scribble_map)[marked]
             panels.append(row)
     results = {
         name: {

@@ -26,12 +26,16 @@ def cluster_cmd(
         Path | None,
         typer.Option(
             help="Folder of scribble maps <name>.png (mode L/P, same size "
-            "as the image; label ids 0..254, 255 = unmarked). Output "
-            "label k is then scribble label k."
+            "as the image; label ids 0..254, 255 = unmarked). The scribble labels "
+            "fix the segments: every pixel gets one, output label k = scribble label k."
         ),
     ] = None,
     max_iter: Annotated[
-        int, typer.Option(help="Most training steps per image. Fewer steps leave more clusters.")
+        int,
+        typer.Option(
+            help="Most training steps per image (fewer steps leave more clusters). With "
+            "scribbles: exactly this many steps."
+        ),
     ] = 30,
     min_labels: Annotated[
         int,

@@ -13,8 +13,15 @@ is the published recipe; the defaults add what makes it fast and competitive on 
   (soft cluster response, CIELAB colour) stay closer than ``merge_threshold``. This is the
   segment-count control: a larger threshold gives fewer, larger segments.
 
-With scribbles (or ``merge_threshold=0``) the output is the cluster map itself: cluster k is
-scribble label k; ``connected=True`` splits disjoint parts of a cluster into separate labels.
+With ``merge_threshold=0`` the output is the cluster map itself; ``connected=True`` splits
+disjoint parts of a cluster into separate labels.
+
+With scribbles the user's labels fix the segments (:func:`_cluster_with_scribbles`): the
+network gets exactly one output channel per scribble label, so every pixel ends up with one of
+them (label k = scribble label k). Two inputs make that propagation work on a CPU budget:
+normalised pixel coordinates beside the colour (without them two same-coloured segments,
+e.g. two people's shirts, cannot get different labels) and finer superpixels
+(``scribble_sp_scale``), whose mean class probability labels them.
 """
 
 from __future__ import annotations
@@ -32,10 +39,10 @@ from .baselines import felzenszwalb_segment
 from .model import ClusterNet, continuity_loss, scribble_loss, similarity_loss
 from .regions import (
     connected_regions,
-    grow_scribbles,
     merge_similar_regions,
     merge_small_regions,
     relabel_sequential,
+    split_by_scribbles,
 )
 
 __all__ = ["NO_SCRIBBLE", "ClusterConfig", "cluster", "validate_image", "validate_scribbles"]
@@ -61,7 +68,7 @@ class ClusterConfig:
     momentum: float = 0.9
     mu_sim: float = 1.0
     mu_con: float = 1.0
-    mu_scr: float = 0.5
+    mu_scr: float = 2.0  # weight of the scribble cross-entropy
     max_side: int | None = 120  # train at this longest side (None = full size)
     max_input_side: int | None = 1024  # larger images: segmented at this size, labels upsampled
     superpixels: bool = True  # Kanezaki 2018 superpixel-majority targets
@@ -69,15 +76,16 @@ class ClusterConfig:
     sp_min_size: int = 50
     merge_threshold: float = 5.0  # merge adjacent superpixels closer than this; 0 = clusters
     response_weight: float = 30.0  # weight of the soft response against CIELAB when merging
-    scribble_regions: bool = False  # with scribbles: merged regions, not scribble labels
-    grow_scribbles: bool = False  # scribble regions: strokes claim regions of their cluster
+    scribble_sp_scale: float = 100.0  # finer superpixels with scribbles (Felzenszwalb scale)
+    scribble_coords: bool = True  # with scribbles: pixel coordinates are network inputs too
     connected: bool = False  # cluster output: split disjoint parts of a cluster
     min_region: float = 0.0  # cluster output: merge regions below this fraction of the image
     seed: int = 0
 
     @classmethod
     def paper(cls, **overrides) -> ClusterConfig:
-        """The published recipe: D=100, full size, up to 1000 steps, stop at 3 labels."""
+        """The published recipe: D=100, full size, up to 1000 steps, stop at 3 labels (with
+        scribbles: colour alone as input)."""
         base = cls(
             channels=100,
             max_iter=1000,
@@ -87,6 +95,7 @@ class ClusterConfig:
             merge_threshold=0.0,
             connected=False,
             min_region=0.0,
+            scribble_coords=False,
         )
         return replace(base, **overrides)
 
@@ -127,10 +136,34 @@ def _resize(arr: np.ndarray, size: tuple[int, int], nearest: bool) -> np.ndarray
     )
 
 
-def image_tensor(image: np.ndarray) -> torch.Tensor:
-    """RGB uint8 (H, W, 3) -> (1, 3, H, W) float, each channel standardised over the image."""
+def image_tensor(image: np.ndarray, coords: bool = False) -> torch.Tensor:
+    """RGB uint8 (H, W, 3) -> (1, 3, H, W) float, each channel standardised over the image.
+
+    ``coords=True`` appends two channels, y and x, running from -1 to 1 across the image.
+    """
     x = torch.from_numpy(image.astype(np.float32)).permute(2, 0, 1)[None] / 255.0
-    return (x - x.mean(dim=(2, 3), keepdim=True)) / x.std(dim=(2, 3), keepdim=True).clamp_min(1e-3)
+    x = (x - x.mean(dim=(2, 3), keepdim=True)) / x.std(dim=(2, 3), keepdim=True).clamp_min(1e-3)
+    if not coords:
+        return x
+    h, w = image.shape[:2]
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
+    return torch.cat([x, yy[None, None], xx[None, None]], dim=1)
+
+
+def shrink_scribbles(scribbles: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Scribble map (H, W; -1 = unmarked) at a smaller ``size``, keeping every stroke.
+
+    Nearest-neighbour resizing would drop a one-pixel stroke whenever its row or column is
+    not sampled (three times in four at a quarter of the size); here every marked pixel marks
+    the pixel it falls into (where strokes collide, the later one in row-major order wins).
+    """
+    if scribbles.shape == tuple(size):
+        return scribbles
+    (h_in, w_in), (h, w) = scribbles.shape, size
+    out = np.full(size, -1, dtype=scribbles.dtype)
+    ys, xs = np.nonzero(scribbles >= 0)
+    out[ys * h // h_in, xs * w // w_in] = scribbles[ys, xs]
+    return out
 
 
 def superpixel_targets(
@@ -161,11 +194,7 @@ class _Problem:
 
 
 def _step(net: ClusterNet, opt: torch.optim.Optimizer, p: _Problem, cfg: ClusterConfig) -> int:
-    """One SGD step on one image; returns the number of distinct clusters before the step.
-
-    With scribbles, a step whose clusters still contradict a scribbled pixel reports D labels,
-    so training never stops before the scribbles are obeyed.
-    """
+    """One SGD step on one image; returns the number of distinct clusters before the step."""
     opt.zero_grad(set_to_none=True)
     response = net(p.x)
     clusters = response.detach().argmax(dim=1)
@@ -188,8 +217,6 @@ def _step(net: ClusterNet, opt: torch.optim.Optimizer, p: _Problem, cfg: Cluster
     loss = loss + cfg.mu_con * continuity_loss(response)
     loss.backward()
     opt.step()
-    if p.scribbles is not None and bool((clusters != p.scribbles)[p.scribbles >= 0].any()):
-        return response.shape[1]
     return int(torch.unique(clusters).numel())
 
 
@@ -211,32 +238,45 @@ def _train(
     return it + 1
 
 
+def _superpixels(image: np.ndarray, cfg: ClusterConfig) -> np.ndarray:
+    return felzenszwalb_segment(image, scale=cfg.sp_scale, min_size=cfg.sp_min_size)
+
+
 def _prepare(
-    image: np.ndarray, cfg: ClusterConfig, scribbles: np.ndarray | None
+    image: np.ndarray,
+    cfg: ClusterConfig,
+    scribbles: np.ndarray | None,
+    coords: bool = False,
+    superpixels: np.ndarray | None = None,
 ) -> tuple[_Problem, np.ndarray | None]:
-    """Work-size input, superpixels (full size and work size) and scribbles for one image."""
+    """Work-size input, superpixels (full size and work size) and scribbles for one image.
+
+    ``superpixels`` (full size) replace the configured ones when given.
+    """
     size = _work_size(image.shape[:2], cfg.max_side)
-    x = image_tensor(_resize(image, size, nearest=False))
+    x = image_tensor(_resize(image, size, nearest=False), coords)
     sp_full = sp_t = None
     n_sp = 0
     if cfg.superpixels:
-        sp_full = felzenszwalb_segment(image, scale=cfg.sp_scale, min_size=cfg.sp_min_size)
+        sp_full = _superpixels(image, cfg) if superpixels is None else superpixels
         n_sp = int(sp_full.max()) + 1
         sp_t = torch.from_numpy(_resize(sp_full, size, nearest=True).astype(np.int64)).view(-1)
     scr = None
     if scribbles is not None:
-        scr = torch.from_numpy(_resize(scribbles, size, nearest=True))[None]
+        scr = torch.from_numpy(shrink_scribbles(scribbles, size))[None]
     return _Problem(x, sp_t, n_sp, scr), sp_full
 
 
-def full_response(net: ClusterNet, image: np.ndarray, cfg: ClusterConfig) -> torch.Tensor:
+def full_response(
+    net: ClusterNet, image: np.ndarray, cfg: ClusterConfig, coords: bool = False
+) -> torch.Tensor:
     """Response (D, H, W) at full size from one forward pass (bilinear upsampling).
 
     BatchNorm uses the image's own statistics, as during training.
     """
     size = _work_size(image.shape[:2], cfg.max_side)
     with torch.no_grad():
-        response = net(image_tensor(_resize(image, size, nearest=False)))
+        response = net(image_tensor(_resize(image, size, nearest=False), coords))
         if response.shape[2:] != image.shape[:2]:
             response = F.interpolate(
                 response, size=image.shape[:2], mode="bilinear", align_corners=False
@@ -250,21 +290,18 @@ def response_to_labels(
     cfg: ClusterConfig,
     superpixels: np.ndarray | None,
     keep_ids: bool = False,
-    scribbles: np.ndarray | None = None,
 ) -> np.ndarray:
     """Turn a full-size response into the final ``int32`` label map, as configured.
 
     Region output (superpixels and ``merge_threshold > 0``, not ``keep_ids``): superpixels
     merged by similarity of mean soft response and colour. Cluster output otherwise: the
-    argmax (majority per superpixel when given), then ``connected`` / ``min_region``.
+    argmax (majority per superpixel when given), then ``connected`` / ``min_region``;
+    ``keep_ids`` (and not ``connected``) returns the cluster ids themselves.
     """
     if superpixels is not None and cfg.merge_threshold > 0 and not keep_ids:
         soft = torch.softmax(response, dim=0).permute(1, 2, 0).numpy() * cfg.response_weight
         features = np.concatenate([soft, rgb2lab(image)], axis=2)
-        regions = merge_similar_regions(superpixels, features, cfg.merge_threshold, scribbles)
-        if scribbles is None or not cfg.grow_scribbles:
-            return regions
-        return grow_scribbles(regions, response.argmax(dim=0).numpy(), scribbles)
+        return merge_similar_regions(superpixels, features, cfg.merge_threshold)
     clusters = response.argmax(dim=0)
     if superpixels is not None:
         sp = torch.from_numpy(superpixels.astype(np.int64)).view(-1)
@@ -273,11 +310,49 @@ def response_to_labels(
         ).view(image.shape[:2])
     clusters = clusters.numpy().astype(np.int32)
     if keep_ids and not cfg.connected:
-        return clusters  # cluster k is the user's scribble label k
+        return clusters
     labels = connected_regions(clusters) if cfg.connected else relabel_sequential(clusters)
     if cfg.min_region > 0:
         labels = merge_small_regions(labels, int(cfg.min_region * labels.size))
     return labels
+
+
+def _cluster_with_scribbles(
+    image: np.ndarray, scribbles: np.ndarray, cfg: ClusterConfig, progress: bool
+) -> np.ndarray:
+    """The scribble variant: K scribble labels -> a network with K output channels.
+
+    Training (``max_iter`` steps: the label count is fixed, so there is no early stop)
+    combines the scribble cross-entropy on marked pixels with the similarity and continuity
+    terms elsewhere; a scribble decides its superpixel's target, and a superpixel holding
+    strokes of two labels is first cut between them. Output: each superpixel takes the label
+    of highest mean probability, a superpixel holding strokes takes its strokes' majority
+    label, and every scribbled pixel keeps its own.
+    """
+    ids = np.unique(scribbles[scribbles >= 0])
+    index = np.where(scribbles >= 0, np.searchsorted(ids, scribbles), -1)  # labels -> 0..K-1
+    k = len(ids)
+    run = replace(cfg, sp_scale=cfg.scribble_sp_scale)
+    coords = cfg.scribble_coords
+    net = ClusterNet(5 if coords else 3, k, cfg.n_conv, cfg.width or cfg.channels)
+    sp = split_by_scribbles(_superpixels(image, run), index) if cfg.superpixels else None
+    problem, sp = _prepare(image, run, index, coords, sp)
+    _train(net, [problem], run, progress, min_labels=0)
+    prob = torch.softmax(full_response(net, image, run, coords), dim=0).view(k, -1).numpy()
+    marked = index >= 0
+    if sp is None:
+        labels = prob.argmax(axis=0).reshape(index.shape)
+    else:
+        flat, n_sp = sp.ravel(), int(sp.max()) + 1
+        mean = np.stack([np.bincount(flat, weights=p, minlength=n_sp) for p in prob], axis=1)
+        strokes = np.bincount(
+            sp[marked].astype(np.int64) * k + index[marked], minlength=n_sp * k
+        ).reshape(n_sp, k)
+        choice = np.where(strokes.any(axis=1), strokes.argmax(axis=1), mean.argmax(axis=1))
+        labels = choice[sp]
+    labels[marked] = index[marked]
+    labels = ids[labels].astype(np.int32)
+    return connected_regions(labels) if cfg.connected else labels
 
 
 def cluster(
@@ -289,44 +364,42 @@ def cluster(
     """Segment an RGB ``uint8`` image (H, W, 3) without labels; returns ``int32`` (H, W).
 
     ``scribbles`` is an optional (H, W) map of user labels (0..254; 255 or negative =
-    unmarked). Scribbled pixels are pulled towards their scribble label, the number of
-    distinct scribble labels becomes the cluster count to stop at, and the output is the
-    cluster map (label k = scribble label k; with ``connected`` disjoint parts split). With
-    ``config.scribble_regions`` the output is merged regions instead, the scribbles deciding
-    which superpixels must (same label) and must not (different labels) be merged.
+    unmarked). With scribbles the labels fix the segments: every pixel gets one of the
+    scribble labels (label k = scribble label k, so the output has exactly as many labels
+    as there are scribble labels), each scribbled pixel keeps its own label, and two
+    different labels are never merged. With ``config.connected`` disjoint parts of a label
+    are split into separate labels instead.
 
     >>> img = np.zeros((16, 16, 3), np.uint8); img[:, 8:] = 255
     >>> cluster(img, config=ClusterConfig(max_iter=5)).shape
     (16, 16)
+    >>> scr = np.full((16, 16), 255, np.uint8); scr[4, 1:6] = 3; scr[4, 10:15] = 7
+    >>> np.unique(cluster(img, scr)).tolist()
+    [3, 7]
     """
     cfg = config or ClusterConfig()
     image = validate_image(image)
     full_size = image.shape[:2]
     if scribbles is not None:
         scribbles = validate_scribbles(scribbles, full_size)
+        if not (scribbles >= 0).any():
+            scribbles = None
     reduced = _work_size(full_size, cfg.max_input_side)
     if reduced != full_size:  # keeps superpixels and merging affordable on huge photos
         labels = cluster(
             _resize(image, reduced, nearest=False),
-            None if scribbles is None else _resize(scribbles, reduced, nearest=True),
+            None if scribbles is None else shrink_scribbles(scribbles, reduced),
             replace(cfg, max_input_side=None),
             progress,
         )
-        return _resize(labels, full_size, nearest=True)
-    min_labels = cfg.min_labels
-    if scribbles is not None:
-        marked = np.unique(scribbles[scribbles >= 0])
-        if len(marked) == 0:
-            scribbles = None
-        else:
-            if marked.max() >= cfg.channels:
-                raise ValueError(f"scribble label {marked.max()} needs channels > {marked.max()}")
-            min_labels = len(marked)
+        labels = _resize(labels, full_size, nearest=True)
+        if scribbles is not None and not cfg.connected:
+            labels[scribbles >= 0] = scribbles[scribbles >= 0]
+        return labels
     torch.manual_seed(cfg.seed)
+    if scribbles is not None:
+        return _cluster_with_scribbles(image, scribbles, cfg, progress)
     net = ClusterNet(3, cfg.channels, cfg.n_conv, cfg.width)
-    problem, sp_full = _prepare(image, cfg, scribbles)
-    _train(net, [problem], cfg, progress, min_labels)
-    keep_ids = scribbles is not None and not cfg.scribble_regions
-    return response_to_labels(
-        full_response(net, image, cfg), image, cfg, sp_full, keep_ids=keep_ids, scribbles=scribbles
-    )
+    problem, sp_full = _prepare(image, cfg, None)
+    _train(net, [problem], cfg, progress, cfg.min_labels)
+    return response_to_labels(full_response(net, image, cfg), image, cfg, sp_full)

@@ -1,10 +1,11 @@
-"""Post-processing of label maps: consecutive ids, connected components, small-region merging."""
+"""Post-processing of label maps: consecutive ids, connected components, merging, splitting."""
 
 from __future__ import annotations
 
 import heapq
 
 import numpy as np
+from scipy import ndimage
 from skimage.measure import label as _components
 
 __all__ = [
@@ -13,6 +14,7 @@ __all__ = [
     "merge_small_regions",
     "region_means",
     "relabel_sequential",
+    "split_by_scribbles",
 ]
 
 
@@ -92,49 +94,16 @@ def region_means(labels: np.ndarray, features: np.ndarray) -> tuple[np.ndarray, 
     return sizes, means / np.maximum(sizes, 1.0)[:, None]
 
 
-def _region_seeds(labels: np.ndarray, n: int, scribbles: np.ndarray | None) -> np.ndarray:
-    """Per region, the scribble label most of its scribbled pixels carry (-1: none)."""
-    seeds = np.full(n, -1, dtype=np.int64)
-    if scribbles is None:
-        return seeds
-    marked = scribbles >= 0
-    if not marked.any():
-        return seeds
-    k = int(scribbles[marked].max()) + 1
-    counts = np.bincount(
-        labels[marked].astype(np.int64) * k + scribbles[marked], minlength=n * k
-    ).reshape(n, k)
-    has = counts.sum(axis=1) > 0
-    seeds[has] = counts[has].argmax(axis=1)
-    return seeds
-
-
-def merge_similar_regions(
-    labels: np.ndarray, features: np.ndarray, threshold: float, scribbles: np.ndarray | None = None
-) -> np.ndarray:
+def merge_similar_regions(labels: np.ndarray, features: np.ndarray, threshold: float) -> np.ndarray:
     """Greedily merge adjacent regions whose mean features are closest, while the Euclidean
     distance between the two means stays below ``threshold``.
 
     ``features`` is (H, W, C). After each merge the merged region's mean is the size-weighted
     mean, so the result does not depend on how a region was assembled. Sizes play no other
     part: small fragments are merged only when they look alike, never just for being small.
-
-    ``scribbles`` (H, W; -1 = unmarked) constrain the merging: regions marked with the same
-    scribble label are merged first, and regions marked with different labels never merge.
     """
     labels = relabel_sequential(labels)
     n = int(labels.max()) + 1
-    if n == 1:
-        return labels
-    seeds = _region_seeds(labels, n, scribbles)
-    if seeds.max() >= 0:  # one stroke = one segment: join everything a label touches
-        first = {}
-        target = np.arange(n)
-        for r in np.flatnonzero(seeds >= 0):
-            target[r] = first.setdefault(int(seeds[r]), r)
-        labels = relabel_sequential(target[labels])
-        n = int(labels.max()) + 1
-        seeds = _region_seeds(labels, n, scribbles)
     if threshold <= 0 or n == 1:
         return labels
     sizes, means = region_means(labels, features)
@@ -154,9 +123,6 @@ def merge_similar_regions(
             break
         if parent[a] != a or parent[b] != b or version[a] != va or version[b] != vb:
             continue  # stale entry: one side has merged since it was pushed
-        if seeds[a] >= 0 and seeds[b] >= 0 and seeds[a] != seeds[b]:
-            continue  # the user marked them as different segments
-        seeds[a] = max(seeds[a], seeds[b])
         means[a] = (means[a] * sizes[a] + means[b] * sizes[b]) / (sizes[a] + sizes[b])
         sizes[a] += sizes[b]
         parent[b] = a
@@ -176,31 +142,24 @@ def merge_similar_regions(
     return relabel_sequential(root[labels])
 
 
-def grow_scribbles(labels: np.ndarray, clusters: np.ndarray, scribbles: np.ndarray) -> np.ndarray:
-    """Grow scribbled segments over the regions the network assigns to the same label.
+def split_by_scribbles(labels: np.ndarray, scribbles: np.ndarray) -> np.ndarray:
+    """Split every region that holds scribbles of more than one label (H, W; -1 = unmarked).
 
-    ``labels`` are regions, ``clusters`` (H, W) the network's cluster per pixel (cluster k =
-    scribble label k), ``scribbles`` (H, W; -1 = unmarked). A region with no scribble joins a
-    neighbouring scribbled segment when most of its pixels are in that segment's cluster;
-    this repeats until nothing changes, so a stroke claims every connected region the network
-    puts in its class. Regions claimed by no stroke are kept as they are.
+    Each pixel of such a region goes with its nearest scribbled pixel, so the region is cut
+    between its strokes; regions with strokes of one label or none are kept. Afterwards no
+    region holds two scribble labels, so a per-region decision can never join two of them.
     """
     labels = relabel_sequential(labels)
-    n = int(labels.max()) + 1
-    seeds = _region_seeds(labels, n, scribbles)
-    k = int(clusters.max()) + 1
-    votes = np.bincount(
-        labels.ravel().astype(np.int64) * k + clusters.ravel(), minlength=n * k
+    marked = scribbles >= 0
+    if not marked.any():
+        return labels
+    n, k = int(labels.max()) + 1, int(scribbles.max()) + 1
+    strokes = np.bincount(
+        labels[marked].astype(np.int64) * k + scribbles[marked], minlength=n * k
     ).reshape(n, k)
-    majority = votes.argmax(axis=1)
-    border = _neighbour_counts(labels, n) > 0
-    changed = True
-    while changed:
-        changed = False
-        for r in np.flatnonzero(seeds < 0):
-            nb_seeds = seeds[border[r]]
-            if majority[r] in nb_seeds:
-                seeds[r] = majority[r]
-                changed = True
-    owner = np.where(seeds >= 0, n + seeds, np.arange(n))
-    return relabel_sequential(owner[labels])
+    mixed = (strokes > 0).sum(axis=1) > 1
+    if not mixed.any():
+        return labels
+    _, (iy, ix) = ndimage.distance_transform_edt(~marked, return_indices=True)
+    nearest = scribbles[iy, ix]
+    return relabel_sequential(np.where(mixed[labels], n + labels * k + nearest, labels))
