@@ -253,7 +253,7 @@ def test_refiner_run_folder_has_config_weights_and_log(trained_refiner):
     out, _ = trained_refiner
     config = json.loads((out / "config.json").read_text())
     assert config["kind"] == "refiner" and config["mode"] == "default"
-    assert config["inference"] == {"steps": 1, "strength": 0.3, "samples": 4}
+    assert config["inference"] == {"steps": 1, "strength": 0.3, "samples": 2}
     assert (out / "model.safetensors").exists() and (out / "log.jsonl").exists()
     ref = Refiner.load(out, "cpu")
     assert ref.class_names == ("background", "blob", "star", "worm", "ring")
@@ -487,3 +487,27 @@ def test_training_on_crops_draws_crop_sized_batches(synthetic_root):
     assert x.shape[-2:] == y.shape[-2:] == probs.shape[-2:] == (16, 16)
     x2, _, _ = BatchSource(cfg, images, masks, train.num_classes).draw(0)
     assert torch.equal(x, x2)  # the window comes from the step's seed
+
+
+def test_encoder_starts_as_the_segmenters_feature_extractor(trained_run):
+    from segrefine import checkpoint
+    from segrefine.diffusion.refiner import build_network
+    from segrefine.diffusion.train import init_encoder_from_segmenter
+    from segrefine.segmenter import Segmenter
+
+    seg = Segmenter.load(trained_run, "cpu")
+    seg_cfg = checkpoint.read_config(trained_run, "segmenter")
+    names = seg.class_names
+    same = build_network(_run_config(RefinerConfig(data="x", width=4, depth=2), names)).eval()
+    other = build_network(_run_config(RefinerConfig(data="x", width=8, depth=2), names))
+    assert init_encoder_from_segmenter(other, trained_run, seg_cfg) == 0
+    copied = init_encoder_from_segmenter(same, trained_run, seg_cfg)
+    assert copied == len(same.encoder.state_dict()) - 2  # all but the output conv
+    grabbed = {}
+    same.encoder.ups[-1].register_forward_hook(lambda m, i, o: grabbed.setdefault("ref", o))
+    seg.model.ups[-1].register_forward_hook(lambda m, i, o: grabbed.setdefault("seg", o))
+    x, p = torch.randn(2, 3, 32, 32), torch.rand(2, len(names), 32, 32)
+    with torch.no_grad():
+        same.encode(x, p / p.sum(1, keepdim=True))
+        seg.model(x)
+    torch.testing.assert_close(grabbed["ref"], grabbed["seg"])  # probabilities start ignored

@@ -58,6 +58,7 @@ class RefinerConfig:
     oof_views: int = 8
     oof_fraction: float = 0.75  # share of each batch taken from out-of-fold predictions
     oof_epochs: int | None = None  # default: the segmenter's own epoch count
+    init_from_segmenter: bool = True  # start the encoder from the segmenter's U-Net weights
     width: int = 16
     depth: int = 4
     features: int = 16
@@ -83,7 +84,7 @@ class RefinerConfig:
         base = (
             {"steps": None, "strength": 0.5, "samples": 1}
             if self.mode == "paper"
-            else {"steps": 1, "strength": 0.3, "samples": 4}
+            else {"steps": 1, "strength": 0.3, "samples": 2}
         )
         self.inference = {**base, **self.inference}
 
@@ -98,6 +99,43 @@ def _run_config(cfg: RefinerConfig, class_names) -> dict:
         "timesteps": cfg.timesteps, "beta_schedule": cfg.beta_schedule,
         "inference": cfg.inference, "train": asdict(cfg),
     }  # fmt: skip
+
+
+def init_encoder_from_segmenter(net, segmenter_run, seg_cfg: dict) -> int:
+    """Start the refiner's condition encoder from the segmenter's own weights.
+
+    The encoder is a U-Net like the segmenter, reading the image plus the C probability
+    channels. When the segmenter is a U-Net of the same width and depth, every tensor of the
+    same name and shape is copied; the first convolution takes the segmenter's filters for the
+    image channels and zeros for the probability channels (so the encoder starts as the
+    segmenter's feature extractor), and the output layer (C vs ``features`` channels) keeps its
+    random start. The refiner then starts knowing what the segmenter learned about the images
+    instead of learning it again from the same training set. Returns the tensors copied (0
+    when the architectures differ).
+    """
+    model = seg_cfg.get("model", {})
+    encoder = net.encoder
+    if model.get("name") != "unet":
+        return 0
+    tensors, _ = checkpoint.load_tensors(Path(segmenter_run) / checkpoint.WEIGHTS)
+    own = encoder.state_dict()
+    update = {}
+    for name, value in tensors.items():
+        mine = own.get(name)
+        if mine is None:
+            continue
+        if mine.shape == value.shape:
+            update[name] = value
+        elif (mine.ndim == 4 and mine.shape[0] == value.shape[0]
+              and mine.shape[1] == value.shape[1] + len(seg_cfg["class_names"])
+              and mine.shape[2:] == value.shape[2:]):  # the first conv: image + prob channels
+            w = torch.zeros_like(mine)
+            w[:, : value.shape[1]] = value
+            update[name] = w
+    if len(update) < len(own) // 2:  # another width or depth: nothing sensible to copy
+        return 0
+    encoder.load_state_dict(update, strict=False)
+    return len(update)
 
 
 def learning_rate(cfg: RefinerConfig, step: int) -> float:
@@ -278,6 +316,10 @@ def train_refiner(
 
     torch.manual_seed(cfg.seed)
     net = build_network(run_config).train()
+    if cfg.segmenter and cfg.mode == "default" and cfg.init_from_segmenter and not resume:
+        copied = init_encoder_from_segmenter(net, cfg.segmenter, seg_cfg)
+        if main and progress:
+            print(f"encoder initialised from the segmenter: {copied} tensors copied")
     optimizer = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     start, best, history = 0, None, []
     if resume and (out / checkpoint.LAST).exists():
