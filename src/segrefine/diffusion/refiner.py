@@ -1,7 +1,7 @@
 """`Refiner`: a trained diffusion refiner, loaded from a run folder.
 
 >>> ref = Refiner.load("runs/refiner")                          # doctest: +SKIP
->>> out = ref.refine(image, probs, steps=1, strength=0.4, samples=4)
+>>> out = ref.refine(image, probs, steps=1, strength=0.3, samples=2)
 >>> out.labels, out.probs, out.uncertainty          # (H, W), (C, H, W), (H, W) in [0, 1]
 
 ``probs`` may come from any model (C x H x W, summing to 1 over C, aligned with the image); a
