@@ -467,7 +467,7 @@ def test_benchmark_cli_writes_report_and_results(
     results = json.loads((out / "results.json").read_text())
     for part in ("baseline", "refined"):
         assert set(results[part]) >= {"mean_image_iou", "miou", "boundary_iou", "boundary_f"}
-    assert results["nfe_per_image"] == 4
+    assert results["nfe_per_image"] == 2  # default: 1 step x 2 samples
     assert results["segment_images_per_s"] > 0 and results["refine_images_per_s"] > 0
     assert [s["steps"] for s in results["steps_sweep"]] == [1, 2]
     for name in ("report.md", "improved.png", "worsened.png", "scatter.png", "steps.png"):
