@@ -180,6 +180,23 @@ def test_job_queue_reports_errors_and_keeps_working():
     queue.shutdown()
 
 
+def test_job_queue_drops_old_results_over_its_memory_budget():
+    from segrefine.web.pipeline import Figures
+
+    queue = JobQueue(max_bytes=250)
+
+    def make(n, progress):
+        return Figures(files={"a.npy": (b"x" * n, "application/octet-stream")})
+
+    jobs = [queue.submit("t", str(i), make, 100) for i in range(4)]
+    deadline = time.time() + 10
+    while jobs[-1].state != "done" and time.time() < deadline:
+        time.sleep(0.01)
+    kept = [j.id for j in jobs if queue.get(j.id) is not None]
+    assert kept == [jobs[2].id, jobs[3].id]  # 2 x 100 bytes fit in 250, 3 do not
+    queue.shutdown()
+
+
 # --- the server over HTTP -----------------------------------------------------------------------
 
 

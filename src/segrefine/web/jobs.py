@@ -4,7 +4,9 @@ A request submits a function and gets a job id back at once; the page polls the 
 (``queued`` -> ``running`` with a stage and a fraction -> ``done`` or ``error``). An
 :class:`~segrefine.errors.InputError` becomes the job's one-line message; any other exception
 is reported as an internal error with its type, and the worker carries on with the next job.
-Only the newest ``keep`` jobs are kept in memory.
+Only the newest ``keep`` jobs are kept in memory, and older results are dropped while all
+kept results together exceed ``max_bytes`` (a 20 MP image's probability maps alone are tens
+to hundreds of MB).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ class Job:
     started: float | None = None
     finished: float | None = None
     result: Any = None
+    nbytes: int = 0  # size of the result's files
 
     def status(self) -> dict:
         now = self.finished or time.time()
@@ -54,12 +57,13 @@ class Job:
 
 
 class JobQueue:
-    def __init__(self, keep: int = 32):
+    def __init__(self, keep: int = 32, max_bytes: int = 2_000_000_000):
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="segrefine-job")
         self._jobs: OrderedDict[str, Job] = OrderedDict()
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self.keep = keep
+        self.max_bytes = max_bytes
 
     def submit(self, kind: str, name: str, fn, *args, **kwargs) -> Job:
         """Queue ``fn(*args, progress=callback, **kwargs)``; its return value is the result.
@@ -84,7 +88,10 @@ class JobQueue:
 
         try:
             job.result = fn(*args, progress=progress, **kwargs)
+            files = getattr(job.result, "files", {})
+            job.nbytes = sum(len(data) for data, _ in files.values())
             job.state, job.stage, job.fraction = "done", "done", 1.0
+            self._evict(keep=job.id)
         except InputError as err:
             job.state, job.error = "error", str(err)
         except Exception as err:  # the server keeps serving; the page shows what happened
@@ -92,6 +99,18 @@ class JobQueue:
             job.state, job.error = "error", f"internal error: {type(err).__name__}: {err}"
         finally:
             job.finished = time.time()
+
+    def _evict(self, keep: str) -> None:
+        """Drop the oldest finished jobs while the kept results exceed ``max_bytes``."""
+        with self._lock:
+            total = sum(j.nbytes for j in self._jobs.values())
+            for job_id in list(self._jobs):
+                if total <= self.max_bytes:
+                    break
+                job = self._jobs[job_id]
+                if job_id != keep and job.state in ("done", "error"):
+                    total -= job.nbytes
+                    del self._jobs[job_id]
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
