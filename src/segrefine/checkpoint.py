@@ -115,8 +115,9 @@ def write_config(run_dir: str | Path, config: dict) -> None:
     write_json(Path(run_dir) / CONFIG, {"format_version": FORMAT_VERSION, **config})
 
 
-def read_config(run_dir: str | Path, kind: str) -> dict:
-    """Read a run folder's config, checking that it is a segrefine run of the expected ``kind``."""
+def read_config(run_dir: str | Path, kind: str | tuple[str, ...]) -> dict:
+    """Read a run folder's config, checking that it is a segrefine run of the expected ``kind``
+    (or of one of several kinds)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise InputError("no such run folder", run_dir)
@@ -128,8 +129,10 @@ def read_config(run_dir: str | Path, kind: str) -> dict:
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise InputError(f"run config is not valid JSON ({err})", path) from err
     found = config.get("kind") if isinstance(config, dict) else None
-    if found != kind:
-        raise InputError(f"is a {found or 'unknown'} run, expected a {kind} run", run_dir)
+    kinds = (kind,) if isinstance(kind, str) else kind
+    if found not in kinds:
+        what = f"is a {found} run" if found else "is not a segrefine run (no run kind)"
+        raise InputError(f"{what}, expected a {' or '.join(kinds)} run", run_dir)
     if config.get("format_version", 0) > FORMAT_VERSION:
         raise InputError("run was written by a newer segrefine; upgrade to read it", path)
     return config

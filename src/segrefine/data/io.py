@@ -60,8 +60,11 @@ def read_image(path: str | Path) -> np.ndarray:
     Grayscale, palette, 16-bit and RGBA images are converted (alpha is composited on black
     by dropping it), never rejected.
     """
-    path = Path(path)
-    img = _open(path)
+    return as_rgb(_open(Path(path)))
+
+
+def as_rgb(img: Image.Image) -> np.ndarray:
+    """A decoded Pillow image as RGB ``uint8`` (H, W, 3), converted as :func:`read_image` says."""
     if img.mode in ("I;16", "I;16B", "I", "F"):
         arr = np.asarray(img, dtype=np.float64)
         top = arr.max() if arr.max() > 0 else 1.0

@@ -31,10 +31,10 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from skimage.color import rgb2lab
 from tqdm.auto import tqdm
 
+from ..data.datasets import resize_image, resize_mask
 from .baselines import felzenszwalb_segment
 from .model import ClusterNet, continuity_loss, scribble_loss, similarity_loss
 from .regions import (
@@ -126,14 +126,12 @@ def _work_size(shape: tuple[int, int], max_side: int | None) -> tuple[int, int]:
 
 
 def _resize(arr: np.ndarray, size: tuple[int, int], nearest: bool) -> np.ndarray:
-    if arr.shape[:2] == size:
-        return arr
-    mode = Image.NEAREST if nearest else Image.BILINEAR
+    """An image (bilinear) or an id map of any integer type (nearest) at ``size`` (h, w)."""
+    if not nearest:
+        return resize_image(arr, size)
     if arr.dtype == np.uint8:
-        return np.asarray(Image.fromarray(arr).resize(size[::-1], mode))
-    return np.asarray(Image.fromarray(arr.astype(np.int32)).resize(size[::-1], mode)).astype(
-        arr.dtype
-    )
+        return resize_mask(arr, size)
+    return resize_mask(arr.astype(np.int32), size).astype(arr.dtype)
 
 
 def image_tensor(image: np.ndarray, coords: bool = False) -> torch.Tensor:

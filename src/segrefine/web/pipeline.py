@@ -19,7 +19,8 @@ from PIL import Image, UnidentifiedImageError
 from scipy import ndimage
 from skimage.draw import disk, line
 
-from ..data.io import VOC_PALETTE
+from ..data.datasets import resize_image, resize_mask
+from ..data.io import VOC_PALETTE, as_rgb
 from ..errors import InputError
 
 __all__ = [
@@ -68,10 +69,7 @@ def decode_upload(data: bytes, name: str, max_megapixels: float = DEFAULT_MAX_ME
             img.load()
     except (OSError, SyntaxError, ValueError) as err:
         raise InputError(f"cannot decode image, truncated or corrupt ({err})", name) from err
-    if img.mode in ("I;16", "I;16B", "I", "F"):
-        arr = np.asarray(img, dtype=np.float64)
-        img = Image.fromarray((arr / max(arr.max(), 1.0) * 255).astype(np.uint8))
-    return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
+    return as_rgb(img)
 
 
 class _no_bomb_check:
@@ -92,21 +90,14 @@ def display_size(shape: tuple[int, int], side: int = DISPLAY_SIDE) -> tuple[int,
     return max(1, round(h * scale)), max(1, round(w * scale))
 
 
-def _fit(arr: np.ndarray, size: tuple[int, int], nearest: bool) -> np.ndarray:
-    if arr.shape[:2] == size:
-        return arr
-    resample = Image.NEAREST if nearest else Image.BILINEAR
-    return np.asarray(Image.fromarray(arr).resize((size[1], size[0]), resample))
-
-
 def overlay(
     image: np.ndarray, labels: np.ndarray, clear: int | None = 0, alpha: float = 0.55
 ) -> np.ndarray:
     """The image with its label map blended on top in the VOC palette, at display size.
     Pixels of class ``clear`` (the background class, if any) are left uncoloured."""
     size = display_size(image.shape[:2])
-    im = _fit(image, size, nearest=False).astype(np.float32)
-    lab = _fit(labels.astype(np.uint8), size, nearest=True)
+    im = resize_image(image, size).astype(np.float32)
+    lab = resize_mask(labels.astype(np.uint8), size)
     colour = _VOC[lab].astype(np.float32)
     a = np.where(lab[..., None] != (-1 if clear is None else clear), alpha, 0.0)
     return (im * (1 - a) + colour * a).round().astype(np.uint8)
@@ -141,9 +132,7 @@ def instances(
     ``min_pixels`` are not counted (and not drawn).
     """
     size = display_size(image.shape[:2])
-    canvas = (_fit(image, size, nearest=False).astype(np.float32) * 0.35).astype(np.uint8)
-    lab = _fit(labels.astype(np.uint8), size, nearest=True)
-    scale = lab.size / labels.size
+    canvas = (resize_image(image, size).astype(np.float32) * 0.35).astype(np.uint8)
     rows = []
     next_id = 0
     colours = _instance_colours(4096)
@@ -156,7 +145,7 @@ def instances(
         rows.append({"class": name, "instances": int(len(keep)), "pixels": int(sizes.sum())})
         if len(keep) == 0:
             continue
-        small = _fit(comp.astype(np.int32), size, nearest=True) if scale != 1 else comp
+        small = resize_mask(comp.astype(np.int32), size)
         for k in keep:
             canvas[small == k] = colours[next_id % len(colours)]
             next_id += 1
@@ -203,8 +192,9 @@ def _disk(radius: float) -> np.ndarray:
 
 def png_bytes(arr: np.ndarray, palette: list[int] | None = None) -> bytes:
     """An array as PNG bytes: RGB (H, W, 3), or labels (H, W) with ``palette`` (P mode)."""
-    img = Image.fromarray(arr)
-    if palette is not None:
+    if palette is None:
+        img = Image.fromarray(arr)
+    else:
         img = Image.fromarray(arr.astype(np.uint8), mode="P")
         img.putpalette(palette)
     buf = io.BytesIO()
@@ -273,7 +263,7 @@ def segment_and_refine(
         out.info.update(nfe=ref.nfe, changed_fraction=changed,
                         mean_uncertainty=float(ref.uncertainty.mean()))  # fmt: skip
     report("drawing", 0.9)
-    out.files["input.png"] = (png_bytes(_fit(image, display_size(image.shape[:2]), False)),
+    out.files["input.png"] = (png_bytes(resize_image(image, display_size(image.shape[:2]))),
                               "image/png")  # fmt: skip
     out.info.update(classes=list(names), width=int(image.shape[1]), height=int(image.shape[0]))
     return out
@@ -313,7 +303,8 @@ def cluster_figures(
 
     report = progress or (lambda stage, fraction: None)
     scribbles = rasterize_scribbles(strokes, image.shape[:2]) if strokes else None
-    if scribbles is not None and not (scribbles != 255).any():
+    marked = np.unique(scribbles[scribbles != 255]) if scribbles is not None else []
+    if len(marked) == 0:
         scribbles = None
     cfg = ClusterConfig(min_labels=min_labels, max_iter=max_iter, connected=connected)
     out = Figures()
@@ -328,15 +319,14 @@ def cluster_figures(
     else:
         colour = colorize_segments(labels).astype(np.uint8)
     blend = (0.35 * image.astype(np.float32) + 0.65 * colour).round().astype(np.uint8)
-    out.files["clusters.png"] = (png_bytes(_fit(blend, size, False)), "image/png")
-    out.files["input.png"] = (png_bytes(_fit(image, size, False)), "image/png")
+    out.files["clusters.png"] = (png_bytes(resize_image(blend, size)), "image/png")
+    out.files["input.png"] = (png_bytes(resize_image(image, size)), "image/png")
     out.files["cluster_labels.png"] = (png_bytes(labels.astype(np.uint16)), "image/png")
     if scribbles is not None:
-        marked = scribbles != 255
+        drawn = scribbles != 255
         sc = (image.astype(np.float32) * 0.5).astype(np.uint8)
-        sc[marked] = _VOC[(scribbles[marked].astype(int) % 254) + 1]
-        out.files["scribbles.png"] = (png_bytes(_fit(sc, size, True)), "image/png")
-    marked = np.array([]) if scribbles is None else np.unique(scribbles[scribbles != 255])
+        sc[drawn] = _VOC[(scribbles[drawn].astype(int) % 254) + 1]
+        out.files["scribbles.png"] = (png_bytes(resize_mask(sc, size)), "image/png")
     out.info.update(
         segments=int(len(np.unique(labels))),
         scribble_labels=int(len(marked)),

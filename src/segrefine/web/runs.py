@@ -9,7 +9,6 @@ user expected is missing.
 
 from __future__ import annotations
 
-import json
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,10 +66,7 @@ def scan_runs(root: str | Path) -> RunIndex:
         if (folder / checkpoint.CONFIG).is_file():
             name = folder.relative_to(root).as_posix() or "."
             try:
-                kind = _kind(folder)
-                if kind is None:
-                    raise InputError(f"its {checkpoint.CONFIG} is not from segrefine (no run kind)")
-                config = checkpoint.read_config(folder, kind=kind)
+                config = checkpoint.read_config(folder, kind=("segmenter", "refiner"))
                 info = _describe(folder, config)
             except InputError as err:
                 index.notes.append(f"{name}: not a usable segrefine run ({err.message})")
@@ -97,15 +93,6 @@ def scan_runs(root: str | Path) -> RunIndex:
     return index
 
 
-def _kind(folder: Path) -> str | None:
-    """The kind a config declares; None when it declares none we know."""
-    try:
-        kind = json.loads((folder / checkpoint.CONFIG).read_text()).get("kind")
-    except (OSError, ValueError, AttributeError):
-        return "segmenter"  # read_config then reports the JSON problem
-    return kind if kind in ("segmenter", "refiner") else None
-
-
 class ModelCache:
     """Loaded models by run name; each run is loaded once and kept (runs are small)."""
 
@@ -126,6 +113,8 @@ class ModelCache:
         with self._lock:
             key = (kind, name, weights.stat().st_mtime_ns if weights.exists() else 0)
             if key not in self._models:
+                for stale in [k for k in self._models if k[:2] == key[:2]]:  # retrained since
+                    del self._models[stale]
                 cls = Segmenter if kind == "segmenter" else Refiner
                 self._models[key] = cls.load(self.index.root / name, device=self.device)
             return self._models[key]
