@@ -20,6 +20,7 @@ from segrefine.unsupervised.metrics import (
 from segrefine.unsupervised.model import continuity_loss, scribble_loss, similarity_loss
 from segrefine.unsupervised.reference import ClusterModel, cluster_video
 from segrefine.unsupervised.regions import (
+    border_contrast,
     connected_regions,
     merge_similar_regions,
     merge_small_regions,
@@ -194,6 +195,27 @@ def test_merge_similar_regions_respects_threshold():
     out = merge_similar_regions(labels, feats, threshold=2.0)
     assert out[0, 0] == out[0, 2] and out[0, 2] != out[0, 4]
     assert len(np.unique(merge_similar_regions(labels, feats, threshold=0.5))) == 3
+
+
+def test_merge_keeps_regions_apart_across_a_sharp_edge():
+    # four quadrants of equal mean colour; a step edge runs down the middle column border
+    labels = np.zeros((6, 6), int)
+    labels[:, 3:] = 1
+    labels[3:, :] += 2
+    feats = np.zeros((6, 6, 1))
+    edges = np.zeros((6, 6, 1))
+    edges[:, 3:] = 10.0
+    assert len(np.unique(merge_similar_regions(labels, feats, 1.0))) == 1
+    out = merge_similar_regions(labels, feats, 1.0, edges, edge_weight=0.5)
+    assert len(np.unique(out)) == 2 and (out[:, :3] == out[0, 0]).all()
+    assert (out[:, 3:] == out[0, 5]).all()
+
+
+def test_border_contrast_sums_steps_along_the_border():
+    labels = np.array([[0, 0, 1, 1]] * 3)
+    edges = np.array([[0.0, 1.0, 4.0, 4.0]] * 3)[..., None]
+    c = border_contrast(labels, edges, 2)
+    assert c[0, 1] == c[1, 0] == 9.0 and c[0, 0] == 0  # three pairs of contrast 3
 
 
 def test_split_by_scribbles_cuts_only_regions_with_two_labels():

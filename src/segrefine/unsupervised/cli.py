@@ -46,11 +46,11 @@ def cluster_cmd(
     merge_threshold: Annotated[
         float,
         typer.Option(
-            help="Segment-count control: adjacent superpixels whose mean soft "
-            "response + CIELAB colour are closer than this are merged; larger "
-            "-> fewer, larger segments. 0 = output clusters (as the paper)."
+            help="Segment-count control: adjacent superpixels closer than this are merged "
+            "(mean soft response, CIELAB colour and histogram, edge between them); "
+            "larger -> fewer, larger segments. 0 = output clusters (as the paper)."
         ),
-    ] = 5.0,
+    ] = 24.0,
     connected: Annotated[
         bool,
         typer.Option(

@@ -9,6 +9,7 @@ from scipy import ndimage
 from skimage.measure import label as _components
 
 __all__ = [
+    "border_contrast",
     "connected_regions",
     "merge_similar_regions",
     "merge_small_regions",
@@ -94,26 +95,62 @@ def region_means(labels: np.ndarray, features: np.ndarray) -> tuple[np.ndarray, 
     return sizes, means / np.maximum(sizes, 1.0)[:, None]
 
 
-def merge_similar_regions(labels: np.ndarray, features: np.ndarray, threshold: float) -> np.ndarray:
-    """Greedily merge adjacent regions whose mean features are closest, while the Euclidean
-    distance between the two means stays below ``threshold``.
+def border_contrast(labels: np.ndarray, edges: np.ndarray, n: int) -> np.ndarray:
+    """(n, n) summed contrast ``||edges[p] - edges[q]||`` over the 4-neighbour pixel pairs
+    (p, q) that straddle the border of regions i and j (symmetric, zero diagonal).
 
-    ``features`` is (H, W, C). After each merge the merged region's mean is the size-weighted
-    mean, so the result does not depend on how a region was assembled. Sizes play no other
-    part: small fragments are merged only when they look alike, never just for being small.
+    Divided by :func:`_neighbour_counts` it is the mean contrast along each shared border:
+    how strong the edge between two regions is, whatever their mean colours."""
+    e = edges.reshape(*labels.shape, -1).astype(np.float64)
+    la = np.concatenate([labels[:, 1:].ravel(), labels[1:, :].ravel()])
+    lb = np.concatenate([labels[:, :-1].ravel(), labels[:-1, :].ravel()])
+    diff = np.concatenate([
+        np.sqrt(((e[:, 1:] - e[:, :-1]) ** 2).sum(-1)).ravel(),
+        np.sqrt(((e[1:, :] - e[:-1, :]) ** 2).sum(-1)).ravel(),
+    ])  # fmt: skip
+    keep = la != lb
+    a, b = la[keep].astype(np.int64), lb[keep].astype(np.int64)
+    sums = np.bincount(a * n + b, weights=diff[keep], minlength=n * n).reshape(n, n)
+    return sums + sums.T
+
+
+def merge_similar_regions(
+    labels: np.ndarray,
+    features: np.ndarray,
+    threshold: float,
+    edges: np.ndarray | None = None,
+    edge_weight: float = 0.0,
+) -> np.ndarray:
+    """Greedily merge adjacent regions whose mean features are closest, while their distance
+    stays below ``threshold``.
+
+    ``features`` is (H, W, C); the distance of two regions is the Euclidean distance of their
+    mean features plus, with ``edges`` (H, W, E) and ``edge_weight``, ``edge_weight`` times the
+    mean contrast of ``edges`` across their shared border (:func:`border_contrast`): two
+    regions of similar mean colour but separated by a sharp edge stay apart, two regions of
+    a slow gradient with no edge between them merge. After each merge the merged region's
+    mean is the size-weighted mean and its borders are the union of both, so the result does
+    not depend on how a region was assembled. Sizes play no other part: small fragments are
+    merged only when they look alike, never just for being small.
     """
     labels = relabel_sequential(labels)
     n = int(labels.max()) + 1
     if threshold <= 0 or n == 1:
         return labels
     sizes, means = region_means(labels, features)
-    border = _neighbour_counts(labels, n)
+    border = _neighbour_counts(labels, n).astype(np.float64)
+    contrast = None
+    if edges is not None and edge_weight > 0:
+        contrast = border_contrast(labels, edges, n)
     neighbours = [set(np.flatnonzero(border[i]).tolist()) for i in range(n)]
     version = np.zeros(n, dtype=np.int64)
     parent = np.arange(n)
 
     def dist(a: int, b: int) -> float:
-        return float(np.sqrt(((means[a] - means[b]) ** 2).sum()))
+        d = float(np.sqrt(((means[a] - means[b]) ** 2).sum()))
+        if contrast is not None:
+            d += edge_weight * contrast[a, b] / border[a, b]
+        return d
 
     heap = [(dist(a, b), a, b, 0, 0) for a in range(n) for b in neighbours[a] if a < b]
     heapq.heapify(heap)
@@ -127,6 +164,10 @@ def merge_similar_regions(labels: np.ndarray, features: np.ndarray, threshold: f
         sizes[a] += sizes[b]
         parent[b] = a
         version[a] += 1
+        for table in (border, contrast) if contrast is not None else (border,):
+            table[a] += table[b]  # a's borders are now a's and b's together
+            table[:, a] = table[a]
+            table[a, a] = 0.0
         for x in list(neighbours[b]):
             neighbours[x].discard(b)
             if x != a:
