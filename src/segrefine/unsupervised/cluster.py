@@ -49,7 +49,15 @@ from .regions import (
     split_by_scribbles,
 )
 
-__all__ = ["NO_SCRIBBLE", "ClusterConfig", "cluster", "validate_image", "validate_scribbles"]
+__all__ = [
+    "NO_SCRIBBLE",
+    "ClusterConfig",
+    "cluster",
+    "cluster_response",
+    "response_to_labels",
+    "validate_image",
+    "validate_scribbles",
+]
 
 NO_SCRIBBLE = 255  # scribble-map value of unmarked pixels (negative values also mean unmarked)
 
@@ -423,10 +431,24 @@ def cluster(
         if scribbles is not None and not cfg.connected:
             labels[scribbles >= 0] = scribbles[scribbles >= 0]
         return labels
-    torch.manual_seed(cfg.seed)
     if scribbles is not None:
+        torch.manual_seed(cfg.seed)
         return _cluster_with_scribbles(image, scribbles, cfg, progress)
+    response, superpixels = cluster_response(image, cfg, progress)
+    return response_to_labels(response, image, cfg, superpixels)
+
+
+def cluster_response(
+    image: np.ndarray, cfg: ClusterConfig, progress: bool = False
+) -> tuple[torch.Tensor, np.ndarray | None]:
+    """The trained network's response (D, H, W) for one image at its own size, and the
+    full-size superpixels (None without); :func:`response_to_labels` turns them into labels.
+
+    :func:`cluster` is these two steps; kept apart so that merge settings can be compared on
+    one trained response (``benchmarks/cluster_merge_sweep.py``).
+    """
+    torch.manual_seed(cfg.seed)
     net = ClusterNet(3, cfg.channels, cfg.n_conv, cfg.width)
-    problem, sp_full = _prepare(image, cfg, None)
+    problem, superpixels = _prepare(image, cfg, None)
     _train(net, [problem], cfg, progress, cfg.min_labels)
-    return response_to_labels(full_response(net, image, cfg), image, cfg, sp_full)
+    return full_response(net, image, cfg), superpixels
