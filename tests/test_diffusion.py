@@ -104,7 +104,7 @@ class Recorder(torch.nn.Module):
     def head(self, features, x_t, t, prior):
         self.inputs.append(x_t.clone())
         self.timesteps.append(t.clone())
-        return prior[0]
+        return prior[0].repeat_interleave(x_t.shape[0] // prior[0].shape[0], 0)
 
 
 def test_paper_mode_starts_at_strength_T_without_noising():
@@ -511,3 +511,26 @@ def test_encoder_starts_as_the_segmenters_feature_extractor(trained_run):
         same.encode(x, p / p.sum(1, keepdim=True))
         seg.model(x)
     torch.testing.assert_close(grabbed["ref"], grabbed["seg"])  # probabilities start ignored
+
+
+def test_head_shares_per_image_work_across_samples_exactly():
+    # the split first convolution must equal the concatenated one it replaces, per sample
+    from segrefine.diffusion.networks import ConditionalDenoiser, timestep_embedding
+
+    torch.manual_seed(0)
+    net = ConditionalDenoiser(3, width=4, depth=2, features=8, head_width=8, band=2).eval()
+    torch.nn.init.normal_(net.out.weight)  # the output starts at zero: make it matter
+    image = torch.randn(2, 3, 16, 16)
+    probs = torch.softmax(torch.randn(2, 3, 16, 16), 1)
+    k = 3
+    x = torch.randn(2 * k, 3, 16, 16)
+    t = torch.tensor([5, 5, 5, 40, 40, 40])
+    with torch.no_grad():
+        got = net.head(net.encode(image, probs), x, t, net.prior_terms(probs))
+        feats = net.encoder(torch.cat([image, probs * 2 - 1], 1)).repeat_interleave(k, 0)
+        emb = net.time_mlp(timestep_embedding(t, net.emb_dim))
+        h = net.block2(net.block1(torch.cat([feats, x], 1), emb), emb)
+        log_prior, band = (a.repeat_interleave(k, 0) for a in net.prior_terms(probs))
+        want = net.prior_scale * log_prior + net.out(h) * band
+    assert got.shape == (2 * k, 3, 16, 16)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)

@@ -3,7 +3,8 @@
 ``default`` mode (:class:`ConditionalDenoiser`) splits the work DDP-style: a U-Net *encoder*
 reads the conditions (image + the segmenter's probabilities) once per image, and a light
 time-conditioned *head* maps (encoder features, noisy label map, t) to clean-label logits. A
-refinement with K samples x S steps therefore costs one encoder pass plus K*S head passes.
+refinement with K samples x S steps therefore costs one encoder pass plus K*S head passes
+(each lighter than a full head: the features' share of its first convolution is per image).
 The head adds its output to the segmenter's log-probabilities and starts at zero, so an
 untrained refiner returns the segmenter's own prediction and training only learns corrections:
 the most data-efficient starting point we know on a CPU budget.
@@ -40,8 +41,12 @@ class FiLMConv(nn.Module):
         self.film = nn.Linear(emb_dim, 2 * out_ch)
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        return self.finish(self.conv(x), emb)
+
+    def finish(self, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        """Everything after the convolution, for a convolution computed elsewhere."""
         scale, shift = self.film(emb)[:, :, None, None].chunk(2, dim=1)
-        return nn.functional.silu(self.norm(self.conv(x)) * (1 + scale) + shift)
+        return nn.functional.silu(self.norm(h) * (1 + scale) + shift)
 
 
 def uncertain_band(probs: torch.Tensor, radius: int, confident: float = 0.95) -> torch.Tensor:
@@ -63,7 +68,14 @@ def uncertain_band(probs: torch.Tensor, radius: int, confident: float = 0.95) ->
 class ConditionalDenoiser(nn.Module):
     """Predicts clean label logits from a noisy label map, given image and prior probabilities.
 
-    ``encode(image, probs)`` once per image, then ``head(features, x_t, t, probs)`` per step.
+    ``encode(image, probs)`` and ``prior_terms(probs)`` once per image, then
+    ``head(features, x_t, t, prior)`` per step, for one or several samples per image.
+
+    The head's first convolution reads the encoder's features and the noisy labels
+    concatenated; being linear, it is computed as two convolutions added up: the features'
+    part once per image (in ``encode``) and the labels' part per sample. K samples of an image
+    then share every per-image computation (same weights and result as the concatenated
+    convolution, to rounding).
     """
 
     def __init__(
@@ -93,8 +105,12 @@ class ConditionalDenoiser(nn.Module):
         nn.init.zeros_(self.out.bias)
 
     def encode(self, image: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
-        """Features (B, F, H, W) of the conditions: normalised image and prior probabilities."""
-        return self.encoder(torch.cat([image, probs * 2 - 1], dim=1))
+        """Per-image condition (B, head_width, H, W): the encoder's features of the normalised
+        image and prior probabilities, through the features' part of the head's first conv."""
+        features = self.encoder(torch.cat([image, probs * 2 - 1], dim=1))
+        conv = self.block1.conv
+        weight = conv.weight[:, : features.shape[1]]
+        return nn.functional.conv2d(features, weight, conv.bias, padding=conv.padding)
 
     def prior_terms(self, probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """What the head needs from the prior, computed once per image: its log-probabilities
@@ -109,14 +125,20 @@ class ConditionalDenoiser(nn.Module):
         t: torch.Tensor,
         prior: tuple[torch.Tensor, torch.Tensor | None],
     ) -> torch.Tensor:
-        """Clean-label logits (B, C, H, W) for noisy labels ``x_t`` at timesteps ``t`` (B,)."""
+        """Clean-label logits (B*K, C, H, W) for noisy labels ``x_t`` (B*K, C, H, W) at
+        timesteps ``t`` (B*K,): K samples per image, consecutive, sharing the image's
+        ``features`` (B, ...) from :meth:`encode` and ``prior`` from :meth:`prior_terms`."""
         log_prior, band = prior
+        b, k = features.shape[0], x_t.shape[0] // features.shape[0]
         emb = self.time_mlp(timestep_embedding(t, self.emb_dim))
-        h = self.block2(self.block1(torch.cat([features, x_t], dim=1), emb), emb)
-        correction = self.out(h)
+        conv = self.block1.conv
+        h = nn.functional.conv2d(x_t, conv.weight[:, -x_t.shape[1] :], None, padding=conv.padding)
+        h = (h.unflatten(0, (b, k)) + features.unsqueeze(1)).flatten(0, 1)
+        h = self.block2(self.block1.finish(h, emb), emb)
+        correction = self.out(h).unflatten(0, (b, k))
         if band is not None:
-            correction = correction * band
-        return self.prior_scale * log_prior + correction
+            correction = correction * band.unsqueeze(1)
+        return (self.prior_scale * log_prior.unsqueeze(1) + correction).flatten(0, 1)
 
     def forward(self, x_t, t, image, probs):
         return self.head(self.encode(image, probs), x_t, t, self.prior_terms(probs))

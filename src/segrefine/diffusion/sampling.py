@@ -76,9 +76,7 @@ def sample_default(
     The condition features are computed once per image and shared by its ``samples``
     refinements (consecutive rows of the result); each step is one pass of the light head.
     """
-    features = net.encode(image, probs).repeat_interleave(samples, 0)
-    prior = tuple(None if a is None else a.repeat_interleave(samples, 0)
-                  for a in net.prior_terms(probs))
+    features, prior = net.encode(image, probs), net.prior_terms(probs)  # per image
     probs = probs.repeat_interleave(samples, 0)
     ts = sampling_timesteps(start_timestep(scheduler, strength), steps)
     y = stochastic_onehot(probs, generator)
