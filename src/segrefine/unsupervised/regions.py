@@ -38,14 +38,22 @@ def connected_regions(labels: np.ndarray) -> np.ndarray:
     return relabel_sequential(_components(labels, background=-1, connectivity=2))
 
 
-def _neighbour_counts(labels: np.ndarray, n: int) -> np.ndarray:
-    """(n, n) count of 4-neighbour pixel pairs with labels (i, j), symmetric, zero diagonal."""
+def _border_sums(labels: np.ndarray, n: int, weights: np.ndarray | None = None) -> np.ndarray:
+    """(n, n) sum over the 4-neighbour pixel pairs with labels (i, j), i != j, of one weight
+    per pair (1 without ``weights``: a count), symmetric, zero diagonal. Pairs are ordered as
+    the horizontal pairs (row-major) followed by the vertical ones."""
     a = np.concatenate([labels[:, 1:].ravel(), labels[1:, :].ravel()])
     b = np.concatenate([labels[:, :-1].ravel(), labels[:-1, :].ravel()])
     keep = a != b
     a, b = a[keep].astype(np.int64), b[keep].astype(np.int64)
-    counts = np.bincount(a * n + b, minlength=n * n).reshape(n, n)
-    return counts + counts.T
+    w = None if weights is None else weights[keep]
+    sums = np.bincount(a * n + b, weights=w, minlength=n * n).reshape(n, n)
+    return sums + sums.T
+
+
+def _neighbour_counts(labels: np.ndarray, n: int) -> np.ndarray:
+    """(n, n) count of 4-neighbour pixel pairs with labels (i, j), symmetric, zero diagonal."""
+    return _border_sums(labels, n)
 
 
 def merge_small_regions(labels: np.ndarray, min_size: int) -> np.ndarray:
@@ -102,16 +110,11 @@ def border_contrast(labels: np.ndarray, edges: np.ndarray, n: int) -> np.ndarray
     Divided by :func:`_neighbour_counts` it is the mean contrast along each shared border:
     how strong the edge between two regions is, whatever their mean colours."""
     e = edges.reshape(*labels.shape, -1).astype(np.float64)
-    la = np.concatenate([labels[:, 1:].ravel(), labels[1:, :].ravel()])
-    lb = np.concatenate([labels[:, :-1].ravel(), labels[:-1, :].ravel()])
     diff = np.concatenate([
         np.sqrt(((e[:, 1:] - e[:, :-1]) ** 2).sum(-1)).ravel(),
         np.sqrt(((e[1:, :] - e[:-1, :]) ** 2).sum(-1)).ravel(),
     ])  # fmt: skip
-    keep = la != lb
-    a, b = la[keep].astype(np.int64), lb[keep].astype(np.int64)
-    sums = np.bincount(a * n + b, weights=diff[keep], minlength=n * n).reshape(n, n)
-    return sums + sums.T
+    return _border_sums(labels, n, diff)
 
 
 def merge_similar_regions(
