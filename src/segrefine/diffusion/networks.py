@@ -46,7 +46,8 @@ class FiLMConv(nn.Module):
     def finish(self, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         """Everything after the convolution, for a convolution computed elsewhere."""
         scale, shift = self.film(emb)[:, :, None, None].chunk(2, dim=1)
-        return nn.functional.silu(self.norm(h) * (1 + scale) + shift)
+        h = torch.addcmul(shift, self.norm(h), 1 + scale)
+        return nn.functional.silu(h, inplace=not torch.is_grad_enabled())
 
 
 def uncertain_band(probs: torch.Tensor, radius: int, confident: float = 0.95) -> torch.Tensor:
@@ -54,15 +55,25 @@ def uncertain_band(probs: torch.Tensor, radius: int, confident: float = 0.95) ->
     a boundary of the prior's argmax, or where the prior's top probability is below
     ``confident``. Everywhere else the prior is kept as it is (SegRefiner's idea: refine only
     where the coarse mask is likely wrong, so confident correct regions cannot be damaged)."""
-    labels = probs.argmax(1, keepdim=True).float()
+    top, labels = probs.max(1, keepdim=True)  # one pass for both (argmax alone is slower)
+    labels = labels.float()
     k = 2 * radius + 1
     pad = nn.functional.pad(labels, [radius] * 4, mode="replicate")
     # separable max/min filters: (1 x k) then (k x 1), ~k times cheaper than a k x k window
     hi = nn.functional.max_pool2d(nn.functional.max_pool2d(pad, (1, k), 1), (k, 1), 1)
     lo = -nn.functional.max_pool2d(nn.functional.max_pool2d(-pad, (1, k), 1), (k, 1), 1)
     near_edge = hi != lo
-    unsure = probs.max(1, keepdim=True).values < confident
+    unsure = top < confident
     return (near_edge | unsure).float()
+
+
+def pointwise_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """A 1x1 convolution as one batched matrix product: the same result, several times faster
+    than ``conv(x)`` on a CPU for the few channels of the refiner's head."""
+    b, c, h, w = x.shape
+    weight = conv.weight.flatten(1).expand(b, -1, -1)
+    bias = conv.bias.view(1, -1, 1).expand(b, -1, 1)
+    return torch.baddbmm(bias, weight, x.flatten(2)).view(b, -1, h, w)
 
 
 class ConditionalDenoiser(nn.Module):
@@ -110,6 +121,7 @@ class ConditionalDenoiser(nn.Module):
         features = self.encoder(torch.cat([image, probs * 2 - 1], dim=1))
         conv = self.block1.conv
         weight = conv.weight[:, : features.shape[1]]
+        features = features.contiguous(memory_format=torch.channels_last)  # see head()
         return nn.functional.conv2d(features, weight, conv.bias, padding=conv.padding)
 
     def prior_terms(self, probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -132,13 +144,17 @@ class ConditionalDenoiser(nn.Module):
         b, k = features.shape[0], x_t.shape[0] // features.shape[0]
         emb = self.time_mlp(timestep_embedding(t, self.emb_dim))
         conv = self.block1.conv
+        # channels-last inputs make the head's small convolutions ~1.3x faster on a CPU (the
+        # per-sample work that grows with K); the results are the same numbers
+        x_t = x_t.contiguous(memory_format=torch.channels_last)
         h = nn.functional.conv2d(x_t, conv.weight[:, -x_t.shape[1] :], None, padding=conv.padding)
         h = (h.unflatten(0, (b, k)) + features.unsqueeze(1)).flatten(0, 1)
         h = self.block2(self.block1.finish(h, emb), emb)
-        correction = self.out(h).unflatten(0, (b, k))
-        if band is not None:
-            correction = correction * band.unsqueeze(1)
-        return (self.prior_scale * log_prior.unsqueeze(1) + correction).flatten(0, 1)
+        correction = pointwise_conv(self.out, h).unflatten(0, (b, k))
+        anchor = (self.prior_scale * log_prior).unsqueeze(1)  # per image, shared by samples
+        if band is None:
+            return (anchor + correction).flatten(0, 1)
+        return torch.addcmul(anchor, correction, band.unsqueeze(1)).flatten(0, 1)
 
     def forward(self, x_t, t, image, probs):
         return self.head(self.encode(image, probs), x_t, t, self.prior_terms(probs))

@@ -26,11 +26,16 @@ def stochastic_onehot(
     so repeated draws explore the pixels the segmenter is unsure about.
     """
     b, c, h, w = probs.shape
-    # inverse-CDF sampling: one uniform number per pixel, compared with the cumulative sums
+    # inverse-CDF sampling: one uniform number v per pixel; the label is the first class whose
+    # cumulative probability reaches v. `reached` is 0...0 1...1 along the classes (the last
+    # cumulative sum is the total, so it always ends in 1), and its first difference is the
+    # one-hot of that label: three dense passes instead of a count, one_hot and a permute
+    # (several times faster with 11 classes, same draws)
     u = torch.rand((b, 1, h, w), generator=generator, device=probs.device)
     cdf = probs.clamp_min(0).cumsum(1)
-    labels = (u * cdf[:, -1:] > cdf).sum(1).clamp_max(c - 1)
-    return labels_to_signed(labels, c)
+    reached = (u * cdf[:, -1:] <= cdf).float()
+    reached[:, 1:] -= reached[:, :-1].clone()
+    return reached.mul_(2).sub_(1)
 
 
 def labels_to_signed(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
