@@ -164,30 +164,32 @@ class BatchSource:
         n_oof = 0
         if self.views is not None and cfg.mode == "default":
             n_oof = int(rng.binomial(b, cfg.oof_fraction))
+        size = self.images.shape[1]
+        window = (..., slice(None), slice(None))
+        if cfg.crop and cfg.crop < size:
+            # one random window for the whole batch: the band-limited correction is local, so
+            # small crops teach it as well as whole images at a fraction of the cost. It is
+            # cut before the degradations, which then cost a quarter (64 of 128 px)
+            top, left = rng.integers(0, size - cfg.crop + 1, size=2)
+            window = (..., slice(top, top + cfg.crop), slice(left, left + cfg.crop))
         idx = rng.integers(len(self.images), size=max(b - n_oof, 0))
         x = y = probs = None
         if len(idx):
             x, y = augment_batch(to_tensor(self.images[idx].numpy()), self.masks[idx], rng)
+            x, y = x[window], y[window]
             if cfg.mode == "default":
                 probs = torch.from_numpy(np.stack([degrade(m.numpy(), self.c, rng) for m in y]))
         if n_oof:
             j = rng.integers(len(self.views["images"]), size=n_oof)
-            vx = to_tensor(self.views["images"][j].numpy())
-            vy = self.views["masks"][j].long()
-            vp = self.views["probs"][j].float()
+            vx = to_tensor(self.views["images"][j].numpy()[:, window[1], window[2]])
+            vy = self.views["masks"][j][window].long()
+            vp = self.views["probs"][j][window].float()
             flip = torch.from_numpy(rng.random(n_oof) < 0.5)
             vx[flip], vy[flip], vp[flip] = vx[flip].flip(-1), vy[flip].flip(-1), vp[flip].flip(-1)
             if x is None:
                 x, y, probs = vx, vy, vp
             else:
                 x, y, probs = torch.cat([x, vx]), torch.cat([y, vy]), torch.cat([probs, vp])
-        if cfg.crop and cfg.crop < x.shape[-1]:
-            # one random window for the whole batch: the band-limited correction is local, so
-            # small crops teach it as well as whole images at a fraction of the cost
-            top, left = rng.integers(0, x.shape[-2] - cfg.crop + 1, size=2)
-            window = (..., slice(top, top + cfg.crop), slice(left, left + cfg.crop))
-            x, y = x[window], y[window]
-            probs = probs[window] if probs is not None else None
         return x, y, probs
 
 
