@@ -488,6 +488,38 @@ def test_training_on_crops_draws_crop_sized_batches(synthetic_root):
     x2, _, _ = BatchSource(cfg, images, masks, train.num_classes).draw(0)
     assert torch.equal(x, x2)  # the window comes from the step's seed
 
+    # out-of-fold views are cut with the same window as their masks: probabilities that are
+    # the masks' one-hot stay aligned with the masks after cropping (and flipping)
+    c = train.num_classes
+    views = {"images": images, "masks": masks.to(torch.uint8),
+             "probs": torch.nn.functional.one_hot(masks, c).permute(0, 3, 1, 2).half()}  # fmt: skip
+    only_views = tiny_config(synthetic_root, crop=16, oof_fraction=1.0)
+    for step in range(3):
+        x, y, probs = BatchSource(only_views, images, masks, c, views).draw(step)
+        assert x.shape[-2:] == y.shape[-2:] == probs.shape[-2:] == (16, 16)
+        assert torch.equal(probs.argmax(1), y)
+
+
+def test_start_share_trains_that_share_exactly_at_the_inference_start(synthetic_root):
+    from segrefine.diffusion.sampling import make_scheduler, start_timestep
+    from segrefine.diffusion.train import refiner_loss
+
+    seen = []
+
+    def net(x_t, t, image, probs):  # records the timesteps a training step draws
+        seen.append(t)
+        return torch.zeros(probs.shape, requires_grad=True)
+
+    scheduler = make_scheduler()
+    start = start_timestep(scheduler, 0.3)
+    y = torch.zeros(64, 8, 8, dtype=torch.long)
+    x, probs = torch.zeros(64, 3, 8, 8), torch.full((64, 2, 8, 8), 0.5)
+    for share in (0.0, 0.5, 1.0):
+        cfg = tiny_config(synthetic_root, start_share=share)
+        refiner_loss(net, scheduler, cfg, x, y, probs, step=0)
+        at_start = (seen[-1] == start).float().mean().item()
+        assert abs(at_start - share) < 0.2 if share < 1 else at_start == 1.0
+
 
 def test_encoder_starts_as_the_segmenters_feature_extractor(trained_run):
     from segrefine import checkpoint

@@ -21,12 +21,15 @@ Steps = Annotated[
 ]
 Strength = Annotated[
     float | None,
-    typer.Option(help="Start the reverse process at t = strength * T (0 < strength <= 1)."),
+    typer.Option(
+        help="Start the reverse process at t = strength * T (0 < strength <= 1; default: the run's)."
+    ),
 ]
 Samples = Annotated[
     int | None,
     typer.Option(
-        help="Stochastic refinements averaged per image (their disagreement is the uncertainty)."
+        help="Stochastic refinements averaged per image (their disagreement is the "
+        "uncertainty; default: the value recorded in the run's config.json when it was trained)."
     ),
 ]
 Device = Annotated[str, typer.Option(help="auto (CUDA when available, else CPU), cpu, or cuda.")]

@@ -67,6 +67,9 @@ class RefinerConfig:
     timesteps: int = 1000
     beta_schedule: str = "linear"
     max_strength: float = 0.6  # default mode trains on t in [1, max_strength * T]
+    # share of each batch drawn exactly as the default sampler's first step sees it (no truth
+    # blended in, t = the inference strength's start); the rest spreads over [1, max_strength*T]
+    start_share: float = 0.0
     iterations: int = 4000
     batch_size: int = 16
     crop: int | None = 64  # train on random crops of this side (inference stays full size)
@@ -209,6 +212,10 @@ def refiner_loss(net, scheduler, cfg: RefinerConfig, x, y, probs, step: int) -> 
     t = torch.randint(1, t_max + 1, (b,), generator=gen, device=x.device)
     lam = torch.rand(b, generator=gen, device=x.device) * (1 - t.float() / t_max)
     lam = torch.where(torch.rand(b, generator=gen, device=x.device) < 0.5, 0.0, lam)
+    if cfg.start_share > 0:
+        at_start = torch.rand(b, generator=gen, device=x.device) < cfg.start_share
+        t = torch.where(at_start, start_timestep(scheduler, cfg.inference["strength"]), t)
+        lam = torch.where(at_start, 0.0, lam)
     truth = (labels_to_signed(y, probs.shape[1]) + 1) / 2
     void = (y == VOID).unsqueeze(1)
     truth = torch.where(void, probs, truth)
