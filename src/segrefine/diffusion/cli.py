@@ -70,7 +70,7 @@ def train_refiner_cmd(
             "coarse masks (default mode)."
         ),
     ] = None,
-    iterations: Annotated[int, typer.Option(help="Optimisation steps.")] = 4000,
+    iterations: Annotated[int, typer.Option(help="Optimisation steps.")] = 5500,
     batch_size: Annotated[int, typer.Option(help="Images per step.")] = 16,
     crop: Annotated[
         int, typer.Option(help="Train on random square crops of this side, 4x cheaper steps "
@@ -89,6 +89,13 @@ def train_refiner_cmd(
         ),
     ] = 6,
     seed: Annotated[int, typer.Option(help="Seed for weights, batches and noise.")] = 0,
+    mixed_precision: Annotated[
+        bool,
+        typer.Option(
+            help="bf16 autocast in training on CUDA and on CPUs with native bf16 "
+            "(--no-mixed-precision: float32 throughout)."
+        ),
+    ] = True,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out.")] = False,
     device: Device = "auto",
     quiet: Quiet = False,
@@ -105,8 +112,7 @@ def train_refiner_cmd(
             classes=[c.strip() for c in classes.split(",")] if classes else None,
             segmenter=str(segmenter) if segmenter else None, iterations=iterations,
             batch_size=batch_size, crop=crop or None, lr=lr, oof_folds=oof_folds,
-            oof_epochs=oof_epochs, band=band,
-            seed=seed,
+            oof_epochs=oof_epochs, band=band, seed=seed, mixed_precision=mixed_precision,
         )  # fmt: skip
     best = train_refiner(cfg, out, resume=resume, device=device, progress=not quiet)
     if best.get("val"):

@@ -70,13 +70,15 @@ class RefinerConfig:
     # share of each batch drawn exactly as the default sampler's first step sees it (no truth
     # blended in, t = the inference strength's start); the rest spreads over [1, max_strength*T]
     start_share: float = 0.0
-    iterations: int = 4000
+    iterations: int = 5500
     batch_size: int = 16
     crop: int | None = 64  # train on random crops of this side (inference stays full size)
     lr: float = 2e-3
     weight_decay: float = 1e-4
     warmup: int = 100
     val_every: int = 250
+    # bf16 autocast in training: on CUDA, and on CPUs with native bf16 (AVX512-BF16 / AMX; 1.4x
+    # faster steps on this 2-core EPYC). Inference and validation stay float32.
     mixed_precision: bool = True
     seed: int = 0
     inference: dict = field(default_factory=dict)  # steps, strength, samples
@@ -139,6 +141,14 @@ def init_encoder_from_segmenter(net, segmenter_run, seg_cfg: dict) -> int:
         return 0
     encoder.load_state_dict(update, strict=False)
     return len(update)
+
+
+def _native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (emulated bf16 on older CPUs is slower)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def learning_rate(cfg: RefinerConfig, step: int) -> float:
@@ -280,6 +290,7 @@ def train_refiner(
         mixed_precision="bf16" if dev.type == "cuda" and cfg.mixed_precision else "no",
     )
     main = accelerator.is_main_process
+    cpu_bf16 = dev.type == "cpu" and cfg.mixed_precision and _native_bf16()
     if cfg.segmenter:
         seg_cfg = checkpoint.read_config(cfg.segmenter, kind="segmenter")
         cfg = dataclasses.replace(
@@ -367,7 +378,9 @@ def train_refiner(
         x, y, probs = source.draw(step)
         x, y = x.to(accelerator.device), y.to(accelerator.device)
         probs = probs.to(accelerator.device) if probs is not None else None
-        with accelerator.autocast():
+        # bf16 on a CPU via torch.autocast: Accelerate's process-wide state is already fixed
+        # (to "no") when out-of-fold segmenters were trained in this process
+        with accelerator.autocast(), torch.autocast("cpu", torch.bfloat16, enabled=cpu_bf16):
             loss = refiner_loss(net, refiner.scheduler, cfg, x, y, probs, step)
         optimizer.zero_grad(set_to_none=True)
         accelerator.backward(loss)
