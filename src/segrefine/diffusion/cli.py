@@ -22,7 +22,8 @@ Steps = Annotated[
 Strength = Annotated[
     float | None,
     typer.Option(
-        help="Start the reverse process at t = strength * T (0 < strength <= 1; default: the run's)."
+        help="Start the reverse process at t = strength * T (0 < strength <= 1; "
+        "default: the run's)."
     ),
 ]
 Samples = Annotated[
