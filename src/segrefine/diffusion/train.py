@@ -178,13 +178,14 @@ class BatchSource:
         if self.views is not None and cfg.mode == "default":
             n_oof = int(rng.binomial(b, cfg.oof_fraction))
         size = self.images.shape[1]
-        window = (..., slice(None), slice(None))
+        rows = cols = slice(None)
         if cfg.crop and cfg.crop < size:
             # one random window for the whole batch: the band-limited correction is local, so
             # small crops teach it as well as whole images at a fraction of the cost. It is
             # cut before the degradations, which then cost a quarter (64 of 128 px)
             top, left = rng.integers(0, size - cfg.crop + 1, size=2)
-            window = (..., slice(top, top + cfg.crop), slice(left, left + cfg.crop))
+            rows, cols = slice(top, top + cfg.crop), slice(left, left + cfg.crop)
+        window = (..., rows, cols)
         idx = rng.integers(len(self.images), size=max(b - n_oof, 0))
         x = y = probs = None
         if len(idx):
@@ -194,7 +195,7 @@ class BatchSource:
                 probs = torch.from_numpy(np.stack([degrade(m.numpy(), self.c, rng) for m in y]))
         if n_oof:
             j = rng.integers(len(self.views["images"]), size=n_oof)
-            vx = to_tensor(self.views["images"][j].numpy()[:, window[1], window[2]])
+            vx = to_tensor(self.views["images"][j].numpy()[:, rows, cols])
             vy = self.views["masks"][j][window].long()
             vp = self.views["probs"][j][window].float()
             flip = torch.from_numpy(rng.random(n_oof) < 0.5)
