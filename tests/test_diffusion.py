@@ -259,13 +259,15 @@ def test_refiner_run_folder_has_config_weights_and_log(trained_refiner):
     assert ref.class_names == ("background", "blob", "star", "worm", "ring")
 
 
+@pytest.mark.parametrize("ema_decay", [0.0, 0.9])
 def test_resume_continues_exactly_where_a_crashed_run_stopped(
-    tmp_path, synthetic_root, monkeypatch
+    tmp_path, synthetic_root, monkeypatch, ema_decay
 ):
     from segrefine import checkpoint
     from segrefine.diffusion import train as train_module
 
-    cfg = tiny_config(synthetic_root, iterations=6, val_every=3, val_split=None, batch_size=4)
+    cfg = tiny_config(synthetic_root, iterations=6, val_every=3, val_split=None, batch_size=4,
+                      ema_decay=ema_decay)  # fmt: skip
     train_refiner(cfg, tmp_path / "straight", device="cpu", progress=False)
 
     real_append = checkpoint.append_log
@@ -283,6 +285,26 @@ def test_resume_continues_exactly_where_a_crashed_run_stopped(
     a, _ = checkpoint.load_tensors(tmp_path / "straight" / "model.safetensors")
     b, _ = checkpoint.load_tensors(tmp_path / "crashed" / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_ema_weights_are_validated_kept_and_logged_beside_the_raw_ones(tmp_path, synthetic_root):
+    from segrefine import checkpoint
+
+    cfg = tiny_config(synthetic_root, iterations=4, val_every=2, batch_size=4, ema_decay=0.9)
+    train_refiner(cfg, tmp_path / "ema", device="cpu", progress=False)
+    log = [json.loads(line) for line in (tmp_path / "ema" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [2, 4]
+    assert all("val" in r and "val_raw" in r for r in log)
+    kept, meta = checkpoint.load_tensors(tmp_path / "ema" / "model.safetensors")
+    last, _ = checkpoint.load_tensors(tmp_path / "ema" / "last.safetensors")
+    raw = {k[6:]: v for k, v in last.items() if k.startswith("model.")}
+    # the average differs from the raw weights, and what is kept is the average
+    assert meta["step"] in (2, 4) and not torch.equal(kept["out.weight"], raw["out.weight"])
+    if meta["step"] == 4:
+        names = [n for n, _ in Refiner.from_config(
+            checkpoint.read_config(tmp_path / "ema", kind="refiner")).net.named_parameters()]
+        shadow = last[f"extra.ema.{names.index('out.weight')}"]
+        assert torch.equal(kept["out.weight"], shadow)
 
 
 # --- the commands ---------------------------------------------------------------------------

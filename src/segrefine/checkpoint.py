@@ -94,20 +94,25 @@ def load_weights(model: torch.nn.Module, run_dir: str | Path) -> None:
 
 
 def save_training_state(run_dir: str | Path, model: torch.nn.Module,
-                        optimizer: torch.optim.Optimizer, meta: dict) -> None:
-    """Write ``last.safetensors``: model and optimizer state plus ``meta`` (for resuming)."""
+                        optimizer: torch.optim.Optimizer, meta: dict,
+                        extra: dict[str, torch.Tensor] | None = None) -> None:
+    """Write ``last.safetensors``: model and optimizer state plus ``meta`` (for resuming), and
+    any ``extra`` tensors the trainer keeps besides (e.g. an exponential moving average)."""
     opt_tensors, opt_meta = optimizer_to_tensors(optimizer)
     model_tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
-    save_tensors(Path(run_dir) / LAST, {**model_tensors, **opt_tensors},
+    extra_tensors = {f"extra.{k}": v for k, v in (extra or {}).items()}
+    save_tensors(Path(run_dir) / LAST, {**model_tensors, **opt_tensors, **extra_tensors},
                  {**meta, "optimizer": opt_meta})
 
 
 def load_training_state(run_dir: str | Path, model: torch.nn.Module,
                         optimizer: torch.optim.Optimizer) -> dict:
-    """Restore what :func:`save_training_state` wrote; returns its ``meta``."""
+    """Restore what :func:`save_training_state` wrote; returns its ``meta``, with the
+    ``extra`` tensors under ``meta["extra"]`` (empty when none were saved)."""
     tensors, meta = load_tensors(Path(run_dir) / LAST)
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     optimizer_from_tensors(optimizer, tensors, meta["optimizer"])
+    meta["extra"] = {k[6:]: v for k, v in tensors.items() if k.startswith("extra.")}
     return meta
 
 
