@@ -194,7 +194,7 @@ def demo(
     epochs: Annotated[int, typer.Option(help="Training epochs for the demo segmenter.")] = 25,
     refiner_iterations: Annotated[
         int, typer.Option(help="Training steps for the demo refiner (0 = no refiner).")
-    ] = 400,
+    ] = 1200,
     device: Device = "auto",
     quiet: Quiet = False,
 ) -> None:

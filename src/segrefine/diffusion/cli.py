@@ -97,6 +97,13 @@ def train_refiner_cmd(
             "(--no-mixed-precision: float32 throughout)."
         ),
     ] = True,
+    ema_decay: Annotated[
+        float | None,
+        typer.Option(
+            help="Keep an exponential moving average of the weights with this decay and use "
+            "it as the run's weights (0 = off; default: RefinerConfig's)."
+        ),
+    ] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out.")] = False,
     device: Device = "auto",
     quiet: Quiet = False,
@@ -114,6 +121,7 @@ def train_refiner_cmd(
             segmenter=str(segmenter) if segmenter else None, iterations=iterations,
             batch_size=batch_size, crop=crop or None, lr=lr, oof_folds=oof_folds,
             oof_epochs=oof_epochs, band=band, seed=seed, mixed_precision=mixed_precision,
+            **({} if ema_decay is None else {"ema_decay": ema_decay}),
         )  # fmt: skip
     best = train_refiner(cfg, out, resume=resume, device=device, progress=not quiet)
     if best.get("val"):

@@ -83,7 +83,7 @@ class RefinerConfig:
     # exponential moving average of the weights: validated, kept as the run's best and used
     # for refinement (the raw weights are validated beside it, logged as ``val_raw``); the
     # decay warms up as (1 + n) / (10 + n), so short runs average over few steps. 0 = off
-    ema_decay: float = 0.0
+    ema_decay: float = 0.999
     seed: int = 0
     inference: dict = field(default_factory=dict)  # steps, strength, samples
 
