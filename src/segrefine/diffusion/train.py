@@ -64,10 +64,6 @@ class RefinerConfig:
     features: int = 16
     head_width: int = 16
     band: int = 6  # pixels around the prior's boundaries the refiner may change; 0 = anywhere
-    # class weights of the cross-entropy: frequency ** -class_balance over the training masks
-    # (0 = plain cross-entropy; 0.5 = inverse square root, leaning towards rare classes, which
-    # mIoU weighs as much as common ones)
-    class_balance: float = 0.0
     timesteps: int = 1000
     beta_schedule: str = "linear"
     max_strength: float = 0.6  # default mode trains on t in [1, max_strength * T]
@@ -227,24 +223,8 @@ class BatchSource:
         return x, y, probs
 
 
-def class_weights(masks: np.ndarray, num_classes: int, balance: float) -> torch.Tensor | None:
-    """Cross-entropy weights ``frequency ** -balance`` from training masks (void ignored),
-    scaled so that an average training pixel weighs 1; None when ``balance`` is 0. Classes
-    absent from the masks get the largest weight of the present ones."""
-    if balance == 0:
-        return None
-    counts = np.bincount(masks[masks != VOID].ravel(), minlength=num_classes)[:num_classes]
-    freq = counts / max(counts.sum(), 1)
-    w = np.where(freq > 0, np.maximum(freq, 1e-12) ** -balance, 0.0)
-    w[freq == 0] = w.max() if w.max() > 0 else 1.0
-    return torch.tensor(w / (w * freq).sum(), dtype=torch.float32)
-
-
-def refiner_loss(
-    net, scheduler, cfg: RefinerConfig, x, y, probs, step: int, weight=None
-) -> torch.Tensor:
-    """One step's loss (see the module docstring for what each mode learns); ``weight``:
-    per-class cross-entropy weights (default mode)."""
+def refiner_loss(net, scheduler, cfg: RefinerConfig, x, y, probs, step: int) -> torch.Tensor:
+    """One step's loss (see the module docstring for what each mode learns)."""
     gen = torch.Generator(x.device).manual_seed(cfg.seed * 1_000_003 + step)
     b, c = x.shape[0], scheduler.config.num_train_timesteps
     if cfg.mode == "paper":
@@ -270,7 +250,7 @@ def refiner_loss(
     noise = torch.randn(probs.shape, generator=gen, device=x.device)
     x_t = scheduler.add_noise(stochastic_onehot(q, gen), noise, t)
     logits = net(x_t, t, x, probs)
-    return F.cross_entropy(logits.float(), y, weight=weight, ignore_index=VOID)
+    return F.cross_entropy(logits.float(), y, ignore_index=VOID)
 
 
 def validation_priors(cfg: RefinerConfig, val, device) -> np.ndarray:
@@ -406,8 +386,6 @@ def train_refiner(
         views,
     )
     priors = validation_priors(cfg, val, accelerator.device) if val is not None and main else None
-    weight = class_weights(source.masks.numpy(), train.num_classes, cfg.class_balance)
-    weight = None if weight is None else weight.to(accelerator.device)
     val_settings = {"steps": 10, "samples": 1} if cfg.mode == "paper" else {}
 
     bar = tqdm(
@@ -428,7 +406,7 @@ def train_refiner(
         # bf16 on a CPU via torch.autocast: Accelerate's process-wide state is already fixed
         # (to "no") when out-of-fold segmenters were trained in this process
         with accelerator.autocast(), torch.autocast("cpu", torch.bfloat16, enabled=cpu_bf16):
-            loss = refiner_loss(net, refiner.scheduler, cfg, x, y, probs, step, weight)
+            loss = refiner_loss(net, refiner.scheduler, cfg, x, y, probs, step)
         optimizer.zero_grad(set_to_none=True)
         accelerator.backward(loss)
         optimizer.step()
