@@ -358,10 +358,10 @@ def train_refiner(
         if main and progress:
             print(f"encoder initialised from the segmenter: {copied} tensors copied")
     optimizer = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    start, best, history = 0, None, []
+    start, best, history, restored = 0, None, [], None
     if resume and (out / checkpoint.LAST).exists():
-        meta = checkpoint.load_training_state(out, net, optimizer)
-        start, best, history = meta["step"], meta["best"], meta["history"]
+        restored = checkpoint.load_training_state(out, net, optimizer)
+        start, best, history = restored["step"], restored["best"], restored["history"]
     if main:
         (out / checkpoint.LOG).unlink(missing_ok=True)
         for record in history:
@@ -373,8 +373,8 @@ def train_refiner(
 
         ema = EMAModel(accelerator.unwrap_model(net).parameters(), decay=cfg.ema_decay,
                        foreach=True)  # fmt: skip
-        if resume and history:
-            _ema_load(ema, meta["extra"], meta["ema"], accelerator.device)
+        if restored is not None:
+            _ema_load(ema, restored["extra"], restored["ema"], accelerator.device)
     # the refiner used for validation shares the network being trained
     refiner = Refiner(accelerator.unwrap_model(net), run_config, accelerator.device)
     net.train()
