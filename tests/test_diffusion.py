@@ -290,7 +290,8 @@ def test_resume_continues_exactly_where_a_crashed_run_stopped(
 def test_ema_weights_are_validated_kept_and_logged_beside_the_raw_ones(tmp_path, synthetic_root):
     from segrefine import checkpoint
 
-    cfg = tiny_config(synthetic_root, iterations=4, val_every=2, batch_size=4, ema_decay=0.9)
+    cfg = tiny_config(synthetic_root, iterations=4, val_every=2, batch_size=4, ema_decay=0.9,
+                      validate_raw=True)  # fmt: skip
     train_refiner(cfg, tmp_path / "ema", device="cpu", progress=False)
     log = [json.loads(line) for line in (tmp_path / "ema" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [2, 4]
@@ -335,6 +336,9 @@ def test_train_refiner_cli_with_out_of_fold_segmenters(
     assert (out / "oof" / "fold1" / "model.safetensors").exists()
     assert (out / "oof" / "views.safetensors").exists()
     assert "run saved" in stdout
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    # validated (EMA weights) without the opt-in second validation of the raw weights
+    assert log and all("val" in r and "val_raw" not in r for r in log)
 
 
 def test_refine_cli_writes_labels_probabilities_and_uncertainty(

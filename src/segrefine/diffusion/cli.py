@@ -104,6 +104,14 @@ def train_refiner_cmd(
             "it as the run's weights (0 = off; default: RefinerConfig's)."
         ),
     ] = None,
+    validate_raw: Annotated[
+        bool,
+        typer.Option(
+            "--validate-raw",
+            help="Also score the raw weights beside their moving average at each validation "
+            "(logged as val_raw; costs a second validation).",
+        ),
+    ] = False,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out.")] = False,
     device: Device = "auto",
     quiet: Quiet = False,
@@ -121,7 +129,7 @@ def train_refiner_cmd(
             segmenter=str(segmenter) if segmenter else None, iterations=iterations,
             batch_size=batch_size, crop=crop or None, lr=lr, oof_folds=oof_folds,
             oof_epochs=oof_epochs, band=band, seed=seed, mixed_precision=mixed_precision,
-            **({} if ema_decay is None else {"ema_decay": ema_decay}),
+            validate_raw=validate_raw, **({} if ema_decay is None else {"ema_decay": ema_decay}),
         )  # fmt: skip
     best = train_refiner(cfg, out, resume=resume, device=device, progress=not quiet)
     if best.get("val"):
