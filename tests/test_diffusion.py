@@ -178,6 +178,43 @@ def test_refinement_is_deterministic_under_a_seed(mode):
     assert not np.array_equal(a.probs, c.probs)
 
 
+def test_flip_mirrors_half_of_the_samples_and_mirrors_them_back(monkeypatch):
+    from segrefine.diffusion import refiner as refiner_module
+
+    calls = []
+
+    def fake_sampler(net, image, probs, scheduler, strength, steps, gen, samples=1):
+        # noise-free and mirror-equivariant: flip must then change nothing at all
+        calls.append((samples, image.clone()))
+        return torch.softmax(image[:, :3] * 4, 1).repeat_interleave(samples, 0)
+
+    monkeypatch.setattr(refiner_module, "sample_default", fake_sampler)
+    ref = tiny_refiner()
+    rng = np.random.default_rng(2)
+    image = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)  # not symmetric
+    probs = np.full((3, 32, 32), 1 / 3, np.float32)
+    plain = ref.refine(image, probs, samples=3, flip=False)
+    calls.clear()
+    flipped = ref.refine(image, probs, samples=3, flip=True)
+    np.testing.assert_allclose(flipped.probs, plain.probs, rtol=1e-5, atol=1e-6)
+    assert [k for k, _ in calls] == [2, 1] and flipped.nfe == 3
+    assert torch.equal(calls[1][1], calls[0][1].flip(-1))
+
+
+def test_flip_is_seeded_changes_the_samples_and_needs_two_of_them():
+    ref = tiny_refiner()
+    torch.nn.init.normal_(ref.net.out.weight, std=0.5, generator=torch.Generator().manual_seed(0))
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    probs = rng.dirichlet([1.0] * 3, size=(32, 32)).transpose(2, 0, 1).astype(np.float32)
+    a = ref.refine(image, probs, samples=2, seed=1, flip=True)
+    b = ref.refine(image, probs, samples=2, seed=1, flip=True)
+    c = ref.refine(image, probs, samples=2, seed=1)
+    assert np.array_equal(a.probs, b.probs) and not np.allclose(a.probs, c.probs)
+    with pytest.raises(InputError, match="samples >= 2"):
+        ref.refine(image, probs, samples=1, flip=True)
+
+
 def test_refine_resizes_to_the_network_and_back():
     ref = tiny_refiner()
     out = ref.refine(np.zeros((40, 60, 3), np.uint8), labels=np.ones((40, 60), np.uint8))
@@ -442,6 +479,20 @@ def test_refine_cli_takes_any_models_probabilities_and_rejects_bad_ones(
     assert code == 2 and "3 classes" in err and victim.name in err
 
 
+def test_refine_cli_flip_writes_results_and_rejects_one_sample(
+    run_cli, tmp_path, synthetic_root, trained_run, trained_refiner
+):
+    ref, _ = trained_refiner
+    common = ("--refiner", ref, "--segmenter", trained_run, "--images", synthetic_root,
+              "--device", "cpu", "-q", "--flip")  # fmt: skip
+    code, _, err = run_cli("refine", *common, "--out", tmp_path / "a")
+    assert code == 0, err
+    assert sorted((tmp_path / "a").glob("*_uncertainty.png"))
+    code, _, err = run_cli("refine", *common, "--samples", "1", "--out", tmp_path / "b")
+    assert code == 2 and "samples >= 2" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "b").exists()
+
+
 def test_refine_cli_rejects_a_segmenter_with_other_classes(
     run_cli, tmp_path, synthetic_root, trained_run
 ):
@@ -494,6 +545,7 @@ def test_benchmark_cli_writes_report_and_results(
     for part in ("baseline", "refined"):
         assert set(results[part]) >= {"mean_image_iou", "miou", "boundary_iou", "boundary_f"}
     assert results["nfe_per_image"] == 2  # default: 1 step x 2 samples
+    assert results["settings"]["flip"] is False  # test-time mirroring is opt-in
     assert results["segment_images_per_s"] > 0 and results["refine_images_per_s"] > 0
     assert [s["steps"] for s in results["steps_sweep"]] == [1, 2]
     for name in ("report.md", "improved.png", "worsened.png", "scatter.png", "steps.png"):

@@ -80,6 +80,7 @@ def run_benchmark(
     steps: int | None = None,
     strength: float | None = None,
     samples: int | None = None,
+    flip: bool | None = None,
     step_sweep: tuple[int, ...] = (1, 2, 4, 8),
     other_segmenters: tuple = (),
     device: str = "cpu",
@@ -102,10 +103,10 @@ def run_benchmark(
     images = np.stack([it.image for it in val.items])
     settings = {
         k: v
-        for k, v in {"steps": steps, "strength": strength, "samples": samples}.items()
+        for k, v in {"steps": steps, "strength": strength, "samples": samples, "flip": flip}.items()
         if v is not None
     }
-    settings = {**ref.defaults, **settings}
+    settings = {"flip": False, **ref.defaults, **settings}
 
     probs, seg_rate = _timed_segment(seg, images, batch_size)
     mean, unc, ref_rate = _timed_refine(ref, images, probs, batch_size, **settings)
@@ -238,7 +239,8 @@ def _report(r: dict) -> str:
     lines = [
         f"# Refiner benchmark: {r['data']} ({r['split']}, {r['num_images']} images)", "",
         f"Segmenter `{r['segmenter']}`, refiner `{r['refiner']}` ({r['mode']} mode; steps "
-        f"{s['steps']}, strength {s['strength']}, samples {s['samples']}: "
+        f"{s['steps']}, strength {s['strength']}, samples {s['samples']}"
+        f"{', half of them on the mirrored image' if s.get('flip') else ''}: "
         f"{r['nfe_per_image']} denoiser evaluations per image).", "",
         metrics_table(rows), "",
         "## Per-image IoU per class (the paper's Table 1)", "",

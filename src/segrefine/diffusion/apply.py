@@ -51,6 +51,7 @@ def refine_to_folder(
     samples: int | None = None,
     seed: int = 0,
     progress: bool = True,
+    flip: bool | None = None,
 ) -> list[str]:
     """Refine every input image; returns the ids written (see the module docstring)."""
     if (segmenter is None) == (probs_dir is None):
@@ -76,7 +77,7 @@ def refine_to_folder(
             probs, labels = _read_prior(Path(probs_dir), inp.id)
             where = Path(probs_dir) / f"{inp.id}.{'npy' if probs is not None else 'png'}"
         try:
-            result = refiner.refine(inp.image, probs, labels, steps, strength, samples, seed)
+            result = refiner.refine(inp.image, probs, labels, steps, strength, samples, seed, flip)
         except InputError as err:
             raise InputError(err.message, err.path or where) from err
         write_label_png(out / f"{inp.id}.png", result.labels)

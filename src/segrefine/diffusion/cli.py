@@ -33,6 +33,15 @@ Samples = Annotated[
         "uncertainty; default: the value recorded in the run's config.json when it was trained)."
     ),
 ]
+Flip = Annotated[
+    bool | None,
+    typer.Option(
+        "--flip/--no-flip",
+        help="Draw half of the samples on the left-right mirrored image (test-time "
+        "augmentation: same denoiser evaluations, a second encoder pass; needs --samples >= 2; "
+        "default: the run's setting, off unless recorded).",
+    ),
+]
 Device = Annotated[str, typer.Option(help="auto (CUDA when available, else CPU), cpu, or cuda.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 
@@ -167,6 +176,7 @@ def refine_cmd(
     steps: Steps = None,
     strength: Strength = None,
     samples: Samples = None,
+    flip: Flip = None,
     seed: Annotated[int, typer.Option(help="Seed of the sampling noise.")] = 0,
     device: Device = "auto",
     quiet: Quiet = False,
@@ -192,6 +202,7 @@ def refine_cmd(
         samples=samples,
         seed=seed,
         progress=not quiet,
+        flip=flip,
     )
     typer.echo(f"refined {len(ids)} images into {out}")
 
@@ -213,6 +224,7 @@ def benchmark_cmd(
     steps: Steps = None,
     strength: Strength = None,
     samples: Samples = None,
+    flip: Flip = None,
     sweep: Annotated[
         str, typer.Option(help="Comma-separated step counts for the quality-vs-steps plot.")
     ] = "1,2,4,8",
@@ -241,6 +253,7 @@ def benchmark_cmd(
         steps=_steps(steps),
         strength=strength,
         samples=samples,
+        flip=flip,
         step_sweep=sweep_steps,
         other_segmenters=tuple(other or ()),
         device=device,

@@ -89,7 +89,7 @@ class Refiner:
 
     @property
     def defaults(self) -> dict:
-        """Inference settings saved with the run: steps, strength, samples."""
+        """Inference settings saved with the run: steps, strength, samples (and flip)."""
         return dict(self.config["inference"])
 
     @classmethod
@@ -109,7 +109,7 @@ class Refiner:
     def nfe(
         self, steps: int | None = None, samples: int | None = None, strength: float | None = None
     ) -> int:
-        """Denoiser evaluations per image for these settings."""
+        """Denoiser evaluations per image for these settings (mirrored samples included)."""
         s = self._settings(steps, strength, samples)
         if self.mode == "paper" and s["steps"] is None:
             from .sampling import start_timestep
@@ -117,21 +117,35 @@ class Refiner:
             return (start_timestep(self.scheduler, s["strength"]) + 1) * s["samples"]
         return s["steps"] * s["samples"]
 
-    def _settings(self, steps, strength, samples) -> dict:
-        s = self.defaults
-        if steps is not None:
-            s["steps"] = steps
-        if strength is not None:
-            s["strength"] = strength
-        if samples is not None:
-            s["samples"] = samples
+    def _settings(self, steps, strength, samples, flip=None) -> dict:
+        s = {"flip": False, **self.defaults}
+        for key, value in (("steps", steps), ("strength", strength), ("samples", samples),
+                           ("flip", flip)):  # fmt: skip
+            if value is not None:
+                s[key] = value
         if s["samples"] < 1:
             raise InputError(f"samples must be at least 1, got {s['samples']}")
+        if s["flip"] and s["samples"] < 2:
+            raise InputError(
+                f"flip draws half of the samples on the mirrored image: it needs samples >= 2, "
+                f"got {s['samples']}"
+            )
         if not 0 < s["strength"] <= 1:
             raise InputError(f"strength must be in (0, 1], got {s['strength']}")
         if s["steps"] is not None and s["steps"] < 1:
             raise InputError(f"steps must be at least 1, got {s['steps']}")
         return s
+
+    def _sample(self, image, probs, k: int, s: dict, gen: torch.Generator) -> torch.Tensor:
+        """``k`` refinements per image, (B, k, C, H, W)."""
+        if self.mode == "paper":
+            out = sample_paper(self.net, paper_image(image).repeat_interleave(k, 0),
+                               probs.repeat_interleave(k, 0), self.scheduler, s["strength"],
+                               s["steps"], gen)  # fmt: skip
+        else:
+            out = sample_default(self.net, image, probs, self.scheduler, s["strength"],
+                                 s["steps"], gen, samples=k)  # fmt: skip
+        return out.view(-1, k, *out.shape[1:])
 
     @torch.no_grad()
     def refine_tensors(
@@ -142,13 +156,18 @@ class Refiner:
         strength: float | None = None,
         samples: int | None = None,
         seed: int = 0,
+        flip: bool | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Batch refinement at the network's resolution.
 
         ``image``: normalised (B, 3, H, W); ``probs``: (B, C, H, W). Returns the mean refined
         probabilities over ``samples`` and the normalised-entropy uncertainty (B, H, W).
+        With ``flip``, half of the samples (the later ones) refine the left-right mirrored
+        image and probabilities and are mirrored back: test-time augmentation at the same
+        number of denoiser evaluations, for the cost of a second pass of the condition
+        encoder (docs/benchmarks.md measures what it buys).
         """
-        s = self._settings(steps, strength, samples)
+        s = self._settings(steps, strength, samples, flip)
         if probs.shape[1] != self.num_classes:
             raise InputError(
                 f"probabilities have {probs.shape[1]} classes but the refiner was "
@@ -157,14 +176,13 @@ class Refiner:
         k = s["samples"]
         gen = torch.Generator(self.device).manual_seed(seed)
         image, probs = image.to(self.device), probs.to(self.device)
-        if self.mode == "paper":
-            out = sample_paper(self.net, paper_image(image).repeat_interleave(k, 0),
-                               probs.repeat_interleave(k, 0), self.scheduler, s["strength"],
-                               s["steps"], gen)  # fmt: skip
+        if s["flip"]:
+            plain = self._sample(image, probs, k - k // 2, s, gen)
+            mirrored = self._sample(image.flip(-1), probs.flip(-1), k // 2, s, gen).flip(-1)
+            out = torch.cat([plain, mirrored], 1)
         else:
-            out = sample_default(self.net, image, probs, self.scheduler, s["strength"],
-                                 s["steps"], gen, samples=k)  # fmt: skip
-        mean = out.view(-1, k, *out.shape[1:]).mean(1)
+            out = self._sample(image, probs, k, s, gen)
+        mean = out.mean(1)
         entropy = -(mean * mean.clamp_min(1e-8).log()).sum(1) / np.log(mean.shape[1])
         return mean.cpu(), entropy.clamp(0, 1).cpu()
 
@@ -177,8 +195,13 @@ class Refiner:
         strength: float | None = None,
         samples: int | None = None,
         seed: int = 0,
+        flip: bool | None = None,
     ) -> Refinement:
-        """Refine one RGB uint8 image (H, W, 3) given ``probs`` (C, H, W) or hard ``labels``."""
+        """Refine one RGB uint8 image (H, W, 3) given ``probs`` (C, H, W) or hard ``labels``.
+
+        ``steps``, ``strength``, ``samples`` and ``flip`` default to the run's settings
+        (:attr:`defaults`); see :meth:`refine_tensors`.
+        """
         return self.refine_batch(
             [image],
             None if probs is None else [probs],
@@ -187,6 +210,7 @@ class Refiner:
             strength,
             samples,
             seed,
+            flip=flip,
         )[0]
 
     def refine_batch(
@@ -199,6 +223,7 @@ class Refiner:
         samples: int | None = None,
         seed: int = 0,
         batch_size: int = 16,
+        flip: bool | None = None,
     ) -> list[Refinement]:
         """:meth:`refine` for several images. Images whose size differs from the refiner's are
         resized to it (no crop) and the results resized back to the image."""
@@ -216,6 +241,7 @@ class Refiner:
                     )
                 p = probs_from_labels(labels[i], self.num_classes)
             priors.append(p)
+        self._settings(steps, strength, samples, flip)  # bad settings fail before any work
         nfe = self.nfe(steps, samples, strength)
         results: list[Refinement] = []
         for start in range(0, len(images), batch_size):
@@ -225,7 +251,7 @@ class Refiner:
             p = torch.stack(
                 [_resize_probs(torch.from_numpy(q), (self.size, self.size)) for q in ps]
             )
-            mean, unc = self.refine_tensors(x, p, steps, strength, samples, seed + start)
+            mean, unc = self.refine_tensors(x, p, steps, strength, samples, seed + start, flip)
             for im, m, u in zip(ims, mean, unc, strict=True):
                 shape = im.shape[:2]
                 m = _resize_probs(m, shape)
