@@ -291,6 +291,12 @@ def test_api_segment_refine_and_download(server):
     assert status["info"]["nfe"] == 2 and status["timings"]["refine_s"] > 0
     code, data = _get(server + status["files"]["refined_probs.npy"] + "?download=1")
     assert code == 200 and np.load(io.BytesIO(data)).shape == (5, 40, 40)
+    code, body = _post(f"{server}/api/segment",
+                       {"segmenter": "tiny_unet", "refiner": "tiny_refiner", "example": "1",
+                        "samples": "2", "flip": "1"})  # fmt: skip
+    assert code == 200, body
+    status = _wait(server, body["job"])
+    assert status["state"] == "done" and status["info"]["nfe"] == 2, status
 
 
 @pytest.mark.parametrize(
@@ -303,6 +309,8 @@ def test_api_segment_refine_and_download(server):
         ({"segmenter": "tiny_unet", "example": "0", "steps": "many"}, None,
          "steps must be a number"),
         ({"segmenter": "tiny_unet"}, None, "choose an image"),
+        ({"segmenter": "tiny_unet", "refiner": "tiny_refiner", "example": "0", "samples": "1",
+          "flip": "1"}, None, "needs samples >= 2"),
     ],
 )
 def test_api_bad_input_is_one_readable_message(server, fields, files, message):

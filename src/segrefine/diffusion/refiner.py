@@ -110,14 +110,22 @@ class Refiner:
         self, steps: int | None = None, samples: int | None = None, strength: float | None = None
     ) -> int:
         """Denoiser evaluations per image for these settings (mirrored samples included)."""
-        s = self._settings(steps, strength, samples)
+        s = self.settings(steps, strength, samples)
         if self.mode == "paper" and s["steps"] is None:
             from .sampling import start_timestep
 
             return (start_timestep(self.scheduler, s["strength"]) + 1) * s["samples"]
         return s["steps"] * s["samples"]
 
-    def _settings(self, steps, strength, samples, flip=None) -> dict:
+    def settings(
+        self,
+        steps: int | None = None,
+        strength: float | None = None,
+        samples: int | None = None,
+        flip: bool | None = None,
+    ) -> dict:
+        """The inference settings these arguments resolve to (None = the run's default);
+        raises :class:`InputError` for invalid ones, before any work is done."""
         s = {"flip": False, **self.defaults}
         for key, value in (("steps", steps), ("strength", strength), ("samples", samples),
                            ("flip", flip)):  # fmt: skip
@@ -167,7 +175,7 @@ class Refiner:
         number of denoiser evaluations, for the cost of a second pass of the condition
         encoder (docs/benchmarks.md measures what it buys).
         """
-        s = self._settings(steps, strength, samples, flip)
+        s = self.settings(steps, strength, samples, flip)
         if probs.shape[1] != self.num_classes:
             raise InputError(
                 f"probabilities have {probs.shape[1]} classes but the refiner was "
@@ -241,7 +249,7 @@ class Refiner:
                     )
                 p = probs_from_labels(labels[i], self.num_classes)
             priors.append(p)
-        self._settings(steps, strength, samples, flip)  # bad settings fail before any work
+        self.settings(steps, strength, samples, flip)  # bad settings fail before any work
         nfe = self.nfe(steps, samples, strength)
         results: list[Refinement] = []
         for start in range(0, len(images), batch_size):

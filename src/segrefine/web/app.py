@@ -5,7 +5,8 @@ Endpoints (all under ``/api``; errors are ``{"error": "one line"}`` with status 
 ``GET  /api/runs``                 segmenter and refiner runs under ``--runs``, plus notes
 ``GET  /api/examples``             the bundled synthetic examples; ``/api/examples/N.png`` each
 ``POST /api/segment``              form: ``file`` or ``example``, ``segmenter``, ``refiner``
-                                   (empty = none), ``steps``, ``strength``, ``samples`` -> job id
+                                   (empty = none), ``steps``, ``strength``, ``samples``,
+                                   ``flip`` (1 = mirror half of the samples) -> job id
 ``POST /api/cluster``              form: ``file`` or ``example``, ``scribbles`` (JSON strokes),
                                    ``min_labels``, ``max_iter``, ``connected`` -> job id
 ``GET  /api/jobs/ID``              state, stage, fraction, error; when done timings, info, files
@@ -127,6 +128,7 @@ def create_app(
             steps = _number(form, "steps", int, 1, 1000)
             strength = _number(form, "strength", float, 0.01, 1.0)
             samples = _number(form, "samples", int, 1, 32)
+            flip = True if form.get("flip") in ("1", "true", "on") else None
             seg_name = form.get("segmenter") or ""
             ref_name = form.get("refiner") or ""
             if not seg_name:
@@ -134,10 +136,12 @@ def create_app(
             # load now so a broken run is reported at once (and cached for the job)
             segmenter = cache.get("segmenter", seg_name)
             refiner = cache.get("refiner", ref_name) if ref_name else None
+            if refiner is not None:
+                refiner.settings(steps, strength, samples, flip)  # bad settings: an error now
         except InputError as err:
             return _error(str(err))
         job = queue.submit("segment", name, segment_and_refine, image, segmenter, refiner,
-                           steps=steps, strength=strength, samples=samples)  # fmt: skip
+                           steps=steps, strength=strength, samples=samples, flip=flip)  # fmt: skip
         return JSONResponse({"job": job.id})
 
     async def cluster(request: Request) -> Response:

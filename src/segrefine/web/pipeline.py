@@ -224,6 +224,7 @@ def segment_and_refine(
     steps: int | None = None,
     strength: float | None = None,
     samples: int | None = None,
+    flip: bool | None = None,
     seed: int = 0,
     progress: Progress | None = None,
 ) -> Figures:
@@ -253,7 +254,7 @@ def segment_and_refine(
         report("refining", 0.4)
         t0 = time.perf_counter()
         ref = refiner.refine(image, probs=probs, steps=steps, strength=strength,
-                             samples=samples, seed=seed)  # fmt: skip
+                             samples=samples, seed=seed, flip=flip)  # fmt: skip
         out.timings["refine_s"] = time.perf_counter() - t0
         _add_label_files(out, "refined", image, ref.labels, ref.probs, names)
         out.files["uncertainty.png"] = (png_bytes(uncertainty_image(ref.uncertainty)), "image/png")

@@ -79,6 +79,7 @@ function updateDefaults() {
     input.placeholder = r && r.defaults[key] != null ? r.defaults[key] : "";
     input.disabled = !r;
   }
+  $("#flip").disabled = !r;
 }
 
 async function loadExamples() {
@@ -166,6 +167,7 @@ $("#run-segment").addEventListener("click", () => {
   form.append("segmenter", $("#segmenter").value);
   form.append("refiner", $("#refiner").value);
   for (const key of ["steps", "strength", "samples"]) form.append(key, $(`#${key}`).value);
+  if ($("#flip").checked) form.append("flip", "1");
   runJob("/api/segment", form, $("#run-segment"), showSegment);
 });
 
