@@ -324,6 +324,24 @@ def test_resume_continues_exactly_where_a_crashed_run_stopped(
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_ema_warmup_schedules():
+    from segrefine.diffusion.train import make_ema
+
+    params = [torch.nn.Parameter(torch.zeros(2))]
+    # diffusers' default warm-up: still below the 0.999 cap after 5500 steps
+    ema = make_ema(params, RefinerConfig(data="unused", ema_decay=0.999))
+    assert ema.get_decay(5501) == pytest.approx(5501 / 5510)
+    # power 1: a running mean of every step (decay n / (n + 1)) until the cap takes over
+    ema = make_ema(params, RefinerConfig(data="unused", ema_decay=0.999, ema_power=1.0))
+    assert [ema.get_decay(n + 1) for n in (1, 2, 3)] == pytest.approx([1 / 2, 2 / 3, 3 / 4])
+    assert ema.get_decay(5501) == 0.999
+    values = [1.0, 2.0, 6.0]
+    for v in values:  # the shadow is then the plain mean of the weights seen
+        params[0].data.fill_(v)
+        ema.step(params)
+    assert torch.allclose(ema.shadow_params[0], torch.full((2,), 3.0))
+
+
 def test_ema_weights_are_validated_kept_and_logged_beside_the_raw_ones(tmp_path, synthetic_root):
     from segrefine import checkpoint
 

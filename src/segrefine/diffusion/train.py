@@ -81,9 +81,14 @@ class RefinerConfig:
     # faster steps on this 2-core EPYC). Inference and validation stay float32.
     mixed_precision: bool = True
     # exponential moving average of the weights: validated, kept as the run's best and used
-    # for refinement; the decay warms up as (1 + n) / (10 + n), so short runs average over few
-    # steps. 0 = off
+    # for refinement. The decay at step n is min(ema_decay, (1 + n) / (10 + n)) (diffusers'
+    # warm-up), which stays below 0.999 for the first 9000 steps: a 5500-step run averages over
+    # roughly its last n / 9 steps, and ema_decay only matters below ~0.998. 0 = off
     ema_decay: float = 0.999
+    # the warm-up instead: 0 = diffusers' (1 + n) / (10 + n); p > 0 = 1 - (1 + n) ** -p, capped
+    # at ema_decay (p = 1: a running mean of every step until n = 1 / (1 - ema_decay), then a
+    # true EMA with that decay; docs/benchmarks.md: mixed results, so not the default)
+    ema_power: float = 0.0
     # also validate the raw (not averaged) weights at each validation, logged as ``val_raw``:
     # a paired EMA-vs-raw comparison for the cost of a second validation (1.6 min per CamVid run)
     validate_raw: bool = False
@@ -156,6 +161,14 @@ def _native_bf16() -> bool:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         return False
+
+
+def make_ema(parameters, cfg: RefinerConfig):
+    """diffusers' EMAModel over ``parameters`` with the config's decay and warm-up."""
+    from diffusers.training_utils import EMAModel
+
+    return EMAModel(parameters, decay=cfg.ema_decay, use_ema_warmup=cfg.ema_power > 0,
+                    inv_gamma=1.0, power=cfg.ema_power or 2 / 3, foreach=True)  # fmt: skip
 
 
 def _ema_tensors(ema) -> tuple[dict[str, torch.Tensor], dict]:
@@ -372,10 +385,7 @@ def train_refiner(
     net, optimizer = accelerator.prepare(net, optimizer)
     ema = None
     if cfg.ema_decay > 0:
-        from diffusers.training_utils import EMAModel
-
-        ema = EMAModel(accelerator.unwrap_model(net).parameters(), decay=cfg.ema_decay,
-                       foreach=True)  # fmt: skip
+        ema = make_ema(accelerator.unwrap_model(net).parameters(), cfg)
         if restored is not None:
             _ema_load(ema, restored["extra"], restored["ema"], accelerator.device)
     # the refiner used for validation shares the network being trained
