@@ -101,12 +101,7 @@ def run_benchmark(
     cfg = seg.config
     val = load_split(data, split, cfg.get("classes"), cfg.get("binary_per_class", False), seg.size)
     images = np.stack([it.image for it in val.items])
-    settings = {
-        k: v
-        for k, v in {"steps": steps, "strength": strength, "samples": samples, "flip": flip}.items()
-        if v is not None
-    }
-    settings = {"flip": False, **ref.defaults, **settings}
+    settings = ref.settings(steps, strength, samples, flip)
 
     probs, seg_rate = _timed_segment(seg, images, batch_size)
     mean, unc, ref_rate = _timed_refine(ref, images, probs, batch_size, **settings)

@@ -167,8 +167,9 @@ def make_ema(parameters, cfg: RefinerConfig):
     """diffusers' EMAModel over ``parameters`` with the config's decay and warm-up."""
     from diffusers.training_utils import EMAModel
 
-    return EMAModel(parameters, decay=cfg.ema_decay, use_ema_warmup=cfg.ema_power > 0,
-                    inv_gamma=1.0, power=cfg.ema_power or 2 / 3, foreach=True)  # fmt: skip
+    warmup = {"use_ema_warmup": True, "inv_gamma": 1.0, "power": cfg.ema_power}
+    return EMAModel(parameters, decay=cfg.ema_decay, foreach=True,
+                    **(warmup if cfg.ema_power > 0 else {}))  # fmt: skip
 
 
 def _ema_tensors(ema) -> tuple[dict[str, torch.Tensor], dict]:
