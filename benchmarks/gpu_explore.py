@@ -15,7 +15,8 @@ import time
 
 from segrefine.data.datasets import load_split
 from segrefine.diffusion import Refiner, RefinerConfig, train_refiner
-from segrefine.diffusion.train import evaluate_refiner, validation_priors
+from segrefine.diffusion.batches import validation_priors
+from segrefine.diffusion.train import evaluate_refiner
 from segrefine.metrics import SegmentationScores
 
 data, seg, out, dev = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]

@@ -19,7 +19,8 @@ import torch
 
 from segrefine.data.datasets import load_split
 from segrefine.diffusion import Refiner, RefinerConfig, train_refiner
-from segrefine.diffusion.train import _run_config, evaluate_refiner, validation_priors
+from segrefine.diffusion.batches import validation_priors
+from segrefine.diffusion.train import evaluate_refiner
 
 OUT = os.environ.get("OUT", "/tmp/out")
 data = "runs/gpu/data_weizmann"
@@ -67,8 +68,7 @@ for steps in (50, None):
 sys.exit(0)
 try:
     cfg = RefinerConfig(data=data, classes=["horse"])
-    rc = _run_config(cfg, ("background", "horse"))
-    r = Refiner.from_config(rc, "cuda")
+    r = Refiner.from_spec(cfg.spec(("background", "horse")), "cuda")
     x = torch.randn(256, 3, 128, 128)
     p = torch.softmax(torch.randn(256, 2, 128, 128), 1)
     for bs in (64, 256):

@@ -36,8 +36,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     seg = Segmenter.load(args.segmenter, "cpu")
     ref = Refiner.load(args.refiner, "cpu")
-    c = seg.config
-    data = load_split(args.data, args.split, c["classes"], c["binary_per_class"], seg.size)
+    c = seg.spec
+    data = load_split(args.data, args.split, c.classes, c.binary_per_class, seg.size)
     images = np.stack([it.image for it in data.items])
     settings = {} if args.samples is None else {"samples": args.samples}
     ratios = []

@@ -17,15 +17,10 @@ from segrefine.diffusion import (
     stochastic_onehot,
     train_refiner,
 )
+from segrefine.diffusion.modes import MODES, get_mode
+from segrefine.diffusion.modes.paper import paper_image
 from segrefine.diffusion.onehot import check_probs, labels_to_signed
-from segrefine.diffusion.sampling import (
-    make_scheduler,
-    sample_default,
-    sample_paper,
-    sampling_timesteps,
-    start_timestep,
-)
-from segrefine.diffusion.train import _run_config
+from segrefine.diffusion.sampling import ddim_schedule, make_scheduler, start_timestep
 from segrefine.errors import InputError
 
 TINY = {"size": 32, "width": 8, "depth": 2, "features": 8, "head_width": 8, "batch_size": 4}
@@ -34,7 +29,7 @@ TINY = {"size": 32, "width": 8, "depth": 2, "features": 8, "head_width": 8, "bat
 def tiny_refiner(mode: str = "default", classes=("a", "b", "c"), band: int = 0) -> Refiner:
     torch.manual_seed(0)
     cfg = RefinerConfig(data="unused", mode=mode, band=band, **TINY)
-    return Refiner.from_config(_run_config(cfg, classes), "cpu")
+    return Refiner.from_spec(cfg.spec(classes), "cpu")
 
 
 # --- one-hot maps -------------------------------------------------------------------------
@@ -109,13 +104,13 @@ class Recorder(torch.nn.Module):
 
 def test_paper_mode_starts_at_strength_T_without_noising():
     sched = make_scheduler()
-    image = torch.rand(1, 3, 8, 8) * 2 - 1
+    image = torch.randn(1, 3, 8, 8)  # normalised, as the segmenters see it
     probs = torch.full((1, 2, 8, 8), 0.5)
     net = Recorder()
-    sample_paper(net, image, probs, sched, 0.5, steps=3, generator=torch.Generator().manual_seed(0))
+    get_mode("paper").sample(net, image, probs, sched, 0.5, 3, torch.Generator().manual_seed(0), 1)
     first = net.inputs[0]
     assert net.timesteps[0].tolist() == [499]
-    assert torch.equal(first[:, :3], image)  # the image channels are not noised
+    assert torch.equal(first[:, :3], paper_image(image))  # the image channels are not noised
     assert set(first[:, 3:].unique().tolist()) == {-1.0, 1.0}  # a clean one-hot sample
 
 
@@ -123,16 +118,9 @@ def test_default_mode_noises_the_one_hot_start_to_strength_T():
     sched = make_scheduler()
     probs = torch.full((1, 2, 16, 16), 0.5)
     net = Recorder()
-    sample_default(
-        net,
-        torch.zeros(1, 3, 16, 16),
-        probs,
-        sched,
-        0.3,
-        steps=2,
-        generator=torch.Generator().manual_seed(0),
-    )
-    assert [t.item() for t in net.timesteps] == sampling_timesteps(299, 2) == [299, 150]
+    get_mode("default").sample(net, torch.zeros(1, 3, 16, 16), probs, sched, 0.3, 2,
+                               torch.Generator().manual_seed(0), 1)  # fmt: skip
+    assert [t.item() for t in net.timesteps] == ddim_schedule(sched, 299, 2)[1] == [299, 157]
     first = net.inputs[0]
     assert not set(first.unique().tolist()) <= {-1.0, 1.0}
     # signal scale sqrt(alpha_bar_t), noise scale sqrt(1 - alpha_bar_t)
@@ -179,16 +167,15 @@ def test_refinement_is_deterministic_under_a_seed(mode):
 
 
 def test_flip_mirrors_half_of_the_samples_and_mirrors_them_back(monkeypatch):
-    from segrefine.diffusion import refiner as refiner_module
 
     calls = []
 
-    def fake_sampler(net, image, probs, scheduler, strength, steps, gen, samples=1):
+    def fake_sampler(net, image, probs, scheduler, strength, steps, gen, samples):
         # noise-free and mirror-equivariant: flip must then change nothing at all
         calls.append((samples, image.clone()))
         return torch.softmax(image[:, :3] * 4, 1).repeat_interleave(samples, 0)
 
-    monkeypatch.setattr(refiner_module, "sample_default", fake_sampler)
+    monkeypatch.setattr(MODES["default"], "sample", fake_sampler)
     ref = tiny_refiner()
     rng = np.random.default_rng(2)
     image = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)  # not symmetric
@@ -273,7 +260,7 @@ def test_a_trained_refiner_improves_degraded_masks_on_held_out_images(
     trained_refiner, synthetic_root
 ):
     from segrefine.data.datasets import load_split
-    from segrefine.diffusion.train import validation_priors
+    from segrefine.diffusion.batches import validation_priors
     from segrefine.metrics import SegmentationScores
 
     _, best = trained_refiner
@@ -357,8 +344,7 @@ def test_ema_weights_are_validated_kept_and_logged_beside_the_raw_ones(tmp_path,
     # the average differs from the raw weights, and what is kept is the average
     assert meta["step"] in (2, 4) and not torch.equal(kept["out.weight"], raw["out.weight"])
     if meta["step"] == 4:
-        names = [n for n, _ in Refiner.from_config(
-            checkpoint.read_config(tmp_path / "ema", kind="refiner")).net.named_parameters()]
+        names = [n for n, _ in Refiner.load(tmp_path / "ema", "cpu").net.named_parameters()]
         shadow = last[f"extra.ema.{names.index('out.weight')}"]
         assert torch.equal(kept["out.weight"], shadow)
 
@@ -573,7 +559,7 @@ def test_benchmark_cli_writes_report_and_results(
 
 def test_training_on_crops_draws_crop_sized_batches(synthetic_root):
     from segrefine.data.datasets import load_split
-    from segrefine.diffusion.train import BatchSource
+    from segrefine.diffusion.batches import BatchSource
 
     train = load_split(synthetic_root, "train", None, False, 32)
     cfg = tiny_config(synthetic_root, crop=16)
@@ -598,7 +584,6 @@ def test_training_on_crops_draws_crop_sized_batches(synthetic_root):
 
 def test_start_share_trains_that_share_exactly_at_the_inference_start(synthetic_root):
     from segrefine.diffusion.sampling import make_scheduler, start_timestep
-    from segrefine.diffusion.train import refiner_loss
 
     seen = []
 
@@ -612,24 +597,23 @@ def test_start_share_trains_that_share_exactly_at_the_inference_start(synthetic_
     x, probs = torch.zeros(64, 3, 8, 8), torch.full((64, 2, 8, 8), 0.5)
     for share in (0.0, 0.5, 1.0):
         cfg = tiny_config(synthetic_root, start_share=share)
-        refiner_loss(net, scheduler, cfg, x, y, probs, step=0)
+        get_mode("default").loss(net, scheduler, cfg, x, y, probs, step=0)
         at_start = (seen[-1] == start).float().mean().item()
         assert abs(at_start - share) < 0.2 if share < 1 else at_start == 1.0
 
 
 def test_encoder_starts_as_the_segmenters_feature_extractor(trained_run):
     from segrefine import checkpoint
-    from segrefine.diffusion.refiner import build_network
-    from segrefine.diffusion.train import init_encoder_from_segmenter
     from segrefine.segmenter import Segmenter
 
     seg = Segmenter.load(trained_run, "cpu")
     seg_cfg = checkpoint.read_config(trained_run, "segmenter")
     names = seg.class_names
-    same = build_network(_run_config(RefinerConfig(data="x", width=4, depth=2), names)).eval()
-    other = build_network(_run_config(RefinerConfig(data="x", width=8, depth=2), names))
-    assert init_encoder_from_segmenter(other, trained_run, seg_cfg) == 0
-    copied = init_encoder_from_segmenter(same, trained_run, seg_cfg)
+    mode = get_mode("default")
+    same = Refiner.from_spec(RefinerConfig(data="x", width=4, depth=2).spec(names)).net
+    other = Refiner.from_spec(RefinerConfig(data="x", width=8, depth=2).spec(names)).net
+    assert mode.init_from_segmenter(other, trained_run, seg_cfg) == 0
+    copied = mode.init_from_segmenter(same, trained_run, seg_cfg)
     assert copied == len(same.encoder.state_dict()) - 2  # all but the output conv
     grabbed = {}
     same.encoder.ups[-1].register_forward_hook(lambda m, i, o: grabbed.setdefault("ref", o))

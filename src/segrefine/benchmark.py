@@ -98,8 +98,8 @@ def run_benchmark(
             f"trained for {list(ref.class_names)}",
             refiner,
         )
-    cfg = seg.config
-    val = load_split(data, split, cfg.get("classes"), cfg.get("binary_per_class", False), seg.size)
+    cfg = seg.spec
+    val = load_split(data, split, cfg.classes, cfg.binary_per_class, seg.size)
     images = np.stack([it.image for it in val.items])
     settings = ref.settings(steps, strength, samples, flip)
 
@@ -157,7 +157,7 @@ def run_benchmark(
         oprobs, orate = _timed_segment(oseg, images, batch_size)
         om, _, _ = _timed_refine(ref, images, oprobs, batch_size, **settings)
         results.setdefault("other_segmenters", {})[str(other)] = {
-            "model": oseg.config["model"]["name"], "segment_images_per_s": round(orate, 2),
+            "model": oseg.spec.model["name"], "segment_images_per_s": round(orate, 2),
             "baseline": _pct(_score(val, oprobs.argmax(1))[0]),
             "refined": _pct(_score(val, om.argmax(1))[0]),
         }  # fmt: skip

@@ -1,4 +1,5 @@
-"""Scoring a folder of predicted label PNGs against a dataset split.
+"""Scoring predictions against a dataset split: label maps in memory (:func:`score_split`) or a
+folder of predicted label PNGs (:func:`evaluate_folder`).
 
 Predictions are matched to ground truth by id (``<pred>/<id>.png``; ``<class>/<id>.png`` for
 per-class binary tasks). A prediction may be at the mask's own resolution, or a square of any
@@ -9,10 +10,12 @@ without extra flags.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from .data.datasets import load_split, preprocess_mask
+import numpy as np
+
+from .data.datasets import LoadedSplit, load_split, preprocess_mask
 from .data.io import read_mask
 from .errors import InputError
 from .metrics import SegmentationScores
@@ -63,3 +66,13 @@ def evaluate_folder(
     if len(per_task) > 1:
         summary["per_task"] = {name: s.summary() for name, s in per_task.items()}
     return summary
+
+
+def score_split(data: LoadedSplit, labels: Iterable[np.ndarray]) -> SegmentationScores:
+    """Score predicted label maps, one per item of a loaded split and in its order (each at
+    the split's size). The one place a split is scored: the trainers' validation, the
+    refiner's and the benchmark's."""
+    scores = SegmentationScores(data.num_classes, data.class_names)
+    for pred, item in zip(labels, data.items, strict=True):
+        scores.update(pred, item.mask)
+    return scores

@@ -70,9 +70,9 @@ def predict_to_folder(
     Returns the ids written. Each file is written atomically; ``classes.txt`` records the
     class order of the probability maps.
     """
-    cfg = segmenter.config
-    inputs = iter_inputs(source, segmenter.size, split, cfg.get("classes"),
-                         cfg.get("binary_per_class", False), keep_size)
+    cfg = segmenter.spec
+    inputs = iter_inputs(source, segmenter.size, split, cfg.classes,
+                         cfg.binary_per_class, keep_size)
     out = Path(out)
     written = []
     for inp in tqdm(inputs, desc="predict", disable=not progress, leave=False):

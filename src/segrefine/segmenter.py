@@ -9,17 +9,16 @@ per-pixel class probabilities.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from . import checkpoint
 from .data.datasets import preprocess, resize_image
-from .data.transforms import to_tensor
+from .data.transforms import resize_probs, to_tensor
 from .errors import InputError
-from .models import build_segmenter
+from .models import available_segmenters, build_segmenter
+from .runs import LoadableRun, RunSpec
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -48,41 +47,50 @@ def predict_probs(
     return torch.cat(out).numpy()
 
 
-class Segmenter:
+@dataclass(frozen=True)
+class SegmenterSpec(RunSpec):
+    """What a segmenter run is: ``model`` = {name, width, depth} from the model registry."""
+
+    kind = "segmenter"
+    model: dict = field(default_factory=lambda: {"name": "unet", "width": 16, "depth": 4})
+
+    def check(self) -> None:
+        super().check()
+        if self.model.get("name") not in available_segmenters():
+            raise ValueError(f"unknown model {self.model.get('name')!r}")
+
+
+class Segmenter(LoadableRun):
     """A trained segmenter and the preprocessing it was trained with."""
 
-    def __init__(self, model: torch.nn.Module, config: dict, device: torch.device):
+    spec_type = SegmenterSpec
+
+    def __init__(self, model: torch.nn.Module, spec: SegmenterSpec, device: torch.device):
         self.model = model.to(device).eval()
-        self.config = config
+        self.spec = spec
         self.device = device
 
     @property
     def class_names(self) -> tuple[str, ...]:
-        return tuple(self.config["class_names"])
+        return self.spec.class_names
 
     @property
     def size(self) -> int:
-        return int(self.config["size"])
+        return self.spec.size
+
+    def module(self) -> torch.nn.Module:
+        return self.model
 
     @classmethod
-    def from_config(cls, config: dict, device: str | torch.device = "cpu") -> Segmenter:
-        """An untrained segmenter with the architecture a run config describes."""
-        arch = config["model"]
+    def from_spec(cls, spec: SegmenterSpec, device: str | torch.device = "cpu") -> Segmenter:
+        """An untrained segmenter with the architecture ``spec`` describes."""
+        arch = spec.model
         model = build_segmenter(
-            arch["name"], in_channels=3, num_classes=len(config["class_names"]),
+            arch["name"], in_channels=3, num_classes=spec.num_classes,
             width=arch["width"], depth=arch["depth"],
         )  # fmt: skip
         dev = device if isinstance(device, torch.device) else resolve_device(device)
-        return cls(model, config, dev)
-
-    @classmethod
-    def load(cls, run_dir: str | Path, device: str = "auto") -> Segmenter:
-        """Load the best weights of a ``train-segmenter`` run folder."""
-        config = checkpoint.read_config(run_dir, kind="segmenter")
-        seg = cls.from_config(config, device)
-        checkpoint.load_weights(seg.model, run_dir)
-        seg.model.to(seg.device).eval()
-        return seg
+        return cls(model, spec, dev)
 
     def predict(self, image: np.ndarray, keep_size: bool = False) -> np.ndarray:
         """Class probabilities for one RGB uint8 image (H, W, 3).
@@ -106,9 +114,5 @@ class Segmenter:
         probs = predict_probs(self.model, batch, self.device, batch_size)
         if not keep_size:
             return list(probs)
-        out = []
-        for p, im in zip(probs, images, strict=True):
-            t = F.interpolate(torch.from_numpy(p)[None], size=im.shape[:2], mode="bilinear",
-                              align_corners=False)[0]
-            out.append((t / t.sum(0, keepdim=True)).numpy())
-        return out
+        return [resize_probs(torch.from_numpy(p), im.shape[:2]).numpy()
+                for p, im in zip(probs, images, strict=True)]  # fmt: skip

@@ -25,13 +25,14 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from . import checkpoint
 from .data.datasets import LoadedSplit, load_split
 from .data.io import VOID
 from .data.transforms import AugmentConfig, augment_batch, to_tensor
 from .errors import InputError
-from .metrics import SegmentationScores
-from .segmenter import Segmenter, predict_probs, resolve_device
+from .evaluate import score_split
+from .models import available_segmenters
+from .runs import RunFolder, check_settings, make_accelerator
+from .segmenter import Segmenter, SegmenterSpec, predict_probs, resolve_device
 
 
 @dataclass
@@ -59,6 +60,31 @@ class TrainConfig:
     exclude_fold: list[int] | None = None
     augment_config: dict = field(default_factory=lambda: asdict(AugmentConfig()))
 
+    def __post_init__(self):
+        if self.model not in available_segmenters():
+            raise InputError(f"unknown model '{self.model}'; choose from "
+                             f"{', '.join(available_segmenters())}")  # fmt: skip
+        fold = self.exclude_fold
+        check_settings({
+            "size (must be positive)": self.size > 0,
+            "width and depth (must be positive)": min(self.width, self.depth) > 0,
+            "epochs (must be positive)": self.epochs > 0,
+            "batch size (must be positive)": self.batch_size > 0,
+            "lr (must be positive and finite)": 0 < self.lr < math.inf,
+            "weight decay (must be 0 or more)": self.weight_decay >= 0,
+            "warm-up epochs (must be 0 or more)": self.warmup_epochs >= 0,
+            "excluded fold (must be [k, n] with 0 <= k < n)":
+                fold is None or (len(fold) == 2 and 0 <= fold[0] < fold[1]),
+        }, "segmenter settings")  # fmt: skip
+
+    def spec(self, class_names) -> SegmenterSpec:
+        """The run spec a training run with these settings writes as its config.json."""
+        return SegmenterSpec(
+            class_names=tuple(class_names), size=self.size, classes=self.classes,
+            binary_per_class=self.binary_per_class, train=asdict(self),
+            model={"name": self.model, "width": self.width, "depth": self.depth},
+        )  # fmt: skip
+
 
 EpochCallback = Callable[[dict], None]
 
@@ -84,22 +110,7 @@ def evaluate_model(model: torch.nn.Module, data: LoadedSplit, device, batch_size
     """Score a model on a loaded split; returns the metrics summary (percent)."""
     images = np.stack([it.image for it in data.items])
     probs = predict_probs(model, images, device, batch_size)
-    scores = SegmentationScores(data.num_classes, data.class_names)
-    for p, item in zip(probs, data.items, strict=True):
-        scores.update(p.argmax(0), item.mask)
-    return scores.summary()
-
-
-def _run_config(cfg: TrainConfig, class_names) -> dict:
-    return {
-        "kind": "segmenter",
-        "model": {"name": cfg.model, "width": cfg.width, "depth": cfg.depth},
-        "class_names": list(class_names),
-        "size": cfg.size,
-        "classes": cfg.classes,
-        "binary_per_class": cfg.binary_per_class,
-        "train": asdict(cfg),
-    }
+    return score_split(data, (p.argmax(0) for p in probs)).summary()
 
 
 def train_segmenter(
@@ -115,51 +126,34 @@ def train_segmenter(
     With ``resume`` the run's saved settings are used and ``cfg`` may be ``None``. Returns the
     best epoch's record. ``on_epoch_end`` is called with each epoch's record after it is saved.
     """
-    from accelerate import Accelerator  # heavy import: only when training
-
-    out = Path(out)
-    if resume:
-        saved = checkpoint.read_config(out, kind="segmenter")
-        cfg = TrainConfig(**saved["train"])
-    else:
-        if cfg is None:
-            raise ValueError("a TrainConfig is needed unless resuming")
-        if (out / checkpoint.CONFIG).exists():
-            raise InputError("already holds a run; pass --resume to continue it or pick another"
-                             " --out", out)
     dev = resolve_device(device)
-    accelerator = Accelerator(
-        cpu=dev.type == "cpu",
-        mixed_precision="bf16" if dev.type == "cuda" and cfg.mixed_precision else "no",
-    )
-    main = accelerator.is_main_process
+    folder = RunFolder(out, "segmenter")
+    if resume:
+        cfg = TrainConfig(**folder.saved_train_settings())
+    elif cfg is None:
+        raise ValueError("a TrainConfig is needed unless resuming")
+    else:
+        folder.refuse_existing()
+    accelerator = make_accelerator(dev, cfg.mixed_precision)
+    main = folder.main = accelerator.is_main_process
 
     train = load_split(cfg.data, cfg.split, cfg.classes, cfg.binary_per_class, cfg.size)
     val = (load_split(cfg.data, cfg.val_split, cfg.classes, cfg.binary_per_class, cfg.size)
-           if cfg.val_split else None)
+           if cfg.val_split else None)  # fmt: skip
     if cfg.exclude_fold:
         k, n = cfg.exclude_fold
         train.items = [it for i, it in enumerate(train.items) if i % n != k]
     if len(train.items) < cfg.batch_size * accelerator.num_processes:
         raise InputError(f"split '{cfg.split}' has {len(train.items)} images, fewer than one"
-                         f" batch ({cfg.batch_size})", cfg.data)
-    run_config = _run_config(cfg, train.class_names)
+                         f" batch ({cfg.batch_size})", cfg.data)  # fmt: skip
+    spec = cfg.spec(train.class_names)
 
     torch.manual_seed(cfg.seed)
-    model = Segmenter.from_config(run_config, "cpu").model.train()
+    model = Segmenter.from_spec(spec, "cpu").model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    start_epoch, best, history = 0, None, []
-    if resume and (out / checkpoint.LAST).exists():
-        meta = checkpoint.load_training_state(out, model, optimizer)
-        start_epoch, best, history = meta["epoch"] + 1, meta["best"], meta["history"]
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
-        checkpoint.write_config(out, run_config)
-        # the log is rebuilt from the checkpoint so that a crash between the two never
-        # leaves an epoch logged that the resumed run will train again
-        (out / checkpoint.LOG).unlink(missing_ok=True)
-        for record in history:
-            checkpoint.append_log(out, record)
+    folder.create(spec)
+    meta = folder.restore(model, optimizer, resume)
+    start_epoch = meta["epoch"] + 1 if meta else 0
 
     # channels-last convolutions are ~20% faster on CPU and the preferred layout on GPU
     model = model.to(memory_format=torch.channels_last)
@@ -214,23 +208,14 @@ def train_segmenter(
                 score = record["val"]["mean_image_iou"]
             else:
                 score = -record["train_loss"]
-            is_best = best is None or score > best["score"]
-            if is_best:
-                best = {"score": score, "epoch": epoch + 1}
-                checkpoint.save_tensors(out / checkpoint.WEIGHTS, net.state_dict(),
-                                        {"epoch": epoch + 1})
-            record["best"] = is_best
-            history.append(record)
-            checkpoint.save_training_state(
-                out, net, optimizer, {"epoch": epoch, "best": best, "history": history}
-            )
-            checkpoint.append_log(out, record)
+            folder.keep_if_best(record, score, net, key="epoch")
+            folder.save_state(record, net, optimizer, {"epoch": epoch})
             if progress:
                 _print_epoch(record)
         accelerator.wait_for_everyone()
         if on_epoch_end is not None:
             on_epoch_end(record)
-    return next(r for r in history if r["epoch"] == best["epoch"]) if best else {}
+    return folder.best_record("epoch")
 
 
 def _print_epoch(record: dict) -> None:

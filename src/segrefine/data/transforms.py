@@ -29,6 +29,15 @@ def to_tensor(images: np.ndarray) -> torch.Tensor:
     return (x / 255.0 - MEAN) / STD
 
 
+def resize_probs(probs: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """Probabilities (C, h, w) resized bilinearly to ``shape`` (H, W) and renormalised so each
+    pixel still sums to 1; returned as they are when already that size."""
+    if tuple(probs.shape[1:]) == tuple(shape):
+        return probs
+    r = F.interpolate(probs[None], size=tuple(shape), mode="bilinear", align_corners=False)[0]
+    return r / r.sum(0, keepdim=True)
+
+
 def from_tensor(x: torch.Tensor) -> np.ndarray:
     """Inverse of :func:`to_tensor`: normalised float (N, 3, H, W) -> uint8 (N, H, W, 3)."""
     img = ((x * STD + MEAN) * 255.0).clamp(0, 255).round().byte()

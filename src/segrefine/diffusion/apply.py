@@ -63,9 +63,9 @@ def refine_to_folder(
         )
     if probs_dir is not None and not Path(probs_dir).is_dir():
         raise InputError("no such probability folder", probs_dir)
-    cfg = refiner.config
+    cfg = refiner.spec
     inputs = iter_inputs(
-        source, refiner.size, split, cfg.get("classes"), cfg.get("binary_per_class", False)
+        source, refiner.size, split, cfg.classes, cfg.binary_per_class
     )
     out = Path(out)
     written = []

@@ -12,23 +12,20 @@ hard label mask alone can be passed as ``labels=`` and is softened by
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .. import checkpoint
 from ..data.datasets import resize_image
-from ..data.transforms import to_tensor
+from ..data.transforms import resize_probs, to_tensor
 from ..errors import InputError
+from ..runs import LoadableRun, RunSpec
 from ..segmenter import resolve_device
-from .networks import ConditionalDenoiser, paper_denoiser
+from .modes import MODES, RefinerMode, get_mode
 from .onehot import check_probs, probs_from_labels
-from .sampling import make_scheduler, sample_default, sample_paper
-
-MODES = ("default", "paper")
+from .sampling import make_scheduler
 
 
 @dataclass
@@ -45,77 +42,76 @@ class Refinement:
     nfe: int
 
 
-def paper_image(image: torch.Tensor) -> torch.Tensor:
-    """Normalised image tensor -> [-1, 1], the range paper mode diffuses it in."""
-    from ..data.transforms import MEAN, STD
+@dataclass(frozen=True)
+class RefinerSpec(RunSpec):
+    """What a refiner run is: its mode, the mode's network numbers, the noise schedule and
+    the inference settings it was trained for (steps, strength, samples, optionally flip)."""
 
-    return ((image * STD + MEAN) * 2 - 1).clamp(-1, 1)
+    kind = "refiner"
+    mode: str = "default"
+    network: dict = field(default_factory=dict)
+    timesteps: int = 1000
+    beta_schedule: str = "linear"
+    inference: dict = field(default_factory=dict)
+
+    def check(self) -> None:
+        super().check()
+        if self.mode not in MODES:
+            raise ValueError(f"unknown mode {self.mode!r}")
 
 
-def build_network(config: dict) -> torch.nn.Module:
-    net = config["network"]
-    c = len(config["class_names"])
-    if config["mode"] == "paper":
-        return paper_denoiser(c, net["width"], net["depth"])
-    return ConditionalDenoiser(
-        c, net["width"], net["depth"], net["features"], net["head_width"], band=net.get("band", 0)
-    )
-
-
-class Refiner:
+class Refiner(LoadableRun):
     """A diffusion refiner and the settings it was trained with."""
 
-    def __init__(self, net: torch.nn.Module, config: dict, device: torch.device):
+    spec_type = RefinerSpec
+
+    def __init__(self, net: torch.nn.Module, spec: RefinerSpec, device: torch.device):
         self.net = net.to(device).eval()
-        self.config = config
+        self.spec = spec
         self.device = device
-        self.scheduler = make_scheduler(config["timesteps"], config["beta_schedule"])
+        self.scheduler = make_scheduler(spec.timesteps, spec.beta_schedule)
 
     @property
     def mode(self) -> str:
-        return self.config["mode"]
+        return self.spec.mode
+
+    @property
+    def method(self) -> RefinerMode:
+        """The mode's implementation: network, loss, sampler (``diffusion/modes``)."""
+        return get_mode(self.spec.mode)
 
     @property
     def class_names(self) -> tuple[str, ...]:
-        return tuple(self.config["class_names"])
+        return self.spec.class_names
 
     @property
     def num_classes(self) -> int:
-        return len(self.config["class_names"])
+        return self.spec.num_classes
 
     @property
     def size(self) -> int:
-        return int(self.config["size"])
+        return self.spec.size
 
     @property
     def defaults(self) -> dict:
         """Inference settings saved with the run: steps, strength, samples (and flip)."""
-        return dict(self.config["inference"])
+        return dict(self.spec.inference)
+
+    def module(self) -> torch.nn.Module:
+        return self.net
 
     @classmethod
-    def from_config(cls, config: dict, device: str | torch.device = "cpu") -> Refiner:
+    def from_spec(cls, spec: RefinerSpec, device: str | torch.device = "cpu") -> Refiner:
+        """An untrained refiner with the architecture ``spec`` describes."""
         dev = device if isinstance(device, torch.device) else resolve_device(device)
-        return cls(build_network(config), config, dev)
-
-    @classmethod
-    def load(cls, run_dir: str | Path, device: str = "auto") -> Refiner:
-        """Load the best weights of a ``train-refiner`` run folder."""
-        config = checkpoint.read_config(run_dir, kind="refiner")
-        ref = cls.from_config(config, device)
-        checkpoint.load_weights(ref.net, run_dir)
-        ref.net.to(ref.device).eval()
-        return ref
+        return cls(get_mode(spec.mode).build_network(spec.num_classes, spec.network), spec, dev)
 
     def nfe(
         self, steps: int | None = None, samples: int | None = None, strength: float | None = None
     ) -> int:
         """Denoiser evaluations per image for these settings (mirrored samples included)."""
         s = self.settings(steps, strength, samples)
-        if self.mode == "paper" and s["steps"] is None:
-            from .sampling import start_timestep
-
-            return (start_timestep(self.scheduler, s["strength"]) + 1) * s["samples"]
-        return s["steps"] * s["samples"]
+        return self.method.denoiser_passes(self.scheduler, s["strength"], s["steps"]) * s["samples"]
 
     def settings(
         self,
@@ -146,13 +142,8 @@ class Refiner:
 
     def _sample(self, image, probs, k: int, s: dict, gen: torch.Generator) -> torch.Tensor:
         """``k`` refinements per image, (B, k, C, H, W)."""
-        if self.mode == "paper":
-            out = sample_paper(self.net, paper_image(image).repeat_interleave(k, 0),
-                               probs.repeat_interleave(k, 0), self.scheduler, s["strength"],
-                               s["steps"], gen)  # fmt: skip
-        else:
-            out = sample_default(self.net, image, probs, self.scheduler, s["strength"],
-                                 s["steps"], gen, samples=k)  # fmt: skip
+        out = self.method.sample(self.net, image, probs, self.scheduler, s["strength"],
+                                 s["steps"], gen, k)  # fmt: skip
         return out.view(-1, k, *out.shape[1:])
 
     @torch.no_grad()
@@ -256,13 +247,12 @@ class Refiner:
             ims = images[start : start + batch_size]
             ps = priors[start : start + batch_size]
             x = to_tensor(np.stack([resize_image(im, self.size) for im in ims]))
-            p = torch.stack(
-                [_resize_probs(torch.from_numpy(q), (self.size, self.size)) for q in ps]
-            )
+            p = torch.stack([resize_probs(torch.from_numpy(q), (self.size, self.size))
+                             for q in ps])  # fmt: skip
             mean, unc = self.refine_tensors(x, p, steps, strength, samples, seed + start, flip)
             for im, m, u in zip(ims, mean, unc, strict=True):
                 shape = im.shape[:2]
-                m = _resize_probs(m, shape)
+                m = resize_probs(m, shape)
                 u = F.interpolate(u[None, None], size=shape, mode="bilinear", align_corners=False)[
                     0, 0
                 ]
@@ -271,9 +261,3 @@ class Refiner:
                 )
         return results
 
-
-def _resize_probs(p: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
-    if tuple(p.shape[1:]) == tuple(shape):
-        return p
-    r = F.interpolate(p[None], size=shape, mode="bilinear", align_corners=False)[0]
-    return r / r.sum(0, keepdim=True)

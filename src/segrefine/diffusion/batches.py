@@ -1,0 +1,74 @@
+"""What a refiner trains and validates on: training batches drawn from a seed, and the coarse
+inputs validation refines."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..data.transforms import augment_batch, to_tensor
+from ..segmenter import Segmenter
+from .degrade import degrade
+
+
+class BatchSource:
+    """Draws training batches (image, mask, coarse probs) for one step from its seed.
+
+    With ``coarse`` (modes that learn from coarse masks) the probabilities come from the
+    out-of-fold ``views`` for a share of the batch and from degradations of the truth for the
+    rest; without it they are None.
+    """
+
+    def __init__(self, cfg, images, masks, num_classes, views=None, coarse: bool = True):
+        self.cfg, self.images, self.masks = cfg, images, masks
+        self.c, self.views, self.coarse = num_classes, views, coarse
+
+    def draw(self, step: int):
+        cfg = self.cfg
+        rng = np.random.default_rng([cfg.seed, step])
+        b = cfg.batch_size
+        n_oof = 0
+        if self.views is not None and self.coarse:
+            n_oof = int(rng.binomial(b, cfg.oof_fraction))
+        size = self.images.shape[1]
+        rows = cols = slice(None)
+        if cfg.crop and cfg.crop < size:
+            # one random window for the whole batch: the band-limited correction is local, so
+            # small crops teach it as well as whole images at a fraction of the cost. It is
+            # cut before the degradations, which then cost less too
+            top, left = rng.integers(0, size - cfg.crop + 1, size=2)
+            rows, cols = slice(top, top + cfg.crop), slice(left, left + cfg.crop)
+        window = (..., rows, cols)
+        idx = rng.integers(len(self.images), size=max(b - n_oof, 0))
+        x = y = probs = None
+        if len(idx):
+            x, y = augment_batch(to_tensor(self.images[idx].numpy()), self.masks[idx], rng)
+            x, y = x[window], y[window]
+            if self.coarse:
+                probs = torch.from_numpy(np.stack([degrade(m.numpy(), self.c, rng) for m in y]))
+        if n_oof:
+            j = rng.integers(len(self.views["images"]), size=n_oof)
+            vx = to_tensor(self.views["images"][j].numpy()[:, rows, cols])
+            vy = self.views["masks"][j][window].long()
+            vp = self.views["probs"][j][window].float()
+            flip = torch.from_numpy(rng.random(n_oof) < 0.5)
+            vx[flip], vy[flip], vp[flip] = vx[flip].flip(-1), vy[flip].flip(-1), vp[flip].flip(-1)
+            if x is None:
+                x, y, probs = vx, vy, vp
+            else:
+                x, y, probs = torch.cat([x, vx]), torch.cat([y, vy]), torch.cat([probs, vp])
+        return x, y, probs
+
+
+def validation_priors(cfg, val, device) -> np.ndarray:
+    """The coarse inputs validation refines: the segmenter's predictions when one is given,
+    else fixed degradations of the ground truth."""
+    if cfg.segmenter:
+        seg = Segmenter.load(cfg.segmenter, device)
+        return np.stack(seg.predict_batch([it.image for it in val.items]))
+    return np.stack(
+        [
+            degrade(it.mask, val.num_classes, np.random.default_rng([cfg.seed, 7, i]))
+            for i, it in enumerate(val.items)
+        ]
+    )

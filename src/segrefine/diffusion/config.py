@@ -1,0 +1,112 @@
+"""`RefinerConfig`: everything that defines a refiner training run, checked before anything
+is written, and the run spec it produces."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+from ..runs import check_settings
+from .modes import get_mode
+from .refiner import RefinerSpec
+
+
+@dataclass
+class RefinerConfig:
+    """Everything that defines a refiner training run (saved in the run's config.json)."""
+
+    data: str
+    split: str = "train"
+    val_split: str | None = "val"
+    classes: list[str] | None = None
+    binary_per_class: bool = False
+    size: int = 128
+    mode: str = "default"
+    segmenter: str | None = None  # run folder: out-of-fold predictions as training inputs
+    oof_folds: int = 2
+    oof_views: int = 8
+    oof_fraction: float = 0.75  # share of each batch taken from out-of-fold predictions
+    oof_epochs: int | None = None  # default: the segmenter's own epoch count
+    init_from_segmenter: bool = True  # start the encoder from the segmenter's U-Net weights
+    width: int = 16
+    depth: int = 4
+    features: int = 16
+    head_width: int = 16
+    band: int = 6  # pixels around the prior's boundaries the refiner may change; 0 = anywhere
+    timesteps: int = 1000
+    beta_schedule: str = "linear"
+    max_strength: float = 0.6  # default mode trains on t in [1, max_strength * T]
+    # share of each batch drawn exactly as the default sampler's first step sees it (no truth
+    # blended in, t = the inference strength's start); the rest spreads over [1, max_strength*T]
+    start_share: float = 0.0
+    iterations: int = 5500
+    batch_size: int = 16
+    crop: int | None = 64  # train on random crops of this side (inference stays full size)
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    warmup: int = 100
+    val_every: int = 250
+    # bf16 autocast in training: on CUDA, and on CPUs with native bf16 (AVX512-BF16 / AMX;
+    # emulated bf16 is slower than float32). Inference and validation stay float32.
+    mixed_precision: bool = True
+    # exponential moving average of the weights: validated, kept as the run's best and used
+    # for refinement. The decay at step n is min(ema_decay, (1 + n) / (10 + n)) (diffusers'
+    # warm-up), which stays below 0.999 for the first 9000 steps: a run of n steps averages
+    # over roughly its last n / 9, and ema_decay only matters below ~0.998. 0 = off
+    ema_decay: float = 0.999
+    # the warm-up instead: 0 = diffusers' (1 + n) / (10 + n); p > 0 = 1 - (1 + n) ** -p, capped
+    # at ema_decay (p = 1: a running mean of every step until n = 1 / (1 - ema_decay), then a
+    # true EMA with that decay)
+    ema_power: float = 0.0
+    # also validate the raw (not averaged) weights at each validation, logged as ``val_raw``:
+    # a paired EMA-vs-raw comparison for the cost of a second validation
+    validate_raw: bool = False
+    seed: int = 0
+    inference: dict = field(default_factory=dict)  # steps, strength, samples
+
+    def __post_init__(self):
+        method = get_mode(self.mode)
+        self.inference = {**method.inference_defaults, **self.inference}
+        strength = self.inference.get("strength")
+        check_settings({
+            "size (must be positive)": self.size > 0,
+            "width, depth, features, head width (must be positive)":
+                min(self.width, self.depth, self.features, self.head_width) > 0,
+            "band (must be 0 or more)": self.band >= 0,
+            "timesteps (must be positive)": self.timesteps > 0,
+            "max strength (must be in (0, 1])": 0 < self.max_strength <= 1,
+            "start share (must be in [0, 1])": 0 <= self.start_share <= 1,
+            "iterations (must be positive)": self.iterations > 0,
+            "batch size (must be positive)": self.batch_size > 0,
+            "crop (must be positive or none)": self.crop is None or self.crop > 0,
+            "lr (must be positive and finite)": 0 < self.lr < math.inf,
+            "weight decay (must be 0 or more)": self.weight_decay >= 0,
+            "warmup (must be 0 or more)": self.warmup >= 0,
+            "validation interval (must be positive)": self.val_every > 0,
+            "EMA decay (must be in [0, 1))": 0 <= self.ema_decay < 1,
+            "EMA power (must be 0 or more)": self.ema_power >= 0,
+            "out-of-fold folds (must be at least 2)": self.oof_folds >= 2,
+            "out-of-fold views (must be positive)": self.oof_views > 0,
+            "out-of-fold fraction (must be in [0, 1])": 0 <= self.oof_fraction <= 1,
+            "out-of-fold epochs (must be positive or none)":
+                self.oof_epochs is None or self.oof_epochs > 0,
+            "inference strength (must be in (0, 1])":
+                isinstance(strength, int | float) and 0 < strength <= 1,
+        }, "refiner settings")  # fmt: skip
+
+    def spec(self, class_names) -> RefinerSpec:
+        """The run spec a training run with these settings writes as its config.json."""
+        return RefinerSpec(
+            class_names=tuple(class_names), size=self.size, classes=self.classes,
+            binary_per_class=self.binary_per_class, train=asdict(self), mode=self.mode,
+            network=get_mode(self.mode).network_settings(self), timesteps=self.timesteps,
+            beta_schedule=self.beta_schedule, inference=self.inference,
+        )  # fmt: skip
+
+
+def learning_rate(cfg: RefinerConfig, step: int) -> float:
+    """Linear warm-up over ``warmup`` steps, then cosine decay to 0 at ``iterations``."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    t = (step - cfg.warmup) / max(cfg.iterations - cfg.warmup, 1)
+    return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))

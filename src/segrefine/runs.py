@@ -1,0 +1,188 @@
+"""Run folders: what a trained model is (its spec), how a trainer keeps its folder, and how a
+trained model is loaded back. Used by both trainers and by whatever trains next.
+
+A run folder (layout and file formats in :mod:`segrefine.checkpoint`) is described by a *spec*:
+a dataclass written as ``config.json`` that says what was trained (kind, architecture, classes,
+protocol size) and the settings it was trained with. :class:`RunFolder` is the trainer's side
+(create, refuse to overwrite, resume, keep the best weights and the log);
+:class:`LoadableRun` is the user's side (``Segmenter.load``, ``Refiner.load``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+
+from . import checkpoint
+from .errors import InputError
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+    """Base of the run specs: what ``config.json`` holds, as typed fields."""
+
+    kind: ClassVar[str]
+    class_names: tuple[str, ...]
+    size: int  # the protocol size the run was trained at
+    classes: list[str] | None = None  # the class selection given to the trainer
+    binary_per_class: bool = False
+    train: dict = dataclasses.field(default_factory=dict)  # the trainer's settings, as given
+
+    def to_json(self) -> dict:
+        out = {"kind": self.kind}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+    @classmethod
+    def from_json(cls, config: dict, where: str | Path | None = None):
+        """The spec in a run's config dict; a missing or malformed entry is an input error."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        required = {f.name for f in dataclasses.fields(cls)
+                    if f.default is dataclasses.MISSING
+                    and f.default_factory is dataclasses.MISSING}  # fmt: skip
+        missing = sorted(required - config.keys())
+        if missing:
+            raise InputError(f"run config lacks {', '.join(missing)}", where)
+        values = {k: v for k, v in config.items() if k in known}
+        try:
+            spec = cls(**{**values, "class_names": tuple(values["class_names"])})
+            spec.check()
+        except (TypeError, ValueError) as err:
+            raise InputError(f"run config is malformed ({err})", where) from err
+        return spec
+
+    def check(self) -> None:
+        if not self.class_names or not all(isinstance(c, str) for c in self.class_names):
+            raise ValueError("class_names must be a non-empty list of names")
+        if not isinstance(self.size, int) or self.size < 1:
+            raise ValueError(f"size must be a positive integer, got {self.size!r}")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+def check_settings(checks: dict[str, bool], what: str) -> None:
+    """Raise one :class:`InputError` naming the first failed check (``name: condition``)."""
+    for name, ok in checks.items():
+        if not ok:
+            raise InputError(f"{what}: invalid {name}")
+
+
+class LoadableRun:
+    """``load(run_dir)`` for a model class built from a spec (one loader for every kind)."""
+
+    spec_type: ClassVar[type[RunSpec]]
+
+    @classmethod
+    def from_spec(cls, spec: RunSpec, device: str | torch.device = "cpu"):
+        raise NotImplementedError
+
+    def module(self) -> torch.nn.Module:
+        """The network the run's weights belong to."""
+        raise NotImplementedError
+
+    @classmethod
+    def load(cls, run_dir: str | Path, device: str = "auto"):
+        """Load the best weights of a run folder of this kind."""
+        config = checkpoint.read_config(run_dir, kind=cls.spec_type.kind)
+        model = cls.from_spec(cls.spec_type.from_json(config, Path(run_dir) / checkpoint.CONFIG),
+                              device)  # fmt: skip
+        checkpoint.load_weights(model.module(), run_dir)
+        model.module().eval()
+        return model
+
+
+def make_accelerator(device: torch.device, mixed_precision: bool):
+    """An Accelerator on ``device`` (bf16 autocast on CUDA when ``mixed_precision``). Under
+    ``accelerate launch`` or ``torchrun`` it joins the process group the launcher set up."""
+    from accelerate import Accelerator  # heavy import: only when training
+
+    return Accelerator(
+        cpu=device.type == "cpu",
+        mixed_precision="bf16" if device.type == "cuda" and mixed_precision else "no",
+    )
+
+
+class RunFolder:
+    """A trainer's run folder: created once, refused when it already holds a run, resumed
+    from ``last.safetensors``; keeps the best weights, the training state and the log.
+
+    Only the main process writes (``main=False`` makes every write a no-op), so the same
+    trainer code runs in one process or several.
+    """
+
+    def __init__(self, path: str | Path, kind: str, main: bool = True):
+        self.path, self.kind, self.main = Path(path), kind, main
+        self.best: dict | None = None
+        self.history: list[dict] = []
+
+    def saved_train_settings(self) -> dict:
+        """The trainer settings of the run being resumed."""
+        return checkpoint.read_config(self.path, kind=self.kind)["train"]
+
+    def refuse_existing(self) -> None:
+        if (self.path / checkpoint.CONFIG).exists():
+            raise InputError(
+                "already holds a run; pass --resume to continue it or pick another --out",
+                self.path,
+            )
+
+    def create(self, spec: RunSpec) -> None:
+        """Write the run's config (the folder is made now, after every input was checked)."""
+        if self.main:
+            self.path.mkdir(parents=True, exist_ok=True)
+            checkpoint.write_config(self.path, spec.to_json())
+
+    def restore(self, net: torch.nn.Module, optimizer, resume: bool = True) -> dict | None:
+        """With ``resume``, load the newest training state into ``net`` and ``optimizer`` and
+        return its meta (``best``, ``history`` and the trainer's own keys); None for a fresh
+        run. The log is rebuilt from it, so a crash between the two never leaves a period
+        logged that the resumed run will train again."""
+        meta = None
+        if resume and (self.path / checkpoint.LAST).exists():
+            meta = checkpoint.load_training_state(self.path, net, optimizer)
+            self.best, self.history = meta["best"], meta["history"]
+        if self.main:
+            (self.path / checkpoint.LOG).unlink(missing_ok=True)
+            for record in self.history:
+                checkpoint.append_log(self.path, record)
+        return meta
+
+    def keep_if_best(self, record: dict, score: float, net: torch.nn.Module,
+                     key: str = "epoch") -> bool:
+        """End of a training period (an epoch, a validation interval): keep ``net``'s weights
+        as the run's weights when ``score`` is the best so far. ``key`` names the period's
+        counter in ``record``; ``record["best"]`` says whether it was the best."""
+        is_best = self.best is None or score > self.best["score"]
+        if is_best:
+            self.best = {"score": score, key: record[key]}
+            if self.main:
+                checkpoint.save_tensors(self.path / checkpoint.WEIGHTS, net.state_dict(),
+                                        {key: record[key]})  # fmt: skip
+        record["best"] = is_best
+        return is_best
+
+    def save_state(self, record: dict, net: torch.nn.Module, optimizer, state: dict[str, Any],
+                   extra: dict[str, torch.Tensor] | None = None) -> None:
+        """Save the training state (``state`` plus the best period and the history, ``extra``
+        tensors beside the weights) and then log ``record``: in that order, so that every
+        logged period can be resumed from."""
+        self.history.append(record)
+        if self.main:
+            checkpoint.save_training_state(
+                self.path, net, optimizer, {**state, "best": self.best, "history": self.history},
+                extra,
+            )
+            checkpoint.append_log(self.path, record)
+
+    def best_record(self, key: str = "epoch") -> dict:
+        """The logged record of the best period (empty when nothing was trained)."""
+        if self.best is None:
+            return {}
+        return next(r for r in self.history if r[key] == self.best[key])
