@@ -1,9 +1,10 @@
 """Segmenting one image by differentiable feature clustering, with optional scribbles.
 
-The loop (one short function, :func:`_train`) follows Kim, Kanezaki & Tanaka (IEEE TIP 2020):
-forward the image, take each pixel's argmax as its target, step SGD on similarity +
-continuity (+ scribble) losses, stop once few enough labels remain. ``ClusterConfig.paper()``
-is the published recipe; the defaults add what makes it fast and competitive on a CPU:
+The loop (one short function, ``_train`` in :mod:`.training`) follows Kim, Kanezaki & Tanaka
+(IEEE TIP 2020): forward the image, take each pixel's argmax as its target, step SGD on
+similarity + continuity (+ scribble) losses, stop once few enough labels remain.
+``ClusterConfig.paper()`` is the published recipe; the defaults add what makes it fast and
+competitive on a CPU:
 
 * work at reduced size (``max_side``), a smaller response (``channels=D``), few steps;
 * superpixel targets (Kanezaki, ICASSP 2018): each Felzenszwalb superpixel of the *full-size*
@@ -25,22 +26,25 @@ them (label k = scribble label k). Two inputs make that propagation work on a CP
 normalised pixel coordinates beside the colour (without them two same-coloured segments,
 e.g. two people's shirts, cannot get different labels) and finer superpixels
 (``scribble_sp_scale``), whose mean class probability labels them.
+
+This module holds the public entry :func:`cluster`, the scribble variant and the step from a
+trained response to labels (:func:`response_to_labels`, where the region merging happens);
+the settings and input checks are in :mod:`.config`, the training loop in :mod:`.training`.
+Names of those two modules that callers import from here (``ClusterConfig``, ``NO_SCRIBBLE``,
+``shrink_scribbles``, ``_prepare``, ``_train``, ...) are re-exported.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from scipy import ndimage
 from skimage.color import rgb2lab
-from tqdm.auto import tqdm
 
-from ..data.datasets import resize_image, resize_mask
-from .baselines import felzenszwalb_segment
-from .model import ClusterNet, continuity_loss, scribble_loss, similarity_loss
+from .config import NO_SCRIBBLE, ClusterConfig, validate_image, validate_scribbles
+from .model import ClusterNet
 from .regions import (
     connected_regions,
     merge_similar_regions,
@@ -48,6 +52,19 @@ from .regions import (
     relabel_sequential,
     split_by_scribbles,
 )
+from .training import (
+    _prepare,
+    _resize,
+    _superpixels,
+    _train,
+    _work_size,
+    full_response,
+    shrink_scribbles,
+    superpixel_targets,
+)
+
+# Not used here: re-exported so that ``from .cluster import image_tensor`` keeps working.
+from .training import image_tensor as image_tensor
 
 __all__ = [
     "NO_SCRIBBLE",
@@ -58,243 +75,6 @@ __all__ = [
     "validate_image",
     "validate_scribbles",
 ]
-
-NO_SCRIBBLE = 255  # scribble-map value of unmarked pixels (negative values also mean unmarked)
-
-
-@dataclass
-class ClusterConfig:
-    """Settings of the clustering method (plain values; see ``ClusterConfig.paper()``).
-
-    ``max_iter`` bounds the training steps; training stops early once at most ``min_labels``
-    distinct clusters remain, so a larger ``min_labels`` (or smaller ``max_iter``) gives more
-    segments. ``channels`` (D) is the most clusters the network can express.
-    """
-
-    channels: int = 32
-    width: int | None = None  # hidden conv width; None = channels
-    n_conv: int = 2
-    max_iter: int = 30
-    min_labels: int = 3
-    lr: float = 0.1
-    momentum: float = 0.9
-    mu_sim: float = 1.0
-    mu_con: float = 1.0
-    mu_scr: float = 2.0  # weight of the scribble cross-entropy
-    max_side: int | None = 120  # train at this longest side (None = full size)
-    max_input_side: int | None = 1024  # larger images: segmented at this size, labels upsampled
-    superpixels: bool = True  # Kanezaki 2018 superpixel-majority targets
-    sp_scale: float = 150.0  # Felzenszwalb settings of the superpixels
-    sp_min_size: int = 50
-    merge_threshold: float = 24.0  # merge adjacent superpixels closer than this; 0 = clusters
-    response_weight: float = 30.0  # weight of the soft response against CIELAB when merging
-    hist_weight: float = 20.0  # weight of the CIELAB histograms (hist_bins per channel)
-    hist_bins: int = 8
-    edge_weight: float = 1.0  # weight of the mean CIELAB contrast across the shared border
-    scribble_sp_scale: float = 100.0  # finer superpixels with scribbles (Felzenszwalb scale)
-    scribble_coords: bool = True  # with scribbles: pixel coordinates are network inputs too
-    connected: bool = False  # cluster output: split disjoint parts of a cluster
-    min_region: float = 0.0  # cluster output: merge regions below this fraction of the image
-    seed: int = 0
-
-    @classmethod
-    def paper(cls, **overrides) -> ClusterConfig:
-        """The published recipe: D=100, full size, up to 1000 steps, stop at 3 labels (with
-        scribbles: colour alone as input)."""
-        base = cls(
-            channels=100,
-            max_iter=1000,
-            min_labels=3,
-            max_side=None,
-            superpixels=False,
-            merge_threshold=0.0,
-            connected=False,
-            min_region=0.0,
-            scribble_coords=False,
-        )
-        return replace(base, **overrides)
-
-
-def validate_image(image: np.ndarray) -> np.ndarray:
-    image = np.asarray(image)
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8 or 0 in image.shape:
-        raise ValueError(f"image must be RGB uint8 (H, W, 3), got {image.dtype} {image.shape}")
-    return image
-
-
-def validate_scribbles(scribbles: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Scribble map -> ``int64`` (H, W) with -1 for unmarked pixels; must match ``shape``."""
-    scribbles = np.asarray(scribbles)
-    if scribbles.shape != tuple(shape):
-        raise ValueError(f"scribble map is {scribbles.shape}, image is {tuple(shape)}")
-    out = scribbles.astype(np.int64)
-    out[(out < 0) | (out == NO_SCRIBBLE)] = -1
-    return out
-
-
-def _work_size(shape: tuple[int, int], max_side: int | None) -> tuple[int, int]:
-    h, w = shape
-    if max_side is None or max(h, w) <= max_side:
-        return h, w
-    s = max_side / max(h, w)
-    return max(1, round(h * s)), max(1, round(w * s))
-
-
-def _resize(arr: np.ndarray, size: tuple[int, int], nearest: bool) -> np.ndarray:
-    """An image (bilinear) or an id map of any integer type (nearest) at ``size`` (h, w)."""
-    if not nearest:
-        return resize_image(arr, size)
-    if arr.dtype == np.uint8:
-        return resize_mask(arr, size)
-    return resize_mask(arr.astype(np.int32), size).astype(arr.dtype)
-
-
-def image_tensor(image: np.ndarray, coords: bool = False) -> torch.Tensor:
-    """RGB uint8 (H, W, 3) -> (1, 3, H, W) float, each channel standardised over the image.
-
-    ``coords=True`` appends two channels, y and x, running from -1 to 1 across the image.
-    """
-    x = torch.from_numpy(image.astype(np.float32)).permute(2, 0, 1)[None] / 255.0
-    x = (x - x.mean(dim=(2, 3), keepdim=True)) / x.std(dim=(2, 3), keepdim=True).clamp_min(1e-3)
-    if not coords:
-        return x
-    h, w = image.shape[:2]
-    yy, xx = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
-    return torch.cat([x, yy[None, None], xx[None, None]], dim=1)
-
-
-def shrink_scribbles(scribbles: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Scribble map (H, W; -1 = unmarked) at a smaller ``size``, keeping every stroke.
-
-    Nearest-neighbour resizing would drop a one-pixel stroke whenever its row or column is
-    not sampled (three times in four at a quarter of the size); here every marked pixel marks
-    the pixel it falls into (where strokes collide, the later one in row-major order wins).
-    """
-    if scribbles.shape == tuple(size):
-        return scribbles
-    (h_in, w_in), (h, w) = scribbles.shape, size
-    out = np.full(size, -1, dtype=scribbles.dtype)
-    ys, xs = np.nonzero(scribbles >= 0)
-    out[ys * h // h_in, xs * w // w_in] = scribbles[ys, xs]
-    return out
-
-
-def superpixel_targets(
-    clusters: torch.Tensor,
-    superpixels: torch.Tensor,
-    n_sp: int,
-    channels: int,
-    weights: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Each pixel's target = the majority cluster of its superpixel (flat int64 tensors).
-
-    ``weights`` (flat float) weight the votes, e.g. to let scribbled pixels decide.
-    """
-    counts = torch.bincount(
-        superpixels * channels + clusters, weights=weights, minlength=n_sp * channels
-    )
-    return counts.view(n_sp, channels).argmax(dim=1)[superpixels]
-
-
-@dataclass
-class _Problem:
-    """One image prepared for training: input tensor and optional targets at work size."""
-
-    x: torch.Tensor
-    superpixels: torch.Tensor | None  # flat int64 at work size
-    n_sp: int
-    scribbles: torch.Tensor | None  # (1, h, w) int64, -1 = unmarked
-
-
-def _step(net: ClusterNet, opt: torch.optim.Optimizer, p: _Problem, cfg: ClusterConfig) -> int:
-    """One SGD step on one image; returns the number of distinct clusters before the step."""
-    opt.zero_grad(set_to_none=True)
-    response = net(p.x)
-    clusters = response.detach().argmax(dim=1)
-    target = clusters
-    if p.superpixels is not None:
-        votes, weights = clusters, None
-        if p.scribbles is not None:  # a scribble decides its superpixel's target
-            marked = p.scribbles >= 0
-            votes = torch.where(marked, p.scribbles, clusters)
-            weights = (1.0 + 1e4 * marked.double()).view(-1)
-        target = superpixel_targets(
-            votes.view(-1), p.superpixels, p.n_sp, response.shape[1], weights
-        ).view_as(clusters)
-    if p.scribbles is not None:
-        marked = p.scribbles >= 0
-        loss = cfg.mu_sim * similarity_loss(response, target, weight=(~marked).float())
-        loss = loss + cfg.mu_scr * scribble_loss(response, p.scribbles)
-    else:
-        loss = cfg.mu_sim * similarity_loss(response, target)
-    loss = loss + cfg.mu_con * continuity_loss(response)
-    loss.backward()
-    opt.step()
-    return int(torch.unique(clusters).numel())
-
-
-def _train(
-    net: ClusterNet, problems: list[_Problem], cfg: ClusterConfig, progress: bool, min_labels: int
-) -> int:
-    """The training loop: cycle over the images until few enough labels remain."""
-    opt = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum)
-    net.train()
-    it = 0
-    bar = tqdm(total=cfg.max_iter, disable=not progress, leave=False, desc="clustering")
-    for it in range(cfg.max_iter):
-        n_labels = _step(net, opt, problems[it % len(problems)], cfg)
-        bar.update(1)
-        bar.set_postfix(labels=n_labels, refresh=False)
-        if n_labels <= min_labels:
-            break
-    bar.close()
-    return it + 1
-
-
-def _superpixels(image: np.ndarray, cfg: ClusterConfig) -> np.ndarray:
-    return felzenszwalb_segment(image, scale=cfg.sp_scale, min_size=cfg.sp_min_size)
-
-
-def _prepare(
-    image: np.ndarray,
-    cfg: ClusterConfig,
-    scribbles: np.ndarray | None,
-    coords: bool = False,
-    superpixels: np.ndarray | None = None,
-) -> tuple[_Problem, np.ndarray | None]:
-    """Work-size input, superpixels (full size and work size) and scribbles for one image.
-
-    ``superpixels`` (full size) replace the configured ones when given.
-    """
-    size = _work_size(image.shape[:2], cfg.max_side)
-    x = image_tensor(_resize(image, size, nearest=False), coords)
-    sp_full = sp_t = None
-    n_sp = 0
-    if cfg.superpixels:
-        sp_full = _superpixels(image, cfg) if superpixels is None else superpixels
-        n_sp = int(sp_full.max()) + 1
-        sp_t = torch.from_numpy(_resize(sp_full, size, nearest=True).astype(np.int64)).view(-1)
-    scr = None
-    if scribbles is not None:
-        scr = torch.from_numpy(shrink_scribbles(scribbles, size))[None]
-    return _Problem(x, sp_t, n_sp, scr), sp_full
-
-
-def full_response(
-    net: ClusterNet, image: np.ndarray, cfg: ClusterConfig, coords: bool = False
-) -> torch.Tensor:
-    """Response (D, H, W) at full size from one forward pass (bilinear upsampling).
-
-    BatchNorm uses the image's own statistics, as during training.
-    """
-    size = _work_size(image.shape[:2], cfg.max_side)
-    with torch.no_grad():
-        response = net(image_tensor(_resize(image, size, nearest=False), coords))
-        if response.shape[2:] != image.shape[:2]:
-            response = F.interpolate(
-                response, size=image.shape[:2], mode="bilinear", align_corners=False
-            )
-    return response[0]
 
 
 LAB_RANGE = ((0.0, 100.0), (-60.0, 60.0), (-60.0, 60.0))  # binned CIELAB span (rest clipped)
