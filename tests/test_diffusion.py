@@ -520,7 +520,7 @@ def test_refine_cli_rejects_a_segmenter_with_other_classes(
         "--device",
         "cpu",
     )
-    assert code == 2 and "trained for" in err
+    assert code == 2 and "the segmenter has 5 classes" in err and "refiner has 2" in err
 
 
 def test_benchmark_cli_writes_report_and_results(

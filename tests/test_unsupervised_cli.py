@@ -8,13 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import typer
 from PIL import Image
 
-import segrefine.cli
 from segrefine.errors import InputError
 from segrefine.unsupervised.bsds import list_bsds, load_bsds_sample
-from segrefine.unsupervised.cli import register
 from segrefine.unsupervised.run import read_scribbles
 
 torch.set_num_threads(1)
@@ -22,12 +19,7 @@ BSDS = Path(__file__).resolve().parents[2] / "shared" / "data" / "bsds500"
 
 
 @pytest.fixture()
-def cli(monkeypatch, run_cli):
-    """run_cli with the cluster commands present (registered on a fresh app if needed)."""
-    if not any(c.name == "cluster" for c in segrefine.cli.app.registered_commands):
-        app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-        register(app)
-        monkeypatch.setattr(segrefine.cli, "app", app)
+def cli(run_cli):
     return run_cli
 
 

@@ -21,20 +21,17 @@ from tqdm.auto import tqdm
 
 from .data.datasets import load_split
 from .data.io import write_json
-from .data.transforms import to_tensor
 from .diffusion.refiner import Refiner
-from .errors import InputError
-from .metrics import SegmentationScores
+from .evaluate import score_split
+from .pipeline import check_pair, segment_and_refine
 from .report import colorize, metrics_table, save_grid
-from .segmenter import Segmenter, predict_probs
+from .segmenter import Segmenter
 
 KEYS = ("mean_image_iou", "miou", "boundary_iou", "boundary_f")
 
 
 def _score(data, labels) -> tuple[dict, list[dict]]:
-    scores = SegmentationScores(data.num_classes, data.class_names)
-    for pred, item in zip(labels, data.items, strict=True):
-        scores.update(pred, item.mask)
+    scores = score_split(data, labels)
     summary = scores.summary()
     by_task: dict[str, list[float]] = {}
     for s, item in zip(scores.per_image, data.items, strict=True):
@@ -43,27 +40,14 @@ def _score(data, labels) -> tuple[dict, list[dict]]:
     return summary, scores.per_image
 
 
-def _timed_segment(seg: Segmenter, images: np.ndarray, batch_size: int) -> tuple[np.ndarray, float]:
-    predict_probs(seg.model, images[:batch_size], seg.device, batch_size)  # warm-up
-    t0 = time.perf_counter()
-    probs = predict_probs(seg.model, images, seg.device, batch_size)
-    return probs, len(images) / (time.perf_counter() - t0)
-
-
-def _timed_refine(
-    ref: Refiner, images: np.ndarray, probs: np.ndarray, batch_size: int, **settings
-) -> tuple[np.ndarray, np.ndarray, float]:
-    x = to_tensor(images)
-    p = torch.from_numpy(probs).float()
-    ref.refine_tensors(x[:batch_size], p[:batch_size], **settings)  # warm-up
-    means, uncs = [], []
-    t0 = time.perf_counter()
-    for s in range(0, len(x), batch_size):
-        m, u = ref.refine_tensors(x[s : s + batch_size], p[s : s + batch_size], seed=s, **settings)
-        means.append(m)
-        uncs.append(u)
-    rate = len(x) / (time.perf_counter() - t0)
-    return torch.cat(means).numpy(), torch.cat(uncs).numpy(), rate
+def _timed(images: list[np.ndarray], batch_size: int, **pipeline) -> tuple[list, dict]:
+    """The pipeline over ``images`` after a warm-up batch; returns the results and the
+    images per second of each stage that ran."""
+    first = {k: v[:batch_size] if k == "probs" else v for k, v in pipeline.items()}
+    segment_and_refine(images[:batch_size], batch_size=batch_size, **first)  # warm-up
+    clock: dict[str, float] = {}
+    results = segment_and_refine(images, batch_size=batch_size, timings=clock, **pipeline)
+    return results, {k.replace("_s", "_images_per_s"): len(images) / v for k, v in clock.items()}
 
 
 def _pct(summary: dict) -> dict:
@@ -92,20 +76,24 @@ def run_benchmark(
     out = Path(out)
     seg = Segmenter.load(segmenter, device)
     ref = Refiner.load(refiner, device)
-    if seg.class_names != ref.class_names:
-        raise InputError(
-            f"the segmenter predicts {list(seg.class_names)} but the refiner was "
-            f"trained for {list(ref.class_names)}",
-            refiner,
-        )
+    check_pair(seg, ref, refiner)
+    others = [Segmenter.load(o, device) for o in other_segmenters]
+    for o, path in zip(others, other_segmenters, strict=True):
+        check_pair(o, ref, path)
+    settings = ref.settings(steps, strength, samples, flip)
+    for n in step_sweep:  # a bad sweep fails now, not after the main refinement
+        ref.settings(n, strength, samples, flip)
     cfg = seg.spec
     val = load_split(data, split, cfg.classes, cfg.binary_per_class, seg.size)
-    images = np.stack([it.image for it in val.items])
-    settings = ref.settings(steps, strength, samples, flip)
+    images = [it.image for it in val.items]
+    refine = {k: settings[k] for k in ("steps", "strength", "samples", "flip")}
 
-    probs, seg_rate = _timed_segment(seg, images, batch_size)
-    mean, unc, ref_rate = _timed_refine(ref, images, probs, batch_size, **settings)
-    base_labels, ref_labels = probs.argmax(1), mean.argmax(1)
+    results_, rates = _timed(images, batch_size, segmenter=seg, refiner=ref, **refine)
+    probs = [r.probs for r in results_]
+    base_labels = np.stack([r.labels for r in results_])
+    ref_labels = np.stack([r.refined.labels for r in results_])
+    unc = np.stack([r.refined.uncertainty for r in results_])
+    seg_rate, ref_rate = rates["segment_images_per_s"], rates["refine_images_per_s"]
     base, base_img = _score(val, base_labels)
     refined, ref_img = _score(val, ref_labels)
     results = {
@@ -124,42 +112,29 @@ def run_benchmark(
         from .crf import dense_crf
 
         t0 = time.perf_counter()
-        crf_labels = np.stack(
-            [
-                dense_crf(im, p).argmax(0)
-                for im, p in tqdm(
-                    zip(images, probs, strict=True),
-                    total=len(images),
-                    desc="densecrf",
-                    disable=not progress,
-                    leave=False,
-                )
-            ]
-        )
+        crf_labels = np.stack([
+            dense_crf(im, p).argmax(0)
+            for im, p in tqdm(zip(images, probs, strict=True), total=len(images),
+                              desc="densecrf", disable=not progress, leave=False)
+        ])  # fmt: skip
         crf_rate = len(images) / (time.perf_counter() - t0)
         results["crf"] = {**_pct(_score(val, crf_labels)[0]), "images_per_s": round(crf_rate, 2)}
     sweep = []
     for n in tqdm(step_sweep, desc="steps sweep", disable=not progress, leave=False):
-        s = {**settings, "steps": n}
-        m, _, rate = _timed_refine(ref, images, probs, batch_size, **s)
-        summ = _pct(_score(val, m.argmax(1))[0])
-        sweep.append(
-            {
-                "steps": n,
-                "nfe_per_image": ref.nfe(n, s["samples"], s["strength"]),
-                "refine_images_per_s": round(rate, 2),
-                **summ,
-            }
-        )
+        s = {**refine, "steps": n}
+        swept, rates = _timed(images, batch_size, probs=probs, refiner=ref, **s)
+        summ = _pct(_score(val, [r.refined.labels for r in swept])[0])
+        sweep.append({"steps": n, "nfe_per_image": ref.nfe(n, s["samples"], s["strength"]),
+                      "refine_images_per_s": round(rates["refine_images_per_s"], 2),
+                      **summ})  # fmt: skip
     results["steps_sweep"] = sweep
-    for other in other_segmenters:
-        oseg = Segmenter.load(other, device)
-        oprobs, orate = _timed_segment(oseg, images, batch_size)
-        om, _, _ = _timed_refine(ref, images, oprobs, batch_size, **settings)
+    for other, oseg in zip(other_segmenters, others, strict=True):
+        oresults, orates = _timed(images, batch_size, segmenter=oseg, refiner=ref, **refine)
         results.setdefault("other_segmenters", {})[str(other)] = {
-            "model": oseg.spec.model["name"], "segment_images_per_s": round(orate, 2),
-            "baseline": _pct(_score(val, oprobs.argmax(1))[0]),
-            "refined": _pct(_score(val, om.argmax(1))[0]),
+            "model": oseg.spec.model["name"],
+            "segment_images_per_s": round(orates["segment_images_per_s"], 2),
+            "baseline": _pct(_score(val, [r.labels for r in oresults])[0]),
+            "refined": _pct(_score(val, [r.refined.labels for r in oresults])[0]),
         }  # fmt: skip
 
     per_image = [

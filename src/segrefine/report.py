@@ -9,20 +9,23 @@ import numpy as np
 
 from .data.io import VOC_PALETTE, VOID, atomic_path
 
-_PALETTE = np.array(VOC_PALETTE, dtype=np.uint8).reshape(256, 3)
+PALETTE = np.array(VOC_PALETTE, dtype=np.uint8).reshape(256, 3)  # class id -> RGB
 
 
 def colorize(labels: np.ndarray) -> np.ndarray:
     """Class ids (H, W) -> RGB uint8 (H, W, 3) in the VOC colours (void = cream)."""
-    return _PALETTE[np.asarray(labels, dtype=np.uint8)]
+    return PALETTE[np.asarray(labels, dtype=np.uint8)]
 
 
-def overlay(image: np.ndarray, labels: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-    """Blend a colourised label map over an RGB image; background (0) and void stay clear."""
+def overlay(
+    image: np.ndarray, labels: np.ndarray, clear: int | None = 0, alpha: float = 0.5
+) -> np.ndarray:
+    """Blend a colourised label map over an RGB image of the same size. Pixels of class
+    ``clear`` (the background, if any; None = none) and void pixels stay uncoloured."""
     colour = colorize(labels).astype(np.float32)
-    keep = ((labels == 0) | (labels == VOID))[..., None]
-    mixed = (1 - alpha) * image.astype(np.float32) + alpha * colour
-    return np.where(keep, image, mixed).astype(np.uint8)
+    keep = labels == VOID if clear is None else (labels == clear) | (labels == VOID)
+    mixed = ((1 - alpha) * image.astype(np.float32) + alpha * colour).round()
+    return np.where(keep[..., None], image, mixed).astype(np.uint8)
 
 
 def save_grid(

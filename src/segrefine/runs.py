@@ -11,6 +11,7 @@ protocol size) and the settings it was trained with. :class:`RunFolder` is the t
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -186,3 +187,17 @@ class RunFolder:
         if self.best is None:
             return {}
         return next(r for r in self.history if r[key] == self.best[key])
+
+
+def check_same_classes(first: tuple[str, Sequence[str]], second: tuple[str, Sequence[str]],
+                       where: str | Path | None = None) -> None:  # fmt: skip
+    """The one class-compatibility check: ``first`` and ``second`` are (what, class names)
+    pairs, e.g. ("the segmenter", seg.class_names), that must name the same classes in the
+    same order (a refiner reads probability channels by position)."""
+    (a, names_a), (b, names_b) = first, second
+    if tuple(names_a) != tuple(names_b):
+        raise InputError(
+            f"{a} has {len(names_a)} classes ({', '.join(names_a)}) but {b} has "
+            f"{len(names_b)} ({', '.join(names_b)}); they must be the same classes in the "
+            f"same order", where,
+        )  # fmt: skip

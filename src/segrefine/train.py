@@ -151,6 +151,8 @@ def train_segmenter(
     torch.manual_seed(cfg.seed)
     model = Segmenter.from_spec(spec, "cpu").model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # every process has checked the folder before the main one creates the run in it
+    accelerator.wait_for_everyone()
     folder.create(spec)
     meta = folder.restore(model, optimizer, resume)
     start_epoch = meta["epoch"] + 1 if meta else 0

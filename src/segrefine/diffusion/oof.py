@@ -20,6 +20,7 @@ from .. import checkpoint
 from ..data.datasets import LoadedSplit
 from ..data.transforms import AugmentConfig, augment_batch, from_tensor, to_tensor
 from ..errors import InputError
+from ..runs import check_same_classes
 from ..segmenter import Segmenter, predict_probs
 from ..train import TrainConfig, train_segmenter
 
@@ -81,12 +82,8 @@ def predict_views(
     out_im, out_mask, out_probs = [], [], []
     for k, run in enumerate(fold_runs):
         seg = Segmenter.load(run, device)
-        if seg.class_names != train.class_names:
-            raise InputError(
-                f"fold segmenter classes {seg.class_names} differ from the "
-                f"data's {train.class_names}",
-                run,
-            )
+        check_same_classes(("the fold segmenter", seg.class_names),
+                           ("the data", train.class_names), run)  # fmt: skip
         idx = fold_indices(len(images), k, folds)
         for v in range(views):
             x, y = to_tensor(images[idx]), masks[idx]

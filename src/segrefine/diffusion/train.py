@@ -22,9 +22,8 @@ from tqdm.auto import tqdm
 from .. import checkpoint
 from ..data.datasets import load_split
 from ..data.transforms import to_tensor
-from ..errors import InputError
 from ..evaluate import score_split
-from ..runs import RunFolder, make_accelerator
+from ..runs import RunFolder, check_same_classes, make_accelerator
 from ..segmenter import resolve_device
 from .batches import BatchSource, validation_priors
 from .config import RefinerConfig, learning_rate
@@ -105,13 +104,15 @@ def train_refiner(
     train = load_split(cfg.data, cfg.split, cfg.classes, cfg.binary_per_class, cfg.size)
     val = (load_split(cfg.data, cfg.val_split, cfg.classes, cfg.binary_per_class, cfg.size)
            if cfg.val_split else None)  # fmt: skip
-    if seg_cfg and tuple(seg_cfg["class_names"]) != train.class_names:
-        raise InputError(f"the segmenter predicts {seg_cfg['class_names']} but the data has "
-                         f"{list(train.class_names)}", cfg.segmenter)  # fmt: skip
+    if seg_cfg:
+        check_same_classes(("the segmenter", seg_cfg["class_names"]),
+                           ("the data", train.class_names), cfg.segmenter)  # fmt: skip
     accelerator = make_accelerator(dev, cfg.mixed_precision)
     main = folder.main = accelerator.is_main_process
     cpu_bf16 = dev.type == "cpu" and cfg.mixed_precision and _native_bf16()
     spec = cfg.spec(train.class_names)
+    # every process has checked the folder before the main one creates the run in it
+    accelerator.wait_for_everyone()
     folder.create(spec)
 
     t0 = time.perf_counter()
@@ -156,13 +157,15 @@ def train_refiner(
     for step in bar:
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(cfg, step)
-        x, y, probs = source.draw(step)
+        # each process draws its own batch: one process draws exactly the steps' own batches
+        draw = step * accelerator.num_processes + accelerator.process_index
+        x, y, probs = source.draw(draw)
         x, y = x.to(accelerator.device), y.to(accelerator.device)
         probs = probs.to(accelerator.device) if probs is not None else None
         # bf16 on a CPU via torch.autocast: Accelerate's process-wide state is already fixed
         # (to "no") when out-of-fold segmenters were trained in this process
         with accelerator.autocast(), torch.autocast("cpu", torch.bfloat16, enabled=cpu_bf16):
-            loss = method.loss(net, refiner.scheduler, cfg, x, y, probs, step)
+            loss = method.loss(net, refiner.scheduler, cfg, x, y, probs, draw)
         optimizer.zero_grad(set_to_none=True)
         accelerator.backward(loss)
         optimizer.step()
@@ -175,7 +178,8 @@ def train_refiner(
         seconds = time.perf_counter() - t_chunk
         record = {"step": step + 1, "train_loss": float(np.mean(losses)),
                   "lr": learning_rate(cfg, step), "seconds": round(seconds, 2),
-                  "train_images_per_s": round(len(losses) * cfg.batch_size / seconds, 2),
+                  "train_images_per_s": round(len(losses) * cfg.batch_size
+                                              * accelerator.num_processes / seconds, 2),
                   "oof_seconds": round(oof_seconds, 1)}  # fmt: skip
         accelerator.wait_for_everyone()
         if main:

@@ -32,6 +32,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from ..errors import InputError
+from ..pipeline import check_pair
 from .jobs import JobQueue
 from .pipeline import (
     DEFAULT_MAX_MEGAPIXELS,
@@ -136,8 +137,9 @@ def create_app(
             # load now so a broken run is reported at once (and cached for the job)
             segmenter = cache.get("segmenter", seg_name)
             refiner = cache.get("refiner", ref_name) if ref_name else None
-            if refiner is not None:
-                refiner.settings(steps, strength, samples, flip)  # bad settings: an error now
+            if refiner is not None:  # a mismatched pair or bad settings: an error now
+                check_pair(segmenter, refiner)
+                refiner.settings(steps, strength, samples, flip)
         except InputError as err:
             return _error(str(err))
         job = queue.submit("segment", name, segment_and_refine, image, segmenter, refiner,

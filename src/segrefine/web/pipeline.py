@@ -22,6 +22,10 @@ from skimage.draw import disk, line
 from ..data.datasets import resize_image, resize_mask
 from ..data.io import VOC_PALETTE, as_rgb
 from ..errors import InputError
+from ..pipeline import check_pair
+from ..pipeline import segment_and_refine as run_pipeline
+from ..report import colorize
+from ..report import overlay as blend
 
 __all__ = [
     "DEFAULT_MAX_MEGAPIXELS",
@@ -40,7 +44,6 @@ __all__ = [
 
 DEFAULT_MAX_MEGAPIXELS = 20.0
 DISPLAY_SIDE = 512  # figures on the page are at most this many pixels on their longest side
-_VOC = np.array(VOC_PALETTE, dtype=np.uint8).reshape(256, 3)
 
 Progress = Callable[[str, float], None]
 
@@ -93,14 +96,10 @@ def display_size(shape: tuple[int, int], side: int = DISPLAY_SIDE) -> tuple[int,
 def overlay(
     image: np.ndarray, labels: np.ndarray, clear: int | None = 0, alpha: float = 0.55
 ) -> np.ndarray:
-    """The image with its label map blended on top in the VOC palette, at display size.
-    Pixels of class ``clear`` (the background class, if any) are left uncoloured."""
+    """:func:`segrefine.report.overlay` at display size (the page's figures)."""
     size = display_size(image.shape[:2])
-    im = resize_image(image, size).astype(np.float32)
-    lab = resize_mask(labels.astype(np.uint8), size)
-    colour = _VOC[lab].astype(np.float32)
-    a = np.where(lab[..., None] != (-1 if clear is None else clear), alpha, 0.0)
-    return (im * (1 - a) + colour * a).round().astype(np.uint8)
+    return blend(resize_image(image, size), resize_mask(labels.astype(np.uint8), size), clear,
+                 alpha)  # fmt: skip
 
 
 def uncertainty_image(uncertainty: np.ndarray) -> np.ndarray:
@@ -238,29 +237,23 @@ def segment_and_refine(
     """
     report = progress or (lambda stage, fraction: None)
     names = tuple(segmenter.class_names)
-    if refiner is not None and refiner.num_classes != len(names):
-        raise InputError(
-            f"the segmenter has {len(names)} classes ({', '.join(names)}) but the refiner has "
-            f"{refiner.num_classes} ({', '.join(refiner.class_names)}): pick a matching pair"
-        )
+    if refiner is not None:
+        check_pair(segmenter, refiner)
     out = Figures()
     report("segmenting", 0.1)
-    t0 = time.perf_counter()
-    probs = segmenter.predict(image, keep_size=True)
-    out.timings["segment_s"] = time.perf_counter() - t0
-    labels = probs.argmax(0).astype(np.uint8)
-    _add_label_files(out, "segmenter", image, labels, probs, names)
+    (coarse,) = run_pipeline([image], segmenter, timings=out.timings)
+    _add_label_files(out, "segmenter", image, coarse.labels, coarse.probs, names)
     if refiner is not None:
         report("refining", 0.4)
-        t0 = time.perf_counter()
-        ref = refiner.refine(image, probs=probs, steps=steps, strength=strength,
-                             samples=samples, seed=seed, flip=flip)  # fmt: skip
-        out.timings["refine_s"] = time.perf_counter() - t0
+        (result,) = run_pipeline([image], refiner=refiner, probs=[coarse.probs], steps=steps,
+                                 strength=strength, samples=samples, flip=flip, seed=seed,
+                                 timings=out.timings)  # fmt: skip
+        ref = result.refined
         _add_label_files(out, "refined", image, ref.labels, ref.probs, names)
         out.files["uncertainty.png"] = (png_bytes(uncertainty_image(ref.uncertainty)), "image/png")
         out.files["uncertainty.npy"] = (npy_bytes(ref.uncertainty.astype(np.float16)),
                                         "application/octet-stream")  # fmt: skip
-        changed = float((ref.labels != labels).mean())
+        changed = float((ref.labels != coarse.labels).mean())
         out.info.update(nfe=ref.nfe, changed_fraction=changed,
                         mean_uncertainty=float(ref.uncertainty.mean()))  # fmt: skip
     report("drawing", 0.9)
@@ -316,7 +309,7 @@ def cluster_figures(
     report("drawing", 0.9)
     size = display_size(image.shape[:2])
     if scribbles is not None and not connected:  # segment k = scribble label k: same colour
-        colour = _VOC[(labels.astype(np.int64) % 254) + 1]
+        colour = colorize((labels.astype(np.int64) % 254) + 1)
     else:
         colour = colorize_segments(labels).astype(np.uint8)
     blend = (0.35 * image.astype(np.float32) + 0.65 * colour).round().astype(np.uint8)
@@ -326,7 +319,7 @@ def cluster_figures(
     if scribbles is not None:
         drawn = scribbles != 255
         sc = (image.astype(np.float32) * 0.5).astype(np.uint8)
-        sc[drawn] = _VOC[(scribbles[drawn].astype(int) % 254) + 1]
+        sc[drawn] = colorize((scribbles[drawn].astype(int) % 254) + 1)
         out.files["scribbles.png"] = (png_bytes(resize_mask(sc, size)), "image/png")
     out.info.update(
         segments=int(len(np.unique(labels))),

@@ -1,7 +1,4 @@
-"""CLI commands of the refiner: ``train-refiner``, ``refine`` and ``benchmark``.
-
-Registered on the main app by :func:`register`; each is a thin layer over the Python API.
-"""
+"""Refiner commands: ``train-refiner``, ``refine`` and ``benchmark``."""
 
 from __future__ import annotations
 
@@ -11,43 +8,7 @@ from typing import Annotated
 import typer
 
 from ..errors import InputError
-
-Steps = Annotated[
-    int | None,
-    typer.Option(
-        help="Denoising steps per sample (default: the "
-        "run's; paper mode: 0 = DDPM over every step)."
-    ),
-]
-Strength = Annotated[
-    float | None,
-    typer.Option(
-        help="Start the reverse process at t = strength * T (0 < strength <= 1; "
-        "default: the run's)."
-    ),
-]
-Samples = Annotated[
-    int | None,
-    typer.Option(
-        help="Stochastic refinements averaged per image (their disagreement is the "
-        "uncertainty; default: the value recorded in the run's config.json when it was trained)."
-    ),
-]
-Flip = Annotated[
-    bool | None,
-    typer.Option(
-        "--flip/--no-flip",
-        help="Draw half of the samples on the left-right mirrored image (test-time "
-        "augmentation: same denoiser evaluations, a second encoder pass; needs --samples >= 2; "
-        "default: the run's setting, off unless recorded).",
-    ),
-]
-Device = Annotated[str, typer.Option(help="auto (CUDA when available, else CPU), cpu, or cuda.")]
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
-
-
-def _steps(steps: int | None) -> int | None:
-    return None if steps is None else (steps or None)
+from .options import Device, Flip, Quiet, Samples, Steps, Strength, Threads, split_classes
 
 
 def train_refiner_cmd(
@@ -55,18 +16,14 @@ def train_refiner_cmd(
     data: Annotated[Path | None, typer.Option(help="Dataset root (VOC or folder layout).")] = None,
     split: Annotated[str, typer.Option(help="Training split.")] = "train",
     val_split: Annotated[
-        str,
-        typer.Option(
-            help="Split scored during training ('' = none): "
-            "refines the segmenter's predictions when "
-            "--segmenter is given, else fixed degradations."
-        ),
+        str, typer.Option(help="Split scored during training ('' = none): refines the "
+                          "segmenter's predictions when --segmenter is given, else fixed "
+                          "degradations.")
     ] = "val",
     classes: Annotated[
         str | None,
-        typer.Option(
-            help="Comma-separated classes to keep (default: all; taken from --segmenter)."
-        ),
+        typer.Option(help="Comma-separated classes to keep (default: all; taken from "
+                     "--segmenter)."),
     ] = None,
     size: Annotated[int, typer.Option(help="Square training size.")] = 128,
     mode: Annotated[
@@ -74,11 +31,8 @@ def train_refiner_cmd(
     ] = "default",
     segmenter: Annotated[
         Path | None,
-        typer.Option(
-            help="A segmenter run: its architecture is "
-            "retrained out-of-fold to make realistic "
-            "coarse masks (default mode)."
-        ),
+        typer.Option(help="A segmenter run: its architecture is retrained out-of-fold to make "
+                     "realistic coarse masks (default mode)."),
     ] = None,
     iterations: Annotated[int, typer.Option(help="Optimisation steps.")] = 5500,
     batch_size: Annotated[int, typer.Option(help="Images per step.")] = 16,
@@ -93,40 +47,31 @@ def train_refiner_cmd(
                                  "segmenter run's own).")
     ] = None,
     band: Annotated[
-        int,
-        typer.Option(
-            help="Pixels around the coarse mask's boundaries that may change (0 = anywhere)."
-        ),
+        int, typer.Option(help="Pixels around the coarse mask's boundaries that may change "
+                          "(0 = anywhere).")
     ] = 6,
     seed: Annotated[int, typer.Option(help="Seed for weights, batches and noise.")] = 0,
     mixed_precision: Annotated[
-        bool,
-        typer.Option(
-            help="bf16 autocast in training on CUDA and on CPUs with native bf16 "
-            "(--no-mixed-precision: float32 throughout)."
-        ),
+        bool, typer.Option(help="bf16 autocast in training on CUDA and on CPUs with native "
+                           "bf16 (--no-mixed-precision: float32 throughout).")
     ] = True,
     ema_decay: Annotated[
-        float | None,
-        typer.Option(
-            help="Keep an exponential moving average of the weights with this decay and use "
-            "it as the run's weights (0 = off; default: RefinerConfig's)."
-        ),
+        float | None, typer.Option(help="Keep an exponential moving average of the weights "
+                                   "with this decay and use it as the run's weights (0 = off; "
+                                   "default: RefinerConfig's).")
     ] = None,
     validate_raw: Annotated[
-        bool,
-        typer.Option(
-            "--validate-raw",
-            help="Also score the raw weights beside their moving average at each validation "
-            "(logged as val_raw; costs a second validation).",
-        ),
+        bool, typer.Option("--validate-raw", help="Also score the raw weights beside their "
+                           "moving average at each validation (logged as val_raw; costs a "
+                           "second validation).")
     ] = False,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out.")] = False,
     device: Device = "auto",
+    threads: Threads = None,
     quiet: Quiet = False,
 ) -> None:
     """Train a diffusion refiner (default or paper mode); resumable, logs to log.jsonl."""
-    from .train import RefinerConfig, train_refiner
+    from ..diffusion import RefinerConfig, train_refiner
 
     cfg = None
     if not resume:
@@ -134,29 +79,25 @@ def train_refiner_cmd(
             raise InputError("--data is required (unless --resume)")
         cfg = RefinerConfig(
             data=str(data), split=split, val_split=val_split or None, size=size, mode=mode,
-            classes=[c.strip() for c in classes.split(",")] if classes else None,
-            segmenter=str(segmenter) if segmenter else None, iterations=iterations,
-            batch_size=batch_size, crop=crop or None, lr=lr, oof_folds=oof_folds,
-            oof_epochs=oof_epochs, band=band, seed=seed, mixed_precision=mixed_precision,
-            validate_raw=validate_raw, **({} if ema_decay is None else {"ema_decay": ema_decay}),
+            classes=split_classes(classes), segmenter=str(segmenter) if segmenter else None,
+            iterations=iterations, batch_size=batch_size, crop=crop or None, lr=lr,
+            oof_folds=oof_folds, oof_epochs=oof_epochs, band=band, seed=seed,
+            mixed_precision=mixed_precision, validate_raw=validate_raw,
+            **({} if ema_decay is None else {"ema_decay": ema_decay}),
         )  # fmt: skip
     best = train_refiner(cfg, out, resume=resume, device=device, progress=not quiet)
     if best.get("val"):
         v = best["val"]
-        typer.echo(
-            f"best step {best['step']}: per-image IoU {v['mean_image_iou']:.2f}, "
-            f"Boundary IoU {v['boundary_iou']:.2f}"
-        )
+        typer.echo(f"best step {best['step']}: per-image IoU {v['mean_image_iou']:.2f}, "
+                   f"Boundary IoU {v['boundary_iou']:.2f}")  # fmt: skip
     typer.echo(f"run saved in {out}")
 
 
 def refine_cmd(
     refiner: Annotated[Path, typer.Option(help="Run folder of a trained refiner.")],
     images: Annotated[
-        Path,
-        typer.Option(
-            help="Folder of images, one image, or a dataset root (then --split picks the images)."
-        ),
+        Path, typer.Option(help="Folder of images, one image, or a dataset root (then --split "
+                           "picks the images).")
     ],
     out: Annotated[
         Path, typer.Option(help="Folder for refined <id>.png, <id>.npy and <id>_uncertainty.png.")
@@ -166,11 +107,8 @@ def refine_cmd(
     ] = None,
     probs: Annotated[
         Path | None,
-        typer.Option(
-            help="Folder of <id>.npy probability maps "
-            "(C x H x W, any model) or <id>.png label "
-            "masks, instead of --segmenter."
-        ),
+        typer.Option(help="Folder of <id>.npy probability maps (C x H x W, any model) or "
+                     "<id>.png label masks, instead of --segmenter."),
     ] = None,
     split: Annotated[str, typer.Option(help="Split when --images is a dataset.")] = "val",
     steps: Steps = None,
@@ -179,31 +117,24 @@ def refine_cmd(
     flip: Flip = None,
     seed: Annotated[int, typer.Option(help="Seed of the sampling noise.")] = 0,
     device: Device = "auto",
+    threads: Threads = None,
     quiet: Quiet = False,
 ) -> None:
-    """Refine a segmenter's output (or saved probabilities / masks) with a trained refiner."""
+    """Refine a segmenter's output (or saved probabilities / masks) with a trained refiner.
+
+    Under accelerate launch the images are shared out between the processes.
+    """
+    from ..diffusion import Refiner
+    from ..refine import refine_to_folder
     from ..segmenter import Segmenter
-    from .apply import refine_to_folder
-    from .refiner import Refiner
 
     if (segmenter is None) == (probs is None):
         raise InputError("give exactly one of --segmenter or --probs")
     ref = Refiner.load(refiner, device)
     seg = Segmenter.load(segmenter, device) if segmenter is not None else None
-    ids = refine_to_folder(
-        ref,
-        images,
-        out,
-        segmenter=seg,
-        probs_dir=probs,
-        split=split,
-        steps=_steps(steps),
-        strength=strength,
-        samples=samples,
-        seed=seed,
-        progress=not quiet,
-        flip=flip,
-    )
+    ids = refine_to_folder(ref, images, out, segmenter=seg, probs_dir=probs, split=split,
+                           steps=steps, strength=strength, samples=samples, seed=seed,
+                           progress=not quiet, flip=flip)  # fmt: skip
     typer.echo(f"refined {len(ids)} images into {out}")
 
 
@@ -228,49 +159,31 @@ def benchmark_cmd(
     sweep: Annotated[
         str, typer.Option(help="Comma-separated step counts for the quality-vs-steps plot.")
     ] = "1,2,4,8",
-    threads: Annotated[int | None, typer.Option(help="CPU threads (default: torch's).")] = None,
     device: Device = "cpu",
+    threads: Threads = None,
     quiet: Quiet = False,
 ) -> None:
     """Segmenter vs segmenter + refiner (vs DenseCRF): tables, figures, speed, results.json."""
-    import torch
-
     from ..benchmark import run_benchmark
 
-    if threads:
-        torch.set_num_threads(threads)
     try:
         sweep_steps = tuple(int(s) for s in sweep.split(",") if s.strip())
     except ValueError as err:
         raise InputError(f"--sweep must be comma-separated integers, got '{sweep}'") from err
-    r = run_benchmark(
-        data,
-        split,
-        segmenter,
-        refiner,
-        out,
-        crf=crf,
-        steps=_steps(steps),
-        strength=strength,
-        samples=samples,
-        flip=flip,
-        step_sweep=sweep_steps,
-        other_segmenters=tuple(other or ()),
-        device=device,
-        progress=not quiet,
-    )
+    r = run_benchmark(data, split, segmenter, refiner, out, crf=crf, steps=steps,
+                      strength=strength, samples=samples, flip=flip, step_sweep=sweep_steps,
+                      other_segmenters=tuple(other or ()), device=device,
+                      progress=not quiet)  # fmt: skip
     for name in ("baseline", "refined", "crf"):
         if name in r:
             v = r[name]
-            typer.echo(
-                f"{name:9s} per-image IoU {v['mean_image_iou']:.2f}  mIoU {v['miou']:.2f}"
-                f"  Boundary IoU {v['boundary_iou']:.2f}  boundary F {v['boundary_f']:.2f}"
-            )
+            typer.echo(f"{name:9s} per-image IoU {v['mean_image_iou']:.2f}  mIoU {v['miou']:.2f}"
+                       f"  Boundary IoU {v['boundary_iou']:.2f}  "
+                       f"boundary F {v['boundary_f']:.2f}")  # fmt: skip
     typer.echo(f"report: {out / 'report.md'}")
 
 
 def register(app: typer.Typer) -> None:
-    """Add the refiner commands to the main CLI."""
     app.command("train-refiner")(train_refiner_cmd)
     app.command("refine")(refine_cmd)
     app.command("benchmark")(benchmark_cmd)

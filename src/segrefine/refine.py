@@ -19,10 +19,11 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..data.io import read_mask, write_image, write_label_png, write_npy
-from ..errors import InputError
-from ..predict import iter_inputs
-from .refiner import Refiner
+from .data.io import read_mask, write_image, write_label_png, write_npy
+from .diffusion.refiner import Refiner
+from .errors import InputError
+from .pipeline import check_pair, segment_and_refine
+from .predict import iter_inputs
 
 
 def _read_prior(folder: Path, item_id: str):
@@ -56,34 +57,32 @@ def refine_to_folder(
     """Refine every input image; returns the ids written (see the module docstring)."""
     if (segmenter is None) == (probs_dir is None):
         raise InputError("give either a segmenter run or a folder of probabilities (--probs)")
-    if segmenter is not None and segmenter.class_names != refiner.class_names:
-        raise InputError(
-            f"the segmenter predicts {list(segmenter.class_names)} but the refiner "
-            f"was trained for {list(refiner.class_names)}"
-        )
+    if segmenter is not None:
+        check_pair(segmenter, refiner)
     if probs_dir is not None and not Path(probs_dir).is_dir():
         raise InputError("no such probability folder", probs_dir)
+    refiner.settings(steps, strength, samples, flip)  # bad settings fail before any work
     cfg = refiner.spec
-    inputs = iter_inputs(
-        source, refiner.size, split, cfg.classes, cfg.binary_per_class
-    )
+    inputs = iter_inputs(source, refiner.size, split, cfg.classes, cfg.binary_per_class)
     out = Path(out)
     written = []
     for inp in tqdm(inputs, desc="refine", disable=not progress, leave=False):
-        where = None
-        if segmenter is not None:
-            probs, labels = segmenter.predict(inp.image, keep_size=True), None
-        else:
+        coarse, where = {"segmenter": segmenter}, None
+        if segmenter is None:
             probs, labels = _read_prior(Path(probs_dir), inp.id)
+            coarse = {"probs": [probs]} if probs is not None else {"labels": [labels]}
             where = Path(probs_dir) / f"{inp.id}.{'npy' if probs is not None else 'png'}"
         try:
-            result = refiner.refine(inp.image, probs, labels, steps, strength, samples, seed, flip)
+            (result,) = segment_and_refine([inp.image], refiner=refiner, steps=steps,
+                                           strength=strength, samples=samples, flip=flip,
+                                           seed=seed, **coarse)  # fmt: skip
         except InputError as err:
             raise InputError(err.message, err.path or where) from err
-        write_label_png(out / f"{inp.id}.png", result.labels)
-        write_npy(out / f"{inp.id}.npy", result.probs.astype(np.float16))
+        refined = result.refined
+        write_label_png(out / f"{inp.id}.png", refined.labels)
+        write_npy(out / f"{inp.id}.npy", refined.probs.astype(np.float16))
         write_image(
-            out / f"{inp.id}_uncertainty.png", (result.uncertainty * 255).round().astype(np.uint8)
+            out / f"{inp.id}_uncertainty.png", (refined.uncertainty * 255).round().astype(np.uint8)
         )
         written.append(inp.id)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,7 @@
-"""``segrefine cluster`` and ``segrefine cluster-benchmark``: thin commands over the API.
+"""Unsupervised commands: ``cluster`` and ``cluster-benchmark``.
 
-:func:`register` adds both commands to the main ``segrefine`` app.
+Clustering trains a small network per image on the CPU, so these commands take
+``--threads`` and ``--quiet`` but no ``--device``.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+
+from .options import Quiet, Threads
 
 __all__ = ["register"]
 
@@ -79,10 +82,11 @@ def cluster_cmd(
         ),
     ] = False,
     seed: Annotated[int, typer.Option(help="Random seed (results are deterministic).")] = 0,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    threads: Threads = None,
+    quiet: Quiet = False,
 ) -> None:
     """Segment images without labels (differentiable feature clustering)."""
-    from .run import cluster_paths, config_for_cli
+    from ..unsupervised.run import cluster_paths, config_for_cli
 
     cfg = config_for_cli(
         paper=paper,
@@ -106,11 +110,11 @@ def cluster_benchmark_cmd(
     split: Annotated[str, typer.Option(help="Split to run on.")] = "val",
     limit: Annotated[int | None, typer.Option(help="Only the first N images (sorted ids).")] = None,
     scribbles: Annotated[bool, typer.Option(help="Also run with automatic scribbles.")] = True,
-    threads: Annotated[int | None, typer.Option(help="CPU threads (default: all cores).")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    threads: Threads = None,
+    quiet: Quiet = False,
 ) -> None:
     """Benchmark the clustering method against k-means and Felzenszwalb on BSDS500."""
-    from .benchmark import results_table, run_cluster_benchmark
+    from ..unsupervised.benchmark import results_table, run_cluster_benchmark
 
     results = run_cluster_benchmark(
         data,

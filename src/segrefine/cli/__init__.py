@@ -1,0 +1,63 @@
+"""The ``segrefine`` command line: a thin layer over the Python API, one module per group of
+commands (``segment``, ``refine``, ``cluster``, ``serve``) and the options they share
+(``options``).
+
+Every command validates its inputs through the library; an :class:`InputError` becomes one
+line on stderr and exit code 2 (the same code Click uses for usage errors).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from .. import __version__
+from ..errors import InputError
+from . import cluster, refine, segment, serve
+
+app = typer.Typer(
+    name="segrefine",
+    help="Semantic segmentation refined by a diffusion model: train segmenters and refiners, "
+    "predict, refine, evaluate, benchmark; unsupervised clustering.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"segrefine {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True,
+                           help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """segrefine: better masks from any segmenter, with the evidence."""
+
+
+for _group in (segment, refine, serve, cluster):
+    _group.register(app)
+
+
+def main() -> None:
+    """Console entry point: run the app, turning input errors into one line and exit code 2."""
+    try:
+        app()
+    except InputError as err:
+        typer.echo(f"segrefine: error: {err}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("segrefine: interrupted", err=True)
+        sys.exit(130)
+
+
+__all__ = ["app", "main"]

@@ -1,0 +1,79 @@
+"""Options shared by the commands, declared once. ``--device`` and ``--threads`` check (and
+apply) themselves while the command line is parsed, so every command treats them alike."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from ..errors import InputError
+
+
+def _device(value: str) -> str:
+    from ..segmenter import resolve_device
+
+    resolve_device(value)  # an unknown or unavailable device is an input error now
+    return value
+
+
+def _threads(value: int | None) -> int | None:
+    if value is not None:
+        if value < 1:
+            raise InputError(f"--threads must be at least 1, got {value}")
+        import torch
+
+        torch.set_num_threads(value)
+    return value
+
+
+Device = Annotated[
+    str, typer.Option(help="auto (CUDA when available, else CPU), cpu, or cuda.", callback=_device)
+]
+Threads = Annotated[
+    int | None, typer.Option(help="CPU threads for PyTorch (default: PyTorch's choice).",
+                             callback=_threads)  # fmt: skip
+]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or epoch lines.")]
+
+Classes = Annotated[
+    str | None,
+    typer.Option(help="Comma-separated class names to keep, e.g. 'horse' (binary horse vs "
+                 "background) or 'bird,cat,dog,horse,sheep'. Default: all classes."),
+]  # fmt: skip
+BinaryPerClass = Annotated[
+    bool,
+    typer.Option("--binary-per-class", help="With --classes: one binary class-vs-background "
+                 "task per listed class, each over the images containing that class (the "
+                 "paper's protocol)."),
+]  # fmt: skip
+
+Steps = Annotated[
+    int | None,
+    typer.Option(help="Denoising steps per sample (at least 1; default: the run's, which for "
+                 "paper mode is DDPM over every timestep)."),
+]  # fmt: skip
+Strength = Annotated[
+    float | None,
+    typer.Option(help="Start the reverse process at t = strength * T (0 < strength <= 1; "
+                 "default: the run's)."),
+]  # fmt: skip
+Samples = Annotated[
+    int | None,
+    typer.Option(help="Stochastic refinements averaged per image (their disagreement is the "
+                 "uncertainty; default: the run's)."),
+]  # fmt: skip
+Flip = Annotated[
+    bool | None,
+    typer.Option("--flip/--no-flip",
+                 help="Draw half of the samples on the left-right mirrored image (test-time "
+                 "augmentation: same denoiser evaluations, a second encoder pass; needs "
+                 "--samples >= 2; default: the run's setting, off unless recorded)."),
+]  # fmt: skip
+
+
+def split_classes(classes: str | None) -> list[str] | None:
+    """'a, b,c' -> ['a', 'b', 'c']; None or '' -> None (all classes)."""
+    if not classes:
+        return None
+    return [c.strip() for c in classes.split(",") if c.strip()]

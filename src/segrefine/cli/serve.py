@@ -1,0 +1,59 @@
+"""``demo`` (the main job in one command) and ``serve`` (the local web app)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..errors import InputError
+from .options import Device, Quiet, Threads
+
+
+def demo_cmd(
+    out: Annotated[Path, typer.Option(help="Folder for the data, run, predictions and report.")]
+    = Path("demo_out"),
+    epochs: Annotated[int, typer.Option(help="Training epochs for the demo segmenter.")] = 25,
+    refiner_iterations: Annotated[
+        int, typer.Option(help="Training steps for the demo refiner (0 = no refiner).")
+    ] = 1200,
+    device: Device = "auto",
+    threads: Threads = None,
+    quiet: Quiet = False,
+) -> None:
+    """The main job in one command: synthetic data, a U-Net, a diffusion refiner, a report."""
+    from ..demo import run_demo
+
+    if refiner_iterations < 0:
+        raise InputError(f"--refiner-iterations must be 0 or more, got {refiner_iterations}")
+    report = run_demo(out, epochs=epochs, refiner_iterations=refiner_iterations, device=device,
+                      progress=not quiet)  # fmt: skip
+    typer.echo(f"report: {report}")
+
+
+def serve_cmd(
+    runs: Annotated[Path, typer.Option(help="Folder searched (3 levels deep) for segmenter and "
+                                       "refiner runs to offer on the page.")] = Path("runs"),
+    host: Annotated[str, typer.Option(help="Address to listen on; 127.0.0.1 = this machine "
+                                      "only.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 7860,
+    max_megapixels: Annotated[float, typer.Option(help="Refuse uploads larger than this many "
+                                                  "megapixels.")] = 20.0,
+    device: Device = "auto",
+    threads: Threads = None,
+) -> None:
+    """Local web app: upload an image, segment, refine, see uncertainty; cluster with scribbles."""
+    from ..segmenter import resolve_device
+    from ..web import serve as serve_app
+
+    if max_megapixels <= 0:
+        raise InputError(f"--max-megapixels must be positive, got {max_megapixels:g}")
+    if not runs.is_dir():
+        typer.echo(f"segrefine: note: {runs}: no such folder yet; the page will say so", err=True)
+    serve_app(runs, host, port, max_megapixels, str(resolve_device(device)))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("demo")(demo_cmd)
+    app.command("serve")(serve_cmd)
