@@ -307,3 +307,26 @@ def test_a_lagging_rank_starts_the_next_run_with_the_main_process(
     ranks = _launch_training("lagging_rank", synthetic_root, tmp_path / "lag")
     assert (ranks.run / checkpoint.WEIGHTS).is_file()
     assert all(len(info["steps"]) == 16 // (4 * WORLD) for info in ranks.info)
+
+
+CLI = "import sys\nfrom segrefine.cli import main\nsys.argv[0] = 'segrefine'\nmain()\n"
+
+
+def test_refine_in_two_processes_writes_each_image_once_as_one_process_does(
+    gloo, tmp_path, synthetic_root, trained_run, trained_refiner, run_cli
+):
+    """``refine`` under ``accelerate launch`` shares the images out between the processes;
+    together they write exactly what one process writes."""
+    images = synthetic_root / "images" / "val"
+    args = ["refine", "--refiner", str(trained_refiner[0]), "--segmenter", str(trained_run),
+            "--images", str(images), "--device", "cpu", "-q"]  # fmt: skip
+    code, _, err = run_cli(*args, "--out", str(tmp_path / "one"))
+    assert code == 0, err
+    code, output = _launch(CLI, [*args, "--out", str(tmp_path / "two")], tmp_path / "launch")
+    assert code == 0, f"{_errors(output)}\n{output[-4000:]}"
+    one = sorted(p.name for p in (tmp_path / "one").iterdir())
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == one
+    for name in one:
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
+    shares = re.findall(r"refined (\d+) images", output)
+    assert sorted(map(int, shares)) == [4, 4], output  # 8 images, half each

@@ -11,6 +11,7 @@ Outputs, for an input named ``<id>``:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,26 @@ from .data.datasets import detect_layout, load_split
 from .data.io import list_images, read_image, write_label_png, write_npy
 from .errors import InputError
 from .segmenter import Segmenter
+
+
+def process_share(items: list) -> list:
+    """This process's share of ``items`` when the command runs in several processes
+    (``accelerate launch``, ``torchrun``): contiguous parts, one per process, via Accelerate's
+    ``split_between_processes``. All of them in a single process."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return items
+    import torch
+    from accelerate import PartialState
+
+    # without a GPU Accelerate forms a process group only when told it runs on CPUs
+    state = PartialState(cpu=not torch.cuda.is_available())
+    with state.split_between_processes(items) as mine:
+        return list(mine)
+
+
+def is_main_process() -> bool:
+    """Whether this is the process that writes shared files (the only one, usually)."""
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 @dataclass
@@ -38,7 +59,8 @@ def iter_inputs(
 
     Dataset images go through the run's protocol (crop + resize) with the run's class
     selection, so predictions line up with ``evaluate`` on the same split. Folder images are
-    read one at a time (any sizes) and keep their names.
+    read one at a time (any sizes) and keep their names. In several processes each one gets
+    its share (:func:`process_share`), so every output is written once.
     """
     source = Path(source)
     if not source.exists():
@@ -46,13 +68,13 @@ def iter_inputs(
     if source.is_dir() and detect_layout(source) is not None:
         data = load_split(source, split, classes, binary_per_class,
                           None if keep_size else size, require_masks=False)
-        for item in data.items:
+        for item in process_share(data.items):
             yield InputImage(item.id, item.image)
         return
     paths = [source] if source.is_file() else list_images(source)
     if not paths:
         raise InputError("no images found (jpg, png, bmp, tif, webp)", source)
-    for path in paths:
+    for path in process_share(paths):
         yield InputImage(path.stem, read_image(path))
 
 
@@ -83,5 +105,6 @@ def predict_to_folder(
             write_npy(out / f"{inp.id}.npy", probs.astype(np.float16))
         written.append(inp.id)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "classes.txt").write_text("\n".join(segmenter.class_names) + "\n")
+    if is_main_process():
+        (out / "classes.txt").write_text("\n".join(segmenter.class_names) + "\n")
     return written

@@ -23,7 +23,7 @@ from .data.io import read_mask, write_image, write_label_png, write_npy
 from .diffusion.refiner import Refiner
 from .errors import InputError
 from .pipeline import check_pair, segment_and_refine
-from .predict import iter_inputs
+from .predict import is_main_process, iter_inputs
 
 
 def _read_prior(folder: Path, item_id: str):
@@ -86,5 +86,6 @@ def refine_to_folder(
         )
         written.append(inp.id)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "classes.txt").write_text("\n".join(refiner.class_names) + "\n")
+    if is_main_process():
+        (out / "classes.txt").write_text("\n".join(refiner.class_names) + "\n")
     return written
