@@ -1,0 +1,219 @@
+"""The refiner's commands: train-refiner, refine (any model's probabilities) and benchmark."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from refiner_helpers import tiny_config
+
+from segrefine.diffusion import (
+    train_refiner,
+)
+
+# --- the commands ---------------------------------------------------------------------------
+
+
+def test_train_refiner_cli_with_out_of_fold_segmenters(
+    run_cli, tmp_path, synthetic_root, trained_run
+):
+    out = tmp_path / "ref"
+    code, stdout, err = run_cli(
+        "train-refiner",
+        "--data",
+        synthetic_root,
+        "--segmenter",
+        trained_run,
+        "--iterations",
+        "4",
+        "--batch-size",
+        "4",
+        "--out",
+        out,
+        "--device",
+        "cpu",
+        "-q",
+    )
+    assert code == 0, err
+    assert (out / "oof" / "fold0" / "model.safetensors").exists()
+    assert (out / "oof" / "fold1" / "model.safetensors").exists()
+    assert (out / "oof" / "views.safetensors").exists()
+    assert "run saved" in stdout
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    # validated (EMA weights) without the opt-in second validation of the raw weights
+    assert log and all("val" in r and "val_raw" not in r for r in log)
+
+
+def test_refine_cli_writes_labels_probabilities_and_uncertainty(
+    run_cli, tmp_path, synthetic_root, trained_run, trained_refiner
+):
+    ref, _ = trained_refiner
+    out = tmp_path / "refined"
+    code, _, err = run_cli(
+        "refine",
+        "--refiner",
+        ref,
+        "--segmenter",
+        trained_run,
+        "--images",
+        synthetic_root,
+        "--split",
+        "val",
+        "--out",
+        out,
+        "--samples",
+        "2",
+        "--device",
+        "cpu",
+        "-q",
+    )
+    assert code == 0, err
+    ids = sorted(p.stem for p in out.glob("*.npy"))
+    assert len(ids) == 8
+    probs = np.load(out / f"{ids[0]}.npy")
+    assert probs.shape == (5, 32, 32) and probs.dtype == np.float16
+    assert (out / f"{ids[0]}_uncertainty.png").exists() and (out / f"{ids[0]}.png").exists()
+
+
+def test_refine_cli_takes_any_models_probabilities_and_rejects_bad_ones(
+    run_cli, tmp_path, synthetic_root, trained_run, trained_refiner
+):
+    ref, _ = trained_refiner
+    probs = tmp_path / "probs"
+    code, _, err = run_cli(
+        "predict",
+        "--model",
+        trained_run,
+        "--images",
+        synthetic_root,
+        "--out",
+        probs,
+        "--save-probs",
+        "--device",
+        "cpu",
+        "-q",
+    )
+    assert code == 0, err
+    code, _, err = run_cli(
+        "refine",
+        "--refiner",
+        ref,
+        "--probs",
+        probs,
+        "--images",
+        synthetic_root,
+        "--out",
+        tmp_path / "a",
+        "--device",
+        "cpu",
+        "-q",
+    )
+    assert code == 0, err
+    victim = sorted(probs.glob("*.npy"))[0]
+    np.save(victim, np.full((5, 32, 32), 0.5, np.float16))  # does not sum to 1
+    code, _, err = run_cli(
+        "refine",
+        "--refiner",
+        ref,
+        "--probs",
+        probs,
+        "--images",
+        synthetic_root,
+        "--out",
+        tmp_path / "b",
+        "--device",
+        "cpu",
+        "-q",
+    )
+    assert code == 2 and "sum to 1" in err and victim.name in err
+    assert len(err.strip().splitlines()) == 1
+    np.save(victim, np.full((3, 32, 32), 1 / 3, np.float16))  # wrong class count
+    code, _, err = run_cli(
+        "refine",
+        "--refiner",
+        ref,
+        "--probs",
+        probs,
+        "--images",
+        synthetic_root,
+        "--out",
+        tmp_path / "c",
+        "--device",
+        "cpu",
+        "-q",
+    )
+    assert code == 2 and "3 classes" in err and victim.name in err
+
+
+def test_refine_cli_flip_writes_results_and_rejects_one_sample(
+    run_cli, tmp_path, synthetic_root, trained_run, trained_refiner
+):
+    ref, _ = trained_refiner
+    common = ("--refiner", ref, "--segmenter", trained_run, "--images", synthetic_root,
+              "--device", "cpu", "-q", "--flip")  # fmt: skip
+    code, _, err = run_cli("refine", *common, "--out", tmp_path / "a")
+    assert code == 0, err
+    assert sorted((tmp_path / "a").glob("*_uncertainty.png"))
+    code, _, err = run_cli("refine", *common, "--samples", "1", "--out", tmp_path / "b")
+    assert code == 2 and "samples >= 2" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "b").exists()
+
+
+def test_refine_cli_rejects_a_segmenter_with_other_classes(
+    run_cli, tmp_path, synthetic_root, trained_run
+):
+    ref = tmp_path / "blob_refiner"
+    train_refiner(
+        tiny_config(synthetic_root, classes=["blob"], iterations=2, val_split=None),
+        ref,
+        device="cpu",
+        progress=False,
+    )
+    code, _, err = run_cli(
+        "refine",
+        "--refiner",
+        ref,
+        "--segmenter",
+        trained_run,
+        "--images",
+        synthetic_root,
+        "--out",
+        tmp_path / "o",
+        "--device",
+        "cpu",
+    )
+    assert code == 2 and "the segmenter has 5 classes" in err and "refiner has 2" in err
+
+
+def test_benchmark_cli_writes_report_and_results(
+    run_cli, tmp_path, synthetic_root, trained_run, trained_refiner
+):
+    ref, _ = trained_refiner
+    out = tmp_path / "bench"
+    code, stdout, err = run_cli(
+        "benchmark",
+        "--data",
+        synthetic_root,
+        "--segmenter",
+        trained_run,
+        "--refiner",
+        ref,
+        "--out",
+        out,
+        "--sweep",
+        "1,2",
+        "--other",
+        trained_run,
+        "-q",
+    )
+    assert code == 0, err
+    results = json.loads((out / "results.json").read_text())
+    for part in ("baseline", "refined"):
+        assert set(results[part]) >= {"mean_image_iou", "miou", "boundary_iou", "boundary_f"}
+    assert results["nfe_per_image"] == 2  # default: 1 step x 2 samples
+    assert results["settings"]["flip"] is False  # test-time mirroring is opt-in
+    assert results["segment_images_per_s"] > 0 and results["refine_images_per_s"] > 0
+    assert [s["steps"] for s in results["steps_sweep"]] == [1, 2]
+    for name in ("report.md", "improved.png", "worsened.png", "scatter.png", "steps.png"):
+        assert (out / name).exists(), name
+    assert "Table 1" in (out / "report.md").read_text()
