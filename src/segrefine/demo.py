@@ -32,11 +32,10 @@ def demo_refiner_config(data: Path, segmenter: Path, iterations: int):
     """The demo's refiner: default mode, out-of-fold coarse masks from short fold segmenters.
 
     Like every refiner its encoder starts from the segmenter's weights and its weights are an
-    exponential moving average. 1200 steps: with 400 the demo's refiner changed the U-Net's
-    scores by less than their noise (+0.6 per-image IoU, -0.2 mIoU), with 1200 it adds
-    +1.5 / +4.1 (this demo's validation scenes; docs/benchmarks.md). It averages 4 samples (the
-    samples of a briefly trained refiner disagree more) and trains in float32 (in bf16 a
-    400-step run ended below the U-Net).
+    exponential moving average. It trains long enough for its gain to stand above the noise of
+    the demo's scores, averages 4 samples (the samples of a briefly trained refiner disagree
+    more) and trains in float32 (a short bf16 run ended below the U-Net). The runs behind these
+    choices are in docs/benchmarks.md.
     """
     from .diffusion import RefinerConfig
 

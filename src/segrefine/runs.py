@@ -68,6 +68,19 @@ class RunSpec:
         return len(self.class_names)
 
 
+@dataclasses.dataclass
+class TrainingData:
+    """The data a training run learns from, the same for every trainer (the first fields of
+    ``TrainConfig`` and ``RefinerConfig``)."""
+
+    data: str
+    split: str = "train"
+    val_split: str | None = "val"
+    classes: list[str] | None = None
+    binary_per_class: bool = False
+    size: int = 128
+
+
 def check_settings(checks: dict[str, bool], what: str) -> None:
     """Raise one :class:`InputError` naming the first failed check (``name: condition``)."""
     for name, ok in checks.items():

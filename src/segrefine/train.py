@@ -31,20 +31,14 @@ from .data.transforms import AugmentConfig, augment_batch, to_tensor
 from .errors import InputError
 from .evaluate import score_split
 from .models import available_segmenters
-from .runs import RunFolder, check_settings, make_accelerator
+from .runs import RunFolder, TrainingData, check_settings, make_accelerator
 from .segmenter import Segmenter, SegmenterSpec, predict_probs, resolve_device
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(TrainingData):
     """Everything that defines a segmenter training run (saved in the run's config.json)."""
 
-    data: str
-    split: str = "train"
-    val_split: str | None = "val"
-    classes: list[str] | None = None
-    binary_per_class: bool = False
-    size: int = 128
     model: str = "unet"
     width: int = 16
     depth: int = 4
@@ -157,7 +151,7 @@ def train_segmenter(
     meta = folder.restore(model, optimizer, resume)
     start_epoch = meta["epoch"] + 1 if meta else 0
 
-    # channels-last convolutions are ~20% faster on CPU and the preferred layout on GPU
+    # channels-last convolutions are faster on a CPU and the preferred layout on a GPU
     model = model.to(memory_format=torch.channels_last)
     model, optimizer = accelerator.prepare(model, optimizer)
     images = torch.from_numpy(np.stack([it.image for it in train.items]))

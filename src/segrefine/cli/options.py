@@ -72,6 +72,21 @@ Flip = Annotated[
 ]  # fmt: skip
 
 
+Resume = Annotated[
+    bool, typer.Option("--resume", help="Continue the run in --out from its last saved state "
+                       "with its saved settings (other options are ignored).")
+]  # fmt: skip
+
+
+def data_unless_resuming(data, resume: bool) -> str | None:
+    """``--data`` as a string; required for a new run, ignored when resuming."""
+    if resume:
+        return None
+    if data is None:
+        raise InputError("--data is required (unless --resume)")
+    return str(data)
+
+
 def split_classes(classes: str | None) -> list[str] | None:
     """'a, b,c' -> ['a', 'b', 'c']; None or '' -> None (all classes)."""
     if not classes:

@@ -8,7 +8,18 @@ from typing import Annotated
 import typer
 
 from ..errors import InputError
-from .options import Device, Flip, Quiet, Samples, Steps, Strength, Threads, split_classes
+from .options import (
+    Device,
+    Flip,
+    Quiet,
+    Resume,
+    Samples,
+    Steps,
+    Strength,
+    Threads,
+    data_unless_resuming,
+    split_classes,
+)
 
 
 def train_refiner_cmd(
@@ -65,7 +76,7 @@ def train_refiner_cmd(
                            "moving average at each validation (logged as val_raw; costs a "
                            "second validation).")
     ] = False,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out.")] = False,
+    resume: Resume = False,
     device: Device = "auto",
     threads: Threads = None,
     quiet: Quiet = False,
@@ -74,9 +85,7 @@ def train_refiner_cmd(
     from ..diffusion import RefinerConfig, train_refiner
 
     cfg = None
-    if not resume:
-        if data is None:
-            raise InputError("--data is required (unless --resume)")
+    if data_unless_resuming(data, resume):
         cfg = RefinerConfig(
             data=str(data), split=split, val_split=val_split or None, size=size, mode=mode,
             classes=split_classes(classes), segmenter=str(segmenter) if segmenter else None,

@@ -7,8 +7,16 @@ from typing import Annotated
 
 import typer
 
-from ..errors import InputError
-from .options import BinaryPerClass, Classes, Device, Quiet, Threads, split_classes
+from .options import (
+    BinaryPerClass,
+    Classes,
+    Device,
+    Quiet,
+    Resume,
+    Threads,
+    data_unless_resuming,
+    split_classes,
+)
 
 
 def train_segmenter_cmd(
@@ -37,10 +45,7 @@ def train_segmenter_cmd(
         bool, typer.Option(help="Random flip, scale/crop and colour jitter while training.")
     ] = True,
     seed: Annotated[int, typer.Option(help="Seed for weights, data order and augmentation.")] = 0,
-    resume: Annotated[
-        bool, typer.Option("--resume", help="Continue the run in --out from its last epoch "
-                           "with its saved settings (other options are ignored).")
-    ] = False,
+    resume: Resume = False,
     device: Device = "auto",
     threads: Threads = None,
     quiet: Quiet = False,
@@ -49,9 +54,7 @@ def train_segmenter_cmd(
     from ..train import TrainConfig, train_segmenter
 
     cfg = None
-    if not resume:
-        if data is None:
-            raise InputError("--data is required (unless --resume)")
+    if data_unless_resuming(data, resume):
         cfg = TrainConfig(
             data=str(data), split=split, val_split=val_split or None,
             classes=split_classes(classes), binary_per_class=binary_per_class, size=size,

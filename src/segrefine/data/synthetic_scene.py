@@ -52,8 +52,8 @@ _P_EMPTY_SCENE = 0.1
 # palette is drawn from the same families, so a colour hints at which class an object is but not
 # at whether a pixel belongs to an object at all.
 _FAMILY_HUES = np.array([0.0, 90.0, 180.0, 270.0])
-# How often a background palette colour comes from each family: the families' measured shares of
-# object pixels, so that background and object pixels have the same colour distribution.
+# How often a background palette colour comes from each family: the families' shares of object
+# pixels (as generated), so that background and object pixels have the same colour distribution.
 _PALETTE_FAMILY_P = np.array([0.35, 0.19, 0.24, 0.22])
 # An object takes its class's colour family this often, otherwise a random family.
 _P_CHARACTERISTIC_COLOUR = 0.9

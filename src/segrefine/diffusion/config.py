@@ -6,21 +6,15 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
-from ..runs import check_settings
+from ..runs import TrainingData, check_settings
 from .modes import get_mode
 from .refiner import RefinerSpec
 
 
 @dataclass
-class RefinerConfig:
+class RefinerConfig(TrainingData):
     """Everything that defines a refiner training run (saved in the run's config.json)."""
 
-    data: str
-    split: str = "train"
-    val_split: str | None = "val"
-    classes: list[str] | None = None
-    binary_per_class: bool = False
-    size: int = 128
     mode: str = "default"
     segmenter: str | None = None  # run folder: out-of-fold predictions as training inputs
     oof_folds: int = 2

@@ -144,7 +144,7 @@ class ConditionalDenoiser(nn.Module):
         b, k = features.shape[0], x_t.shape[0] // features.shape[0]
         emb = self.time_mlp(timestep_embedding(t, self.emb_dim))
         conv = self.block1.conv
-        # channels-last inputs make the head's small convolutions ~1.3x faster on a CPU (the
+        # channels-last inputs make the head's small convolutions faster on a CPU (the
         # per-sample work that grows with K); the results are the same numbers
         x_t = x_t.contiguous(memory_format=torch.channels_last)
         h = nn.functional.conv2d(x_t, conv.weight[:, -x_t.shape[1] :], None, padding=conv.padding)
