@@ -10,12 +10,14 @@ from scipy import ndimage
 
 from segrefine.metrics import (
     SegmentationScores,
+    boundary_accuracy,
     boundary_fscore,
     boundary_iou,
     confusion_matrix,
     format_table,
     image_iou,
     iou_from_confusion,
+    mba_radii,
     scored_classes,
 )
 
@@ -251,7 +253,8 @@ def test_segmentation_scores_summary_keys_and_percent_scaling():
     scores = SegmentationScores(num_classes=2)
     # image A: a perfect 2x2 object in 4x4 -> 1, 1, 1
     a = square((4, 4), slice(0, 2), slice(0, 2))
-    assert scores.update(a, a) == {"image_iou": 1.0, "boundary_iou": 1.0, "boundary_f": 1.0}
+    assert scores.update(a, a) == {"image_iou": 1.0, "boundary_iou": 1.0, "boundary_f": 1.0,
+                                   "mba": 1.0}  # fmt: skip
     # image B: empty truth, one false-positive pixel -> 0, 0, 0
     b_target = np.zeros((4, 4), dtype=np.uint8)
     b_pred = square((4, 4), slice(3, 4), slice(3, 4))
@@ -259,6 +262,7 @@ def test_segmentation_scores_summary_keys_and_percent_scaling():
         "image_iou": 0.0,
         "boundary_iou": 0.0,
         "boundary_f": 0.0,
+        "mba": None,  # a truth without a boundary has no band
     }
     summary = scores.summary()
     assert set(summary) == {
@@ -267,9 +271,11 @@ def test_segmentation_scores_summary_keys_and_percent_scaling():
         "per_class_iou",
         "boundary_iou",
         "boundary_f",
+        "mba",
         "pixel_accuracy",
         "num_images",
     }
+    assert summary["mba"] == pytest.approx(100.0)  # image B has no boundary: left out
     assert summary["num_images"] == 2
     assert summary["mean_image_iou"] == pytest.approx(50.0)
     assert summary["boundary_iou"] == pytest.approx(50.0)
@@ -281,8 +287,8 @@ def test_segmentation_scores_summary_keys_and_percent_scaling():
     assert summary["miou"] == pytest.approx(100 * (27 / 28 + 4 / 5) / 2)
     assert summary["pixel_accuracy"] == pytest.approx(100 * 31 / 32)
     assert scores.per_image == [
-        {"image_iou": 1.0, "boundary_iou": 1.0, "boundary_f": 1.0},
-        {"image_iou": 0.0, "boundary_iou": 0.0, "boundary_f": 0.0},
+        {"image_iou": 1.0, "boundary_iou": 1.0, "boundary_f": 1.0, "mba": 1.0},
+        {"image_iou": 0.0, "boundary_iou": 0.0, "boundary_f": 0.0, "mba": None},
     ]
 
 
@@ -335,3 +341,47 @@ def test_shape_mismatch_raises_naming_both_shapes(score):
     target = np.zeros((3, 4), dtype=np.uint8)
     with pytest.raises(ValueError, match=r"\(3, 3\).*\(3, 4\)"):
         score(pred, target)
+
+
+# ----------------------------------------------------------------------------- mBA
+
+
+def test_mba_radii_follow_cascadepsp():
+    assert mba_radii(128, 128) == [1, 1, 1, 1, 1]  # below 600 px a side every radius is 1
+    assert mba_radii(1000, 1000) == [1, 2, 3, 4, 5]  # R = 6.67: 1 + int(5.67 / 5 * i)
+    assert mba_radii(3000, 3000) == [1, 4, 8, 12, 16]  # R = 20
+
+
+def test_mba_is_one_for_a_perfect_mask_and_needs_a_boundary():
+    target = square((12, 12), slice(3, 9), slice(3, 9))
+    assert boundary_accuracy(target, target) == 1.0
+    # the band at r = 1: the square's 20 edge pixels and the 24 pixels beside its sides (its
+    # diagonal neighbours are sqrt(2) away); predicting nothing gets the outer 24 right
+    assert boundary_accuracy(np.zeros((12, 12), np.uint8), target) == pytest.approx(24 / 44)
+    assert boundary_accuracy(np.zeros((5, 5), np.uint8), np.zeros((5, 5), np.uint8)) is None
+
+
+def test_mba_scores_a_one_pixel_shift_by_hand():
+    # truth: columns 0-4 class 0, 5-9 class 1 (a vertical edge); at r = 1 the band is columns
+    # 4 and 5. A prediction shifted right by one column gets column 5 wrong: accuracy 1/2.
+    target = np.zeros((6, 10), np.uint8)
+    target[:, 5:] = 1
+    pred = np.zeros((6, 10), np.uint8)
+    pred[:, 6:] = 1
+    assert boundary_accuracy(pred, target) == pytest.approx(0.5)
+    # at r = 2 the band is columns 3-6: one of four columns wrong
+    assert boundary_accuracy(pred, target, radii=[2]) == pytest.approx(0.75)
+    assert boundary_accuracy(pred, target, radii=[1, 2]) == pytest.approx(0.625)
+
+
+def test_mba_handles_several_classes_and_void():
+    # three vertical stripes 0 | 1 | 2; bands at r = 1 around both edges
+    target = np.repeat(np.array([[0] * 4 + [1] * 4 + [2] * 4]), 5, axis=0).astype(np.uint8)
+    pred = target.copy()
+    pred[:, 8] = 1  # the second edge moves right by one column: column 8 wrong
+    # band: columns 3, 4 (first edge) and 7, 8 (second edge) -> 1 wrong column of 4
+    assert boundary_accuracy(pred, target) == pytest.approx(0.75)
+    # void truth neither makes a boundary nor is scored: a void stripe between two classes
+    voided = np.repeat(np.array([[0] * 4 + [255] * 4 + [1] * 4]), 5, axis=0).astype(np.uint8)
+    assert boundary_accuracy(np.zeros_like(voided), voided) is None  # 4 px apart, r = 1
+    assert boundary_accuracy(np.zeros_like(voided), voided, radii=[5]) == pytest.approx(0.5)

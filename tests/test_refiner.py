@@ -16,7 +16,7 @@ from segrefine.diffusion import (
 )
 from segrefine.diffusion.modes import MODES, get_mode
 from segrefine.diffusion.modes.paper import paper_image
-from segrefine.diffusion.onehot import check_probs, labels_to_signed
+from segrefine.diffusion.onehot import check_probs, labels_to_signed, prior_for_image
 from segrefine.diffusion.sampling import ddim_schedule, make_scheduler, start_timestep
 from segrefine.errors import InputError
 
@@ -228,6 +228,28 @@ def test_probability_maps_are_checked():
         check_probs(good, 2, (5, 5))
     with pytest.raises(InputError, match="C x H x W"):
         check_probs(good[0], 2)
+
+
+def test_coarse_inputs_smaller_than_the_image_are_upsampled():
+    mask = np.zeros((16, 24), np.uint8)
+    mask[4:12, 6:18] = 1
+    up = prior_for_image((32, 48), 2, labels=mask)  # softened, then upsampled smoothly
+    assert up.shape == (2, 32, 48)
+    np.testing.assert_allclose(up.sum(0), 1, atol=1e-5)
+    blocky = np.kron(mask, np.ones((2, 2), np.uint8))  # nearest-neighbour upsampling
+    assert np.mean(up.argmax(0) == blocky) > 0.97  # the same mask, rounded at its corners
+    assert 0.1 < up[1, 7, 20] < 0.9  # a boundary pixel of the upsampled mask is unsure
+    probs = prior_for_image((32, 48), 2, probs=probs_from_labels(mask, 2))
+    np.testing.assert_allclose(probs, up, atol=1e-6)
+    ref = tiny_refiner(classes=("a", "b"))
+    out = ref.refine(np.zeros((32, 48, 3), np.uint8), labels=mask)
+    assert out.labels.shape == (32, 48)
+
+
+@pytest.mark.parametrize("shape", [(64, 96), (32, 24)])
+def test_a_larger_coarse_input_or_another_aspect_ratio_is_refused(shape):
+    with pytest.raises(InputError, match=r"label mask is \d+x\d+ but its image is 48x32"):
+        prior_for_image((32, 48), 2, labels=np.zeros(shape, np.uint8))
 
 
 def test_class_count_mismatch_is_an_input_error():

@@ -88,12 +88,29 @@ def test_optimizer_state_round_trips_through_tensors_and_json():
 def test_segmenter_api_returns_probabilities(trained_run):
     seg = Segmenter.load(trained_run, device="cpu")
     image = np.random.default_rng(0).integers(0, 256, (40, 60, 3), dtype=np.uint8)
-    probs = seg.predict(image)
-    assert probs.shape == (5, 32, 32) and probs.dtype == np.float32
-    assert np.allclose(probs.sum(0), 1, atol=1e-4)
-    full = seg.predict(image, keep_size=True)
-    assert full.shape == (5, 40, 60)
+    square = seg.predict(image, protocol=True)
+    assert square.shape == (5, 32, 32) and square.dtype == np.float32
+    assert np.allclose(square.sum(0), 1, atol=1e-4)
+    full = seg.predict(image)
+    assert full.shape == (5, 40, 60) and full.dtype == np.float32
     assert np.allclose(full.sum(0), 1, atol=1e-4)
+
+
+def test_native_prediction_keeps_the_aspect_ratio_at_the_training_scale(trained_run):
+    """A 40 x 60 image is segmented at 32 x 48 (short side at the training size 32, padded to
+    the network's stride 4 and cropped back), not squashed into 32 x 32."""
+    from segrefine.segmenter import predict_probs
+
+    seg = Segmenter.load(trained_run, device="cpu")
+    assert seg.working_size((40, 60)) == (32, 48) and seg.working_size((90, 30)) == (96, 32)
+    image = np.random.default_rng(1).integers(0, 256, (32, 48, 3), dtype=np.uint8)
+    direct = predict_probs(seg.model, image[None], seg.device)[0]  # 48 is a multiple of 4
+    np.testing.assert_array_equal(seg.predict(image), direct)
+    odd = np.random.default_rng(2).integers(0, 256, (33, 50, 3), dtype=np.uint8)
+    assert seg.predict(odd).shape == (5, 33, 50)
+    # a square image at the training size: native and protocol are the same computation
+    square = image[:, :32]
+    np.testing.assert_array_equal(seg.predict(square), seg.predict(square, protocol=True))
 
 
 def test_train_predict_evaluate_end_to_end(run_cli, tmp_path, synthetic_root):

@@ -27,7 +27,7 @@ from .pipeline import check_pair, segment_and_refine
 from .report import colorize, metrics_table, save_grid
 from .segmenter import Segmenter
 
-KEYS = ("mean_image_iou", "miou", "boundary_iou", "boundary_f")
+KEYS = ("mean_image_iou", "miou", "boundary_iou", "boundary_f", "mba")
 
 
 def _score(data, labels) -> tuple[dict, list[dict]]:
@@ -51,7 +51,8 @@ def _timed(images: list[np.ndarray], batch_size: int, **pipeline) -> tuple[list,
 
 
 def _pct(summary: dict) -> dict:
-    return {k: round(float(summary[k]), 2) for k in KEYS}
+    return {k: None if summary[k] != summary[k] else round(float(summary[k]), 2)  # NaN: None
+            for k in KEYS}  # fmt: skip
 
 
 def run_benchmark(

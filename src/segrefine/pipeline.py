@@ -78,7 +78,7 @@ def segment_and_refine(
     clock = timings if timings is not None else {}
     if segmenter is not None:
         t0 = time.perf_counter()
-        probs = segmenter.predict_batch(images, keep_size=True, batch_size=batch_size)
+        probs = segmenter.predict_batch(images, batch_size=batch_size)
         clock["segment_s"] = clock.get("segment_s", 0.0) + time.perf_counter() - t0
     out = [Segmentation(p, p.argmax(0).astype(np.uint8)) for p in probs] if probs is not None \
         else [Segmentation(None, np.asarray(m)) for m in labels]  # fmt: skip

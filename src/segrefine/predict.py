@@ -7,6 +7,9 @@ Outputs, for an input named ``<id>``:
   ids with ``numpy.asarray(PIL.Image.open(path))``);
 * ``<id>.npy`` -- with ``save_probs``: float16 probabilities, shape (C, H, W), summing to 1
   over C; the class order is the run's ``class_names`` (also written to ``classes.txt``).
+
+Outputs are at each image's own size (H, W), or with ``protocol`` at the paper's square
+protocol size (centre crop, the run's ``size``).
 """
 
 from __future__ import annotations
@@ -53,13 +56,14 @@ class InputImage:
 
 def iter_inputs(
     source: str | Path, size: int, split: str = "val", classes=None, binary_per_class=False,
-    keep_size: bool = False,
+    protocol: bool = False,
 ) -> Iterator[InputImage]:
     """Images from a plain folder, or from ``split`` of a dataset root (either layout).
 
-    Dataset images go through the run's protocol (crop + resize) with the run's class
+    Images keep their own size, or with ``protocol`` dataset images go through the paper's
+    square protocol (centre crop, resize to ``size``); dataset images take the run's class
     selection, so predictions line up with ``evaluate`` on the same split. Folder images are
-    read one at a time (any sizes) and keep their names. In several processes each one gets
+    read one at a time and keep their names. In several processes each one gets
     its share (:func:`process_share`), so every output is written once.
     """
     source = Path(source)
@@ -67,7 +71,7 @@ def iter_inputs(
         raise InputError("no such image folder or dataset", source)
     if source.is_dir() and detect_layout(source) is not None:
         data = load_split(source, split, classes, binary_per_class,
-                          None if keep_size else size, require_masks=False)
+                          size if protocol else None, require_masks=False)
         for item in process_share(data.items):
             yield InputImage(item.id, item.image)
         return
@@ -84,7 +88,7 @@ def predict_to_folder(
     out: str | Path,
     split: str = "val",
     save_probs: bool = False,
-    keep_size: bool = False,
+    protocol: bool = False,
     progress: bool = True,
 ) -> list[str]:
     """Predict every input image and write ``<id>.png`` (+ ``<id>.npy``) under ``out``.
@@ -94,12 +98,11 @@ def predict_to_folder(
     """
     cfg = segmenter.spec
     inputs = iter_inputs(source, segmenter.size, split, cfg.classes,
-                         cfg.binary_per_class, keep_size)
+                         cfg.binary_per_class, protocol)
     out = Path(out)
     written = []
     for inp in tqdm(inputs, desc="predict", disable=not progress, leave=False):
-        # protocol-sized dataset images pass through the (idempotent) crop + resize unchanged
-        probs = segmenter.predict(inp.image, keep_size=keep_size)
+        probs = segmenter.predict(inp.image, protocol=protocol)
         write_label_png(out / f"{inp.id}.png", probs.argmax(0))
         if save_probs:
             write_npy(out / f"{inp.id}.npy", probs.astype(np.float16))

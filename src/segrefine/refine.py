@@ -47,6 +47,7 @@ def refine_to_folder(
     segmenter=None,
     probs_dir: str | Path | None = None,
     split: str = "val",
+    protocol: bool = False,
     steps: int | None = None,
     strength: float | None = None,
     samples: int | None = None,
@@ -63,7 +64,8 @@ def refine_to_folder(
         raise InputError("no such probability folder", probs_dir)
     refiner.settings(steps, strength, samples, flip)  # bad settings fail before any work
     cfg = refiner.spec
-    inputs = iter_inputs(source, refiner.size, split, cfg.classes, cfg.binary_per_class)
+    inputs = iter_inputs(source, refiner.size, split, cfg.classes, cfg.binary_per_class,
+                         protocol)  # fmt: skip
     out = Path(out)
     written = []
     for inp in tqdm(inputs, desc="refine", disable=not progress, leave=False):

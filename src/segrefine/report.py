@@ -64,13 +64,18 @@ def save_grid(
 def metrics_table(results: dict[str, dict], keys: Sequence[tuple[str, str]] | None = None) -> str:
     """A Markdown table with one row per named result (values in percent)."""
     keys = keys or [("mean_image_iou", "per-image IoU"), ("miou", "mIoU"),
-                    ("boundary_iou", "Boundary IoU"), ("boundary_f", "boundary F")]
+                    ("boundary_iou", "Boundary IoU"), ("boundary_f", "boundary F"),
+                    ("mba", "mBA")]
     lines = ["| | " + " | ".join(label for _, label in keys) + " |",
              "|---|" + "---|" * len(keys)]
     for name, summary in results.items():
-        cells = [f"{summary[k]:.2f}" if summary.get(k) is not None else "n/a" for k, _ in keys]
+        cells = [_cell(summary.get(k)) for k, _ in keys]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _cell(value) -> str:
+    return "n/a" if value is None or value != value else f"{value:.2f}"  # NaN != NaN
 
 
 def per_class_table(summary: dict) -> str:

@@ -2,7 +2,7 @@
 per-pixel class probabilities.
 
 >>> seg = Segmenter.load("runs/unet")                      # doctest: +SKIP
->>> probs = seg.predict(image)          # (C, size, size) float32, sums to 1 over C
+>>> probs = seg.predict(image)          # (C, H, W) float32 at the image's size, sums to 1
 >>> labels = probs.argmax(0)
 """
 
@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .data.datasets import preprocess, resize_image
 from .data.transforms import resize_probs, to_tensor
@@ -34,15 +35,22 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 @torch.no_grad()
 def predict_probs(
-    model: torch.nn.Module, images: np.ndarray, device: torch.device, batch_size: int = 16
+    model: torch.nn.Module, images: np.ndarray, device: torch.device, batch_size: int = 16,
+    stride: int = 1,
 ) -> np.ndarray:
-    """Softmax probabilities (N, C, H, W) float32 for uint8 images (N, H, W, 3) of one size."""
+    """Softmax probabilities (N, C, H, W) float32 for uint8 images (N, H, W, 3) of one size.
+    With ``stride`` > 1 the images are reflect-padded at the bottom and right to a multiple
+    of it (the sizes the network was trained at) and the result cropped back."""
     was_training = model.training
     model.eval()
     out = []
+    h, w = images.shape[1:3]
+    pad = (0, -w % stride, 0, -h % stride)
     for start in range(0, len(images), batch_size):
         x = to_tensor(images[start : start + batch_size]).to(device)
-        out.append(torch.softmax(model(x).float(), dim=1).cpu())
+        if any(pad):
+            x = F.pad(x, pad, mode="reflect" if min(h, w) > max(pad) else "replicate")
+        out.append(torch.softmax(model(x).float()[..., :h, :w], dim=1).cpu())
     model.train(was_training)
     return torch.cat(out).numpy()
 
@@ -92,27 +100,46 @@ class Segmenter(LoadableRun):
         dev = device if isinstance(device, torch.device) else resolve_device(device)
         return cls(model, spec, dev)
 
-    def predict(self, image: np.ndarray, keep_size: bool = False) -> np.ndarray:
-        """Class probabilities for one RGB uint8 image (H, W, 3).
+    @property
+    def stride(self) -> int:
+        """The network's total downsampling: inputs are padded to a multiple of it."""
+        return 2 ** int(self.spec.model["depth"])
 
-        By default the image goes through the training protocol (centre square crop, resize
-        to ``size``) and the result is (C, size, size). With ``keep_size`` the whole image is
-        resized to ``size`` x ``size`` (no crop) and the probabilities are resized back to
-        (C, H, W), so they align with the original image.
+    def working_size(self, shape: tuple[int, int]) -> tuple[int, int]:
+        """(h, w) an image of ``shape`` is segmented at: its aspect ratio kept, its short side
+        at the training size (training resized each image's central square to ``size``, so
+        objects appear at the same scale as in training)."""
+        h, w = shape[:2]
+        scale = self.size / min(h, w)
+        return max(1, round(h * scale)), max(1, round(w * scale))
+
+    def predict(self, image: np.ndarray, protocol: bool = False) -> np.ndarray:
+        """Class probabilities for one RGB uint8 image (H, W, 3), summing to 1 over classes.
+
+        By default the result is at the image's own size, (C, H, W): the image is segmented
+        whole at :meth:`working_size` (aspect ratio kept, padded to the network's stride and
+        cropped back) and the probabilities are resized to (H, W). With ``protocol`` the image
+        goes through the paper's square protocol instead (centre square crop, resize to
+        ``size``) and the result is (C, size, size).
         """
-        return self.predict_batch([image], keep_size=keep_size)[0]
+        return self.predict_batch([image], protocol=protocol)[0]
 
     def predict_batch(
-        self, images: Sequence[np.ndarray] | np.ndarray, keep_size: bool = False,
+        self, images: Sequence[np.ndarray] | np.ndarray, protocol: bool = False,
         batch_size: int = 16,
     ) -> list[np.ndarray]:
-        """:meth:`predict` for several images (any sizes); returns a list of (C, h, w)."""
-        if keep_size:
-            batch = np.stack([resize_image(im, self.size) for im in images])
-        else:
+        """:meth:`predict` for several images (any sizes); returns a list of (C, h, w).
+        Images that share a working size are segmented together, ``batch_size`` at a time."""
+        if protocol:
             batch = np.stack([preprocess(im, self.size) for im in images])
-        probs = predict_probs(self.model, batch, self.device, batch_size)
-        if not keep_size:
-            return list(probs)
-        return [resize_probs(torch.from_numpy(p), im.shape[:2]).numpy()
-                for p, im in zip(probs, images, strict=True)]  # fmt: skip
+            return list(predict_probs(self.model, batch, self.device, batch_size))
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, im in enumerate(images):
+            groups.setdefault(self.working_size(im.shape), []).append(i)
+        out: list[np.ndarray | None] = [None] * len(images)
+        for shape, idx in groups.items():
+            batch = np.stack([resize_image(images[i], shape) for i in idx])
+            probs = predict_probs(self.model, batch, self.device, batch_size, self.stride)
+            for i, p in zip(idx, probs, strict=True):
+                out[i] = resize_probs(torch.from_numpy(p), images[i].shape[:2]).numpy()
+        return out

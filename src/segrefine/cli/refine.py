@@ -120,6 +120,10 @@ def refine_cmd(
                      "<id>.png label masks, instead of --segmenter."),
     ] = None,
     split: Annotated[str, typer.Option(help="Split when --images is a dataset.")] = "val",
+    protocol: Annotated[
+        bool, typer.Option("--protocol", help="The paper's square protocol: centre crop and "
+                           "resize to the run's size (default: each image's own size).")
+    ] = False,
     steps: Steps = None,
     strength: Strength = None,
     samples: Samples = None,
@@ -142,6 +146,7 @@ def refine_cmd(
     ref = Refiner.load(refiner, device)
     seg = Segmenter.load(segmenter, device) if segmenter is not None else None
     ids = refine_to_folder(ref, images, out, segmenter=seg, probs_dir=probs, split=split,
+                           protocol=protocol,
                            steps=steps, strength=strength, samples=samples, seed=seed,
                            progress=not quiet, flip=flip)  # fmt: skip
     typer.echo(f"refined {len(ids)} images into {out}")
@@ -186,9 +191,10 @@ def benchmark_cmd(
     for name in ("baseline", "refined", "crf"):
         if name in r:
             v = r[name]
+            mba = "n/a" if v["mba"] is None else f"{v['mba']:.2f}"
             typer.echo(f"{name:9s} per-image IoU {v['mean_image_iou']:.2f}  mIoU {v['miou']:.2f}"
                        f"  Boundary IoU {v['boundary_iou']:.2f}  "
-                       f"boundary F {v['boundary_f']:.2f}")  # fmt: skip
+                       f"boundary F {v['boundary_f']:.2f}  mBA {mba}")  # fmt: skip
     typer.echo(f"report: {out / 'report.md'}")
 
 

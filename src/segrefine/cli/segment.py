@@ -83,9 +83,9 @@ def predict_cmd(
         bool, typer.Option("--save-probs", help="Also write <id>.npy: float16 probabilities, "
                            "C x H x W, class order in classes.txt.")
     ] = False,
-    keep_size: Annotated[
-        bool, typer.Option("--keep-size", help="Resize outputs back to each image's own size "
-                           "(no square crop) instead of the run's protocol size.")
+    protocol: Annotated[
+        bool, typer.Option("--protocol", help="The paper's square protocol: centre crop and "
+                           "resize to the run's size (default: each image's own size).")
     ] = False,
     device: Device = "auto",
     threads: Threads = None,
@@ -100,7 +100,7 @@ def predict_cmd(
 
     seg = Segmenter.load(model, device=device)
     ids = predict_to_folder(seg, images, out, split=split, save_probs=save_probs,
-                            keep_size=keep_size, progress=not quiet)
+                            protocol=protocol, progress=not quiet)
     typer.echo(f"wrote {len(ids)} predictions to {out}")
 
 

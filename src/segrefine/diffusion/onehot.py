@@ -119,3 +119,37 @@ def check_probs(
         )
     probs = probs.clip(0, 1)
     return probs / probs.sum(0, keepdims=True)
+
+
+def prior_for_image(
+    shape: tuple[int, int],
+    num_classes: int,
+    probs: np.ndarray | None = None,
+    labels: np.ndarray | None = None,
+    path: str | Path | None = None,
+) -> np.ndarray:
+    """The coarse input for an image of ``shape`` (H, W) as float32 probabilities (C, H, W).
+
+    ``probs`` are checked (:func:`check_probs`); hard ``labels`` are softened
+    (:func:`probs_from_labels`). Either may be at a lower resolution than the image, with the
+    same aspect ratio (within 2%): it is then upsampled bilinearly and renormalised, a mask
+    after softening, so its boundaries come out smooth rather than blocky. A larger input or
+    another aspect ratio is an input error naming both sizes.
+    """
+    given = probs if probs is not None else labels
+    h, w = np.asarray(given).shape[-2:]
+    H, W = shape
+    what = "probability map" if probs is not None else "label mask"
+    if (h, w) != (H, W):
+        if h > H or w > W or abs((h / w) / (H / W) - 1) > 0.02:
+            raise InputError(f"{what} is {w}x{h} but its image is {W}x{H} (a coarse input may "
+                             f"be smaller than its image, with the same aspect ratio)", path)
+    if probs is not None:
+        p = check_probs(probs, num_classes, path=path)
+    else:
+        p = probs_from_labels(np.asarray(labels), num_classes)
+    if (h, w) == (H, W):
+        return p
+    t = torch.from_numpy(np.ascontiguousarray(p))[None]
+    up = F.interpolate(t, size=(H, W), mode="bilinear", align_corners=False)[0]
+    return (up / up.sum(0, keepdim=True)).numpy()

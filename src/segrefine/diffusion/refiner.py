@@ -24,7 +24,7 @@ from ..errors import InputError
 from ..runs import LoadableRun, RunSpec
 from ..segmenter import resolve_device
 from .modes import MODES, RefinerMode, get_mode
-from .onehot import check_probs, probs_from_labels
+from .onehot import prior_for_image
 from .sampling import make_scheduler
 
 
@@ -224,22 +224,16 @@ class Refiner(LoadableRun):
         batch_size: int = 16,
         flip: bool | None = None,
     ) -> list[Refinement]:
-        """:meth:`refine` for several images. Images whose size differs from the refiner's are
-        resized to it (no crop) and the results resized back to the image."""
+        """:meth:`refine` for several images. Coarse inputs smaller than their image are
+        upsampled to it (:func:`~segrefine.diffusion.onehot.prior_for_image`). Images whose
+        size differs from the refiner's are resized to it (no crop) and the results resized
+        back to the image."""
         if (probs is None) == (labels is None):
             raise InputError("give either probability maps or label masks, not both or neither")
-        priors = []
-        for i, im in enumerate(images):
-            if probs is not None:
-                p = check_probs(probs[i], self.num_classes, im.shape[:2])
-            else:
-                if labels[i].shape != im.shape[:2]:
-                    raise InputError(
-                        f"label mask is {labels[i].shape[1]}x{labels[i].shape[0]} "
-                        f"but its image is {im.shape[1]}x{im.shape[0]}"
-                    )
-                p = probs_from_labels(labels[i], self.num_classes)
-            priors.append(p)
+        priors = [prior_for_image(im.shape[:2], self.num_classes,
+                                  None if probs is None else probs[i],
+                                  None if labels is None else labels[i])
+                  for i, im in enumerate(images)]  # fmt: skip
         self.settings(steps, strength, samples, flip)  # bad settings fail before any work
         nfe = self.nfe(steps, samples, strength)
         results: list[Refinement] = []

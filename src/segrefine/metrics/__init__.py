@@ -25,23 +25,27 @@ Per-image policies, shared by the three per-image scores:
   present class scores 0 and so does the image.
 
 The package is split by idea: :mod:`.policy` (input checks and the per-image policies above),
-:mod:`.region` (confusion matrix and IoU), :mod:`.boundary` (Boundary IoU and boundary F) and
-:mod:`.scores` (the per-dataset accumulator and its text table). Import from
-:mod:`segrefine.metrics` itself; the submodules are an implementation detail.
+:mod:`.region` (confusion matrix and IoU), :mod:`.boundary` (Boundary IoU and boundary F),
+:mod:`.mba` (mean boundary accuracy, with its own void and empty rules) and :mod:`.scores`
+(the per-dataset accumulator and its text table). Import from :mod:`segrefine.metrics`
+itself; the submodules are an implementation detail.
 """
 
 from .boundary import boundary_fscore, boundary_iou
+from .mba import boundary_accuracy, mba_radii
 from .policy import scored_classes
 from .region import confusion_matrix, image_iou, iou_from_confusion
 from .scores import SegmentationScores, format_table
 
 __all__ = [
     "SegmentationScores",
+    "boundary_accuracy",
     "boundary_fscore",
     "boundary_iou",
     "confusion_matrix",
     "format_table",
     "image_iou",
     "iou_from_confusion",
+    "mba_radii",
     "scored_classes",
 ]

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from .boundary import _boundary_f, _boundary_iou
+from .mba import boundary_accuracy
 from .policy import _prepare, _resolve_classes
 from .region import _confusion, _image_iou, iou_from_confusion
 
@@ -36,8 +37,8 @@ class SegmentationScores:
     Attributes
     ----------
     per_image : list of dict
-        One ``{"image_iou", "boundary_iou", "boundary_f"}`` dict (fractions in [0, 1]) per
-        :meth:`update` call, in call order.
+        One ``{"image_iou", "boundary_iou", "boundary_f", "mba"}`` dict (fractions in [0, 1];
+        ``mba`` None for a truth without a boundary) per :meth:`update` call, in call order.
     confusion : numpy.ndarray
         The C x C confusion matrix accumulated over all images.
     """
@@ -78,8 +79,9 @@ class SegmentationScores:
         Returns
         -------
         dict
-            ``{"image_iou", "boundary_iou", "boundary_f"}`` for this image, as fractions in
-            [0, 1] (see :func:`image_iou`, :func:`boundary_iou`, :func:`boundary_fscore`).
+            ``{"image_iou", "boundary_iou", "boundary_f", "mba"}`` for this image, as fractions
+            in [0, 1] (see :func:`image_iou`, :func:`boundary_iou`, :func:`boundary_fscore`,
+            :func:`boundary_accuracy`).
         """
         pred_arr, target_arr, valid = _prepare(
             pred, target, self.num_classes, self.ignore_index, image=True
@@ -94,6 +96,7 @@ class SegmentationScores:
             "boundary_f": _boundary_f(
                 pred_arr, target_arr, valid, self.classes, self.tolerance_ratio
             ),
+            "mba": boundary_accuracy(pred_arr, target_arr, self.ignore_index),
         }
         self.confusion += cm
         self.per_image.append(scores)
@@ -106,7 +109,8 @@ class SegmentationScores:
         -------
         dict
             ``mean_image_iou``, ``boundary_iou``, ``boundary_f``: means over images of the
-            per-image scores. ``miou``: NaN-mean of the per-class IoU of the accumulated
+            per-image scores. ``mba``: mean boundary accuracy over the images whose truth has
+            a boundary (NaN if none has). ``miou``: NaN-mean of the per-class IoU of the accumulated
             confusion matrix, over *all* classes (background included) that occur anywhere.
             ``per_class_iou``: class name -> IoU, or None for a class absent from every truth
             and prediction. ``pixel_accuracy``: correct / non-void pixels. ``num_images``: int.
@@ -123,6 +127,8 @@ class SegmentationScores:
         known = iou[~np.isnan(iou)]
         total = int(self.confusion.sum())
 
+        mba = [s["mba"] for s in self.per_image if s["mba"] is not None]
+
         def mean_of(key: str) -> float:
             return 100.0 * float(np.mean([s[key] for s in self.per_image]))
 
@@ -136,6 +142,7 @@ class SegmentationScores:
             },
             "boundary_iou": mean_of("boundary_iou"),
             "boundary_f": mean_of("boundary_f"),
+            "mba": 100.0 * float(np.mean(mba)) if mba else math.nan,
             "pixel_accuracy": (
                 100.0 * float(np.trace(self.confusion)) / total if total else math.nan
             ),
@@ -149,6 +156,7 @@ _TABLE_ROWS = (
     ("miou", "mIoU"),
     ("boundary_iou", "boundary IoU"),
     ("boundary_f", "boundary F"),
+    ("mba", "mBA"),
     ("pixel_accuracy", "pixel accuracy"),
 )
 
