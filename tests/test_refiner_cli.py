@@ -217,3 +217,32 @@ def test_benchmark_cli_writes_report_and_results(
     for name in ("report.md", "improved.png", "worsened.png", "scatter.png", "steps.png"):
         assert (out / name).exists(), name
     assert "Table 1" in (out / "report.md").read_text()
+
+
+def test_native_benchmark_scores_every_row_at_the_images_own_size(
+    run_cli, tmp_path, synthetic_root, trained_run, trained_refiner
+):
+    from PIL import Image
+
+    # the fixture's val scenes stretched to 48 x 32: not the refiner's square
+    wide = tmp_path / "wide"
+    for kind in ("images", "masks"):
+        (wide / kind / "val").mkdir(parents=True)
+        for path in sorted((synthetic_root / kind / "val").iterdir()):
+            resample = Image.BILINEAR if kind == "images" else Image.NEAREST
+            Image.open(path).resize((48, 32), resample).save(wide / kind / "val" / path.name)
+    (wide / "classes.txt").write_text((synthetic_root / "classes.txt").read_text())
+    out = tmp_path / "native"
+    code, stdout, err = run_cli("benchmark", "--native", "--data", wide, "--segmenter",
+                                trained_run, "--refiner", trained_refiner[0], "--out", out, "-q")
+    assert code == 0, err
+    results = json.loads((out / "results.json").read_text())
+    assert results["megapixels"] == round(8 * 32 * 48 / 1e6, 3)
+    assert list(results["rows"]) == ["segmenter", "refined", "refined_128", "refined_truth"]
+    for row in results["rows"].values():
+        assert set(row) == {"mean_image_iou", "miou", "boundary_iou", "boundary_f", "mba",
+                            "seconds_per_megapixel"}
+        assert 0 <= row["mean_image_iou"] <= 100 and row["seconds_per_megapixel"] > 0
+    per_image = json.loads((out / "per_image.json").read_text())
+    assert len(per_image) == 8 and "mba" in per_image[0]["refined_truth"]
+    assert (out / "boundaries.png").exists() and "mBA" in (out / "report.md").read_text()

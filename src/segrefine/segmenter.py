@@ -13,10 +13,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .data.datasets import preprocess, resize_image
-from .data.transforms import resize_probs, to_tensor
+from .data.transforms import pad_to_multiple, resize_probs, to_tensor, working_size
 from .errors import InputError
 from .models import available_segmenters, build_segmenter
 from .runs import LoadableRun, RunSpec
@@ -45,11 +44,8 @@ def predict_probs(
     model.eval()
     out = []
     h, w = images.shape[1:3]
-    pad = (0, -w % stride, 0, -h % stride)
     for start in range(0, len(images), batch_size):
-        x = to_tensor(images[start : start + batch_size]).to(device)
-        if any(pad):
-            x = F.pad(x, pad, mode="reflect" if min(h, w) > max(pad) else "replicate")
+        x = pad_to_multiple(to_tensor(images[start : start + batch_size]).to(device), stride)
         out.append(torch.softmax(model(x).float()[..., :h, :w], dim=1).cpu())
     model.train(was_training)
     return torch.cat(out).numpy()
@@ -106,12 +102,9 @@ class Segmenter(LoadableRun):
         return 2 ** int(self.spec.model["depth"])
 
     def working_size(self, shape: tuple[int, int]) -> tuple[int, int]:
-        """(h, w) an image of ``shape`` is segmented at: its aspect ratio kept, its short side
-        at the training size (training resized each image's central square to ``size``, so
-        objects appear at the same scale as in training)."""
-        h, w = shape[:2]
-        scale = self.size / min(h, w)
-        return max(1, round(h * scale)), max(1, round(w * scale))
+        """(h, w) an image of ``shape`` is segmented at (:func:`~segrefine.data.transforms.
+        working_size`): aspect ratio kept, short side at the training size."""
+        return working_size(shape, self.size)
 
     def predict(self, image: np.ndarray, protocol: bool = False) -> np.ndarray:
         """Class probabilities for one RGB uint8 image (H, W, 3), summing to 1 over classes.

@@ -173,6 +173,11 @@ def benchmark_cmd(
     sweep: Annotated[
         str, typer.Option(help="Comma-separated step counts for the quality-vs-steps plot.")
     ] = "1,2,4,8",
+    native: Annotated[
+        bool, typer.Option("--native", help="Score at each image's own resolution (mBA "
+                           "included): segmenter, refined, DenseCRF, the refiner squashed to "
+                           "its square as before, and the refiner given the truth.")
+    ] = False,
     device: Device = "cpu",
     threads: Threads = None,
     quiet: Quiet = False,
@@ -180,6 +185,15 @@ def benchmark_cmd(
     """Segmenter vs segmenter + refiner (vs DenseCRF): tables, figures, speed, results.json."""
     from ..benchmark import run_benchmark
 
+    if native:
+        from ..native_benchmark import run_native_benchmark
+
+        r = run_native_benchmark(data, split, segmenter, refiner, out, crf=crf, steps=steps,
+                                 strength=strength, samples=samples, flip=flip, device=device)
+        for name, v in r["rows"].items():
+            typer.echo(f"{name:14s} " + "  ".join(f"{k} {v[k]}" for k in v))
+        typer.echo(f"report: {out / 'report.md'}")
+        return
     try:
         sweep_steps = tuple(int(s) for s in sweep.split(",") if s.strip())
     except ValueError as err:

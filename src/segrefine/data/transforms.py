@@ -38,6 +38,25 @@ def resize_probs(probs: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
     return r / r.sum(0, keepdim=True)
 
 
+def pad_to_multiple(x: torch.Tensor, stride: int) -> torch.Tensor:
+    """Pad (..., H, W) at the bottom and right to multiples of ``stride`` (reflected, or
+    replicated where the image is too small to reflect); crop back with ``[..., :H, :W]``."""
+    h, w = x.shape[-2:]
+    pad = (0, -w % stride, 0, -h % stride)
+    if not any(pad):
+        return x
+    return F.pad(x, pad, mode="reflect" if min(h, w) > max(pad) else "replicate")
+
+
+def working_size(shape: tuple[int, int], size: int) -> tuple[int, int]:
+    """(h, w) at which a model trained on ``size``-px squares sees an image of ``shape``: the
+    aspect ratio kept and the short side at ``size`` (training resized each image's central
+    square to ``size``, so objects keep the scale they had in training)."""
+    h, w = shape[:2]
+    scale = size / min(h, w)
+    return max(1, round(h * scale)), max(1, round(w * scale))
+
+
 def from_tensor(x: torch.Tensor) -> np.ndarray:
     """Inverse of :func:`to_tensor`: normalised float (N, 3, H, W) -> uint8 (N, H, W, 3)."""
     img = ((x * STD + MEAN) * 255.0).clamp(0, 255).round().byte()

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.datasets import resize_image
-from ..data.transforms import resize_probs, to_tensor
+from ..data.transforms import pad_to_multiple, resize_probs, to_tensor, working_size
 from ..errors import InputError
 from ..runs import LoadableRun, RunSpec
 from ..segmenter import resolve_device
@@ -96,6 +96,11 @@ class Refiner(LoadableRun):
     def defaults(self) -> dict:
         """Inference settings saved with the run: steps, strength, samples (and flip)."""
         return dict(self.spec.inference)
+
+    @property
+    def stride(self) -> int:
+        """The network's total downsampling: inputs are padded to a multiple of it."""
+        return 2 ** int(self.spec.network["depth"])
 
     def module(self) -> torch.nn.Module:
         return self.net
@@ -224,10 +229,12 @@ class Refiner(LoadableRun):
         batch_size: int = 16,
         flip: bool | None = None,
     ) -> list[Refinement]:
-        """:meth:`refine` for several images. Coarse inputs smaller than their image are
-        upsampled to it (:func:`~segrefine.diffusion.onehot.prior_for_image`). Images whose
-        size differs from the refiner's are resized to it (no crop) and the results resized
-        back to the image."""
+        """:meth:`refine` for several images of any sizes. Coarse inputs smaller than their
+        image are upsampled to it (:func:`~segrefine.diffusion.onehot.prior_for_image`). Each
+        image is refined whole at the refiner's working size (aspect ratio kept, short side at
+        the training size, padded to the network's stride) and the result resized back to the
+        image; images of one working size are refined together, batch ``k`` of a size with
+        ``seed`` + the index of its first image."""
         if (probs is None) == (labels is None):
             raise InputError("give either probability maps or label masks, not both or neither")
         priors = [prior_for_image(im.shape[:2], self.num_classes,
@@ -236,22 +243,25 @@ class Refiner(LoadableRun):
                   for i, im in enumerate(images)]  # fmt: skip
         self.settings(steps, strength, samples, flip)  # bad settings fail before any work
         nfe = self.nfe(steps, samples, strength)
-        results: list[Refinement] = []
-        for start in range(0, len(images), batch_size):
-            ims = images[start : start + batch_size]
-            ps = priors[start : start + batch_size]
-            x = to_tensor(np.stack([resize_image(im, self.size) for im in ims]))
-            p = torch.stack([resize_probs(torch.from_numpy(q), (self.size, self.size))
-                             for q in ps])  # fmt: skip
-            mean, unc = self.refine_tensors(x, p, steps, strength, samples, seed + start, flip)
-            for im, m, u in zip(ims, mean, unc, strict=True):
-                shape = im.shape[:2]
-                m = resize_probs(m, shape)
-                u = F.interpolate(u[None, None], size=shape, mode="bilinear", align_corners=False)[
-                    0, 0
-                ]
-                results.append(
-                    Refinement(m.argmax(0).numpy().astype(np.uint8), m.numpy(), u.numpy(), nfe)
-                )
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, im in enumerate(images):
+            groups.setdefault(working_size(im.shape, self.size), []).append(i)
+        results: list[Refinement | None] = [None] * len(images)
+        for (h, w), idx in groups.items():
+            for start in range(0, len(idx), batch_size):
+                chunk = idx[start : start + batch_size]
+                x = to_tensor(np.stack([resize_image(images[i], (h, w)) for i in chunk]))
+                p = torch.stack([resize_probs(torch.from_numpy(priors[i]), (h, w))
+                                 for i in chunk])  # fmt: skip
+                mean, unc = self.refine_tensors(pad_to_multiple(x, self.stride),
+                                                pad_to_multiple(p, self.stride), steps, strength,
+                                                samples, seed + chunk[0], flip)  # fmt: skip
+                for i, m, u in zip(chunk, mean[..., :h, :w], unc[..., :h, :w], strict=True):
+                    shape = images[i].shape[:2]
+                    m = resize_probs(m, shape)
+                    u = F.interpolate(u[None, None], size=shape, mode="bilinear",
+                                      align_corners=False)[0, 0]  # fmt: skip
+                    results[i] = Refinement(m.argmax(0).numpy().astype(np.uint8), m.numpy(),
+                                            u.numpy(), nfe)  # fmt: skip
         return results
 
