@@ -87,7 +87,7 @@ def run_benchmark(
     cfg = seg.spec
     val = load_split(data, split, cfg.classes, cfg.binary_per_class, seg.size)
     images = [it.image for it in val.items]
-    refine = {k: settings[k] for k in ("steps", "strength", "samples", "flip")}
+    refine = {k: settings[k] for k in ("steps", "strength", "samples", "flip", "native")}
 
     results_, rates = _timed(images, batch_size, segmenter=seg, refiner=ref, **refine)
     probs = [r.probs for r in results_]

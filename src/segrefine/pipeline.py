@@ -52,6 +52,7 @@ def segment_and_refine(
     strength: float | None = None,
     samples: int | None = None,
     flip: bool | None = None,
+    native: bool | None = None,
     seed: int = 0,
     batch_size: int = 16,
     timings: dict[str, float] | None = None,
@@ -74,7 +75,7 @@ def segment_and_refine(
     if refiner is not None:
         if segmenter is not None:
             check_pair(segmenter, refiner)
-        refiner.settings(steps, strength, samples, flip)  # bad settings fail before any work
+        refiner.settings(steps, strength, samples, flip, native)  # bad ones fail now
     clock = timings if timings is not None else {}
     if segmenter is not None:
         t0 = time.perf_counter()
@@ -85,7 +86,8 @@ def segment_and_refine(
     if refiner is not None:
         t0 = time.perf_counter()
         refined = refiner.refine_batch(images, probs, labels, steps, strength, samples, seed,
-                                       batch_size=batch_size, flip=flip)  # fmt: skip
+                                       batch_size=batch_size, flip=flip,
+                                       native=native)  # fmt: skip
         clock["refine_s"] = clock.get("refine_s", 0.0) + time.perf_counter() - t0
         for result, r in zip(out, refined, strict=True):
             result.refined = r

@@ -76,6 +76,17 @@ def train_refiner_cmd(
                            "moving average at each validation (logged as val_raw; costs a "
                            "second validation).")
     ] = False,
+    native: Annotated[
+        bool, typer.Option("--native", help="Also learn to refine at the images' own "
+                           "resolution: part of each batch is cropped at finer scales, and "
+                           "refinement then continues at doubling scales up to each image's "
+                           "size (default mode).")
+    ] = False,
+    truth_share: Annotated[
+        float, typer.Option(help="With --native: share of the finer-scale crops given the "
+                            "truth itself as their coarse input (to learn to leave a good "
+                            "boundary alone).")
+    ] = 0.2,
     resume: Resume = False,
     device: Device = "auto",
     threads: Threads = None,
@@ -91,7 +102,8 @@ def train_refiner_cmd(
             classes=split_classes(classes), segmenter=str(segmenter) if segmenter else None,
             iterations=iterations, batch_size=batch_size, crop=crop or None, lr=lr,
             oof_folds=oof_folds, oof_epochs=oof_epochs, band=band, seed=seed,
-            mixed_precision=mixed_precision, validate_raw=validate_raw,
+            mixed_precision=mixed_precision, validate_raw=validate_raw, native=native,
+            truth_share=truth_share,
             **({} if ema_decay is None else {"ema_decay": ema_decay}),
         )  # fmt: skip
     best = train_refiner(cfg, out, resume=resume, device=device, progress=not quiet)

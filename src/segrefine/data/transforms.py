@@ -25,7 +25,7 @@ def to_tensor(images: np.ndarray) -> torch.Tensor:
     """uint8 (N, H, W, 3) or (H, W, 3) -> normalised float (N, 3, H, W)."""
     if images.ndim == 3:
         images = images[None]
-    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()
+    x = torch.from_numpy(np.require(images, requirements=["C", "W"])).permute(0, 3, 1, 2).float()
     return (x / 255.0 - MEAN) / STD
 
 

@@ -9,6 +9,7 @@ import torch
 from ..data.transforms import augment_batch, to_tensor
 from ..segmenter import Segmenter
 from .degrade import degrade
+from .native import draw_native_crops
 
 
 class BatchSource:
@@ -19,14 +20,30 @@ class BatchSource:
     rest; without it they are None.
     """
 
-    def __init__(self, cfg, images, masks, num_classes, views=None, coarse: bool = True):
+    def __init__(self, cfg, images, masks, num_classes, views=None, coarse: bool = True,
+                 native=None):  # fmt: skip
         self.cfg, self.images, self.masks = cfg, images, masks
         self.c, self.views, self.coarse = num_classes, views, coarse
+        self.native = native  # (images, masks) at their original sizes, for native refiners
 
     def draw(self, step: int):
+        """The batch of training step ``step``: working-size crops and, for a native refiner,
+        ``native_share`` of it drawn at finer scales (:mod:`segrefine.diffusion.native`)."""
+        cfg = self.cfg
+        if self.native is None:
+            return self._draw(step, cfg.batch_size)
+        rng = np.random.default_rng([cfg.seed, step, 1])
+        n = int(rng.binomial(cfg.batch_size, cfg.native_share))
+        fine = draw_native_crops(*self.native, n, cfg.crop or 64, cfg.size, self.c, rng,
+                                 cfg.truth_share)  # fmt: skip
+        if n == cfg.batch_size:
+            return fine
+        x, y, probs = self._draw(step, cfg.batch_size - n)
+        return torch.cat([x, fine[0]]), torch.cat([y, fine[1]]), torch.cat([probs, fine[2]])
+
+    def _draw(self, step: int, b: int):
         cfg = self.cfg
         rng = np.random.default_rng([cfg.seed, step])
-        b = cfg.batch_size
         n_oof = 0
         if self.views is not None and self.coarse:
             n_oof = int(rng.binomial(b, cfg.oof_fraction))

@@ -55,12 +55,19 @@ class RefinerConfig(TrainingData):
     # also validate the raw (not averaged) weights at each validation, logged as ``val_raw``:
     # a paired EMA-vs-raw comparison for the cost of a second validation
     validate_raw: bool = False
+    # also learn to refine at the images' own resolution (diffusion/native.py): this share of
+    # each batch is cropped at finer scales, with truth_share of those given the truth itself
+    native: bool = False
+    native_share: float = 0.5
+    truth_share: float = 0.2
     seed: int = 0
     inference: dict = field(default_factory=dict)  # steps, strength, samples
 
     def __post_init__(self):
         method = get_mode(self.mode)
         self.inference = {**method.inference_defaults, **self.inference}
+        if self.native:
+            self.inference.setdefault("native", True)
         strength = self.inference.get("strength")
         check_settings({
             "size (must be positive)": self.size > 0,
@@ -84,6 +91,10 @@ class RefinerConfig(TrainingData):
             "out-of-fold fraction (must be in [0, 1])": 0 <= self.oof_fraction <= 1,
             "out-of-fold epochs (must be positive or none)":
                 self.oof_epochs is None or self.oof_epochs > 0,
+            "native share (must be in [0, 1])": 0 <= self.native_share <= 1,
+            "truth share (must be in [0, 1])": 0 <= self.truth_share <= 1,
+            "native refinement (needs default mode)":
+                not self.native or method.learns_from_coarse_masks,
             "inference strength (must be in (0, 1])":
                 isinstance(strength, int | float) and 0 < strength <= 1,
         }, "refiner settings")  # fmt: skip

@@ -24,6 +24,7 @@ from ..errors import InputError
 from ..runs import LoadableRun, RunSpec
 from ..segmenter import resolve_device
 from .modes import MODES, RefinerMode, get_mode
+from .native import refine_native
 from .onehot import prior_for_image
 from .sampling import make_scheduler
 
@@ -124,12 +125,13 @@ class Refiner(LoadableRun):
         strength: float | None = None,
         samples: int | None = None,
         flip: bool | None = None,
+        native: bool | None = None,
     ) -> dict:
         """The inference settings these arguments resolve to (None = the run's default);
         raises :class:`InputError` for invalid ones, before any work is done."""
-        s = {"flip": False, **self.defaults}
+        s = {"flip": False, "native": False, **self.defaults}
         for key, value in (("steps", steps), ("strength", strength), ("samples", samples),
-                           ("flip", flip)):  # fmt: skip
+                           ("flip", flip), ("native", native)):  # fmt: skip
             if value is not None:
                 s[key] = value
         if s["samples"] < 1:
@@ -200,6 +202,7 @@ class Refiner(LoadableRun):
         samples: int | None = None,
         seed: int = 0,
         flip: bool | None = None,
+        native: bool | None = None,
     ) -> Refinement:
         """Refine one RGB uint8 image (H, W, 3) given ``probs`` (C, H, W) or hard ``labels``.
 
@@ -215,6 +218,7 @@ class Refiner(LoadableRun):
             samples,
             seed,
             flip=flip,
+            native=native,
         )[0]
 
     def refine_batch(
@@ -228,20 +232,24 @@ class Refiner(LoadableRun):
         seed: int = 0,
         batch_size: int = 16,
         flip: bool | None = None,
+        native: bool | None = None,
     ) -> list[Refinement]:
         """:meth:`refine` for several images of any sizes. Coarse inputs smaller than their
         image are upsampled to it (:func:`~segrefine.diffusion.onehot.prior_for_image`). Each
         image is refined whole at the refiner's working size (aspect ratio kept, short side at
         the training size, padded to the network's stride) and the result resized back to the
         image; images of one working size are refined together, batch ``k`` of a size with
-        ``seed`` + the index of its first image."""
+        ``seed`` + the index of its first image. With ``native`` (the default for runs trained
+        with it) the result is refined again at doubling scales up to the image's own size
+        (:mod:`segrefine.diffusion.native`)."""
         if (probs is None) == (labels is None):
             raise InputError("give either probability maps or label masks, not both or neither")
         priors = [prior_for_image(im.shape[:2], self.num_classes,
                                   None if probs is None else probs[i],
                                   None if labels is None else labels[i])
                   for i, im in enumerate(images)]  # fmt: skip
-        self.settings(steps, strength, samples, flip)  # bad settings fail before any work
+        s = self.settings(steps, strength, samples, flip, native)  # fails before any work
+        passes = {k: s[k] for k in ("steps", "strength", "samples", "flip")}
         nfe = self.nfe(steps, samples, strength)
         groups: dict[tuple[int, int], list[int]] = {}
         for i, im in enumerate(images):
@@ -258,6 +266,9 @@ class Refiner(LoadableRun):
                                                 samples, seed + chunk[0], flip)  # fmt: skip
                 for i, m, u in zip(chunk, mean[..., :h, :w], unc[..., :h, :w], strict=True):
                     shape = images[i].shape[:2]
+                    if s["native"]:  # refine again at finer scales, up to the image's own
+                        m, u = refine_native(self, images[i], torch.from_numpy(priors[i]),
+                                             p[chunk.index(i)], m, u, passes, seed + i)
                     m = resize_probs(m, shape)
                     u = F.interpolate(u[None, None], size=shape, mode="bilinear",
                                       align_corners=False)[0, 0]  # fmt: skip

@@ -141,6 +141,10 @@ def train_refiner(
     # the refiner used for validation shares the network being trained
     refiner = Refiner(accelerator.unwrap_model(net), spec, accelerator.device)
     net.train()
+    native = None
+    if cfg.native:  # the same images at their original sizes, for the finer scales
+        full = load_split(cfg.data, cfg.split, cfg.classes, cfg.binary_per_class, None)
+        native = ([it.image for it in full.items], [it.mask for it in full.items])
     source = BatchSource(
         cfg,
         torch.from_numpy(np.stack([it.image for it in train.items])),
@@ -148,6 +152,7 @@ def train_refiner(
         train.num_classes,
         views,
         coarse,
+        native,
     )
     priors = validation_priors(cfg, val, accelerator.device) if val is not None and main else None
 

@@ -1,0 +1,155 @@
+"""Refinement at the image's own resolution: what a refiner trained with ``native=True`` learns
+and how it refines.
+
+A refiner first corrects regions at its working size (short side at the training size, where
+the whole object fits its view). A native refiner then refines again at doubling scales up to
+the image's own size: each pass starts from the previous pass upsampled, whose boundaries are
+right to within a pixel or two of the coarser scale and only blurry at this one, and the band
+limit lets it move only the pixels along them. Large images are refined in overlapping tiles,
+and only tiles that hold band pixels are computed, so the time grows with the boundaries'
+length rather than the image's area, and the memory with the tile batch.
+
+Training draws, beside the working-size crops, crops at a random scale between the working
+size and the original size, with coarse inputs made the way the passes see them: the truth at
+1/2 or 1/4 of the scale, mildly degraded, softened and upsampled -- or, for ``truth_share`` of
+them, the truth itself, softened as a hard mask is, so that a boundary the image supports is
+left alone ("do no harm").
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..data.datasets import resize_image, resize_mask
+from ..data.io import VOID
+from ..data.transforms import pad_to_multiple, resize_probs, to_tensor, working_size
+from .degrade import DegradeConfig, degrade
+from .networks import uncertain_band
+from .onehot import probs_from_labels
+
+# the errors left at a finer scale after a coarser pass: small shifts and blur, no lost regions
+MILD = DegradeConfig(p_morph=0.5, max_radius=1, p_jitter=0.5, max_jitter=1.0, p_coarse=0.0,
+                     p_delete=0.0, p_insert=0.0, p_swap=0.0, blur=(0.5, 1.5),
+                     noise=0.5)  # fmt: skip
+TILE, OVERLAP = 256, 32
+
+
+def local_coarse(mask: np.ndarray, num_classes: int, rng: np.random.Generator,
+                 truth_share: float) -> np.ndarray:  # fmt: skip
+    """The coarse input (C, H, W) for a crop of a native-scale mask, as a finer pass sees it."""
+    clean = np.where(mask == VOID, 0, mask).astype(np.uint8)
+    if rng.random() < truth_share:
+        return probs_from_labels(clean, num_classes)
+    f = int(rng.choice([2, 4]))
+    h, w = mask.shape
+    small = resize_mask(clean, (max(h // f, 2), max(w // f, 2)))
+    coarse = torch.from_numpy(degrade(small, num_classes, rng, MILD))
+    return resize_probs(coarse, (h, w)).numpy()
+
+
+def draw_native_crops(images, masks, n: int, crop: int, size: int, num_classes: int,
+                      rng: np.random.Generator, truth_share: float):  # fmt: skip
+    """``n`` crops (normalised images, masks, coarse probs) at one random scale between each
+    image's working size and its original size (the same relative position for the batch)."""
+    t = rng.random()
+    xs, ys, ps = [], [], []
+    for i in rng.integers(len(images), size=n):
+        image, mask = images[i], masks[i]
+        h, w = working_size(mask.shape, size)
+        s = (h / mask.shape[0]) ** (1 - t) if h < mask.shape[0] else 1.0
+        shape = (max(crop, round(mask.shape[0] * s)), max(crop, round(mask.shape[1] * s)))
+        im, m = resize_image(image, shape), resize_mask(mask, shape)
+        top = int(rng.integers(0, shape[0] - crop + 1))
+        left = int(rng.integers(0, shape[1] - crop + 1))
+        im, m = im[top : top + crop, left : left + crop], m[top : top + crop, left : left + crop]
+        if rng.random() < 0.5:
+            im, m = im[:, ::-1], m[:, ::-1]
+        xs.append(np.ascontiguousarray(im))
+        ys.append(m.astype(np.int64))
+        ps.append(local_coarse(m, num_classes, rng, truth_share))
+    return (to_tensor(np.stack(xs)), torch.from_numpy(np.stack(ys)),
+            torch.from_numpy(np.stack(ps)))  # fmt: skip
+
+
+def pass_sizes(shape: tuple[int, int], size: int) -> list[tuple[int, int]]:
+    """The sizes of the passes after the working-size one: doubling, ending at ``shape``."""
+    h0, _ = working_size(shape, size)
+    n = max(0, math.ceil(math.log2(shape[0] / h0) - 0.25))  # a last step under 1.19x is skipped
+    sizes = [(round(shape[0] * 2**-k), round(shape[1] * 2**-k)) for k in range(n - 1, -1, -1)]
+    return [s for s in sizes if s[0] > h0]
+
+
+def _tiles(length: int) -> list[int]:
+    if length <= TILE:
+        return [0]
+    step = TILE - OVERLAP
+    return sorted(set(list(range(0, length - TILE, step)) + [length - TILE]))
+
+
+def refine_pass(refiner, image: np.ndarray, probs: torch.Tensor, settings: dict, seed: int,
+                band: int, batch_size: int = 8) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """One pass at ``image``'s size from ``probs`` (C, H, W) at that size: the refined
+    probabilities and their uncertainty. Tiles without band pixels keep ``probs``."""
+    h, w = image.shape[:2]
+    x = to_tensor(image)[0]
+    todo = uncertain_band(probs[None], band)[0, 0] > 0
+    acc, unc, weight = torch.zeros_like(probs), torch.zeros(h, w), torch.zeros(h, w)
+    ramp = torch.minimum(torch.arange(TILE) + 1, torch.arange(TILE).flip(0) + 1).float()
+    window = torch.minimum(ramp[:, None], ramp[None, :]).clamp(max=OVERLAP)  # tent at seams
+    boxes = [(top, left) for top in _tiles(h) for left in _tiles(w)
+             if todo[top : top + TILE, left : left + TILE].any()]  # fmt: skip
+    for k in range(0, len(boxes), batch_size):
+        chunk = boxes[k : k + batch_size]
+        xt = torch.stack([x[:, t : t + TILE, c : c + TILE] for t, c in chunk])
+        pt = torch.stack([probs[:, t : t + TILE, c : c + TILE] for t, c in chunk])
+        th, tw = xt.shape[-2:]
+        mean, u = refiner.refine_tensors(pad_to_multiple(xt, refiner.stride),
+                                         pad_to_multiple(pt, refiner.stride),
+                                         seed=seed + k, **settings)  # fmt: skip
+        win = window[:th, :tw]
+        for (t, c), m, uu in zip(chunk, mean[..., :th, :tw], u[..., :th, :tw], strict=True):
+            acc[:, t : t + th, c : c + tw] += m * win
+            unc[t : t + th, c : c + tw] += uu * win
+            weight[t : t + th, c : c + tw] += win
+    done = weight > 0
+    out = torch.where(done, acc / weight.clamp_min(1e-8), probs)
+    return out, torch.where(done, unc / weight.clamp_min(1e-8), unc)
+
+
+def _apply(prior: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+    p = (prior + delta).clamp_min(0)
+    return p / p.sum(0, keepdim=True).clamp_min(1e-8)
+
+
+def refine_native(refiner, image: np.ndarray, prior: torch.Tensor, first_input: torch.Tensor,
+                  first: torch.Tensor, uncertainty: torch.Tensor, settings: dict,
+                  seed: int) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """Carry the working-size pass up to ``image``'s own size.
+
+    ``prior`` is the coarse input at the image's size, ``first_input`` the same at working
+    size and ``first`` the working-size pass's result. What a pass changed (its output minus
+    its input) is what is carried to the next scale, added to the coarse input resized there:
+    detail the input already has at full resolution survives, and a pass that changes nothing
+    changes nothing at any scale. Returns probabilities and uncertainty at the image's size.
+    """
+    band = int(refiner.spec.network.get("band", 0)) or 6
+    delta = first - first_input
+    for k, shape in enumerate(pass_sizes(image.shape[:2], refiner.size)):
+        start = _apply(resize_probs(prior, shape), _resize(delta, shape))
+        out, fresh = refine_pass(refiner, resize_image(image, shape), start, settings,
+                                 seed + 1000 * (k + 1), band)  # fmt: skip
+        delta = _resize(delta, shape) + (out - start)
+        uncertainty = torch.where(fresh > 0, fresh, _resize(uncertainty[None], shape)[0])
+    full = tuple(image.shape[:2])
+    return _apply(prior, _resize(delta, full)), _resize(uncertainty[None], full)[0]
+
+
+def _resize(t: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize of (C, h, w) values that are not probabilities (no renormalising)."""
+    if tuple(t.shape[-2:]) == tuple(shape):
+        return t
+    return F.interpolate(t[None], size=tuple(shape), mode="bilinear", align_corners=False)[0]

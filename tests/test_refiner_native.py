@@ -1,0 +1,85 @@
+"""Refinement at the image's own resolution: the passes' sizes, tiling, and the training crops
+a native refiner learns from."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from refiner_helpers import TINY, tiny_config
+
+from segrefine.diffusion import Refiner, RefinerConfig, train_refiner
+from segrefine.diffusion.native import TILE, draw_native_crops, pass_sizes, refine_pass
+from segrefine.diffusion.onehot import probs_from_labels
+
+
+def test_passes_double_up_to_the_image_size_and_skip_a_tiny_last_step():
+    assert pass_sizes((500, 750), 128) == [(250, 375), (500, 750)]
+    assert pass_sizes((226, 246), 128) == [(226, 246)]  # one pass at 1.77x
+    assert pass_sizes((150, 150), 128) == []  # 1.17x: the working size is close enough
+    assert pass_sizes((128, 300), 128) == []
+
+
+def native_refiner(band: int = 2) -> Refiner:
+    torch.manual_seed(0)
+    cfg = RefinerConfig(data="unused", native=True, band=band, **TINY)
+    return Refiner.from_spec(cfg.spec(("bg", "object")), "cpu")
+
+
+def test_an_untrained_native_refiner_returns_a_large_mask_unchanged_through_tiles():
+    """The machinery alone (doubling passes, tiles, blending) must not move a boundary."""
+    ref = native_refiner()
+    assert ref.defaults["native"] is True
+    mask = np.zeros((300, 600), np.uint8)
+    mask[40:260, 100:520] = 1
+    mask[120:180, 250:380] = 0  # a hole
+    image = np.random.default_rng(0).integers(0, 255, (300, 600, 3), dtype=np.uint8)
+    out = ref.refine(image, labels=mask)
+    assert out.labels.shape == (300, 600) and out.uncertainty.shape == (300, 600)
+    assert np.array_equal(out.labels, mask)
+    plain = ref.refine(image, labels=mask, native=False)  # the working-size pass alone
+    assert np.array_equal(plain.labels, mask) or (plain.labels != mask).any()
+
+
+def test_tiles_without_band_pixels_are_not_computed():
+    ref = native_refiner()
+    calls = []
+    real = ref.refine_tensors
+
+    def counting(x, p, **kw):
+        calls.append(x.shape[0])
+        return real(x, p, **kw)
+
+    ref.refine_tensors = counting
+    probs = torch.zeros(2, 2 * TILE, 3 * TILE)
+    probs[0] = 1  # all background except one small square in the first tile
+    probs[0, 10:40, 10:40], probs[1, 10:40, 10:40] = 0, 1
+    image = np.zeros((2 * TILE, 3 * TILE, 3), np.uint8)
+    settings = {"steps": 1, "strength": 0.3, "samples": 2, "flip": False}
+    out, _ = refine_pass(ref, image, probs, settings, seed=0, band=2)
+    assert sum(calls) == 1  # one tile of the six holds the boundary
+    assert torch.equal(out[:, TILE:, TILE:], probs[:, TILE:, TILE:])
+
+
+def test_native_training_crops_are_crop_sized_and_the_truth_share_is_the_truth():
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, (64, 96, 3), dtype=np.uint8) for _ in range(3)]
+    masks = [np.zeros((64, 96), np.uint8) for _ in range(3)]
+    for m in masks:
+        m[20:44, 30:70] = 1
+    x, y, p = draw_native_crops(images, masks, 5, 16, 32, 2, rng, truth_share=1.0)
+    assert x.shape == (5, 3, 16, 16) and y.shape == (5, 16, 16) and p.shape == (5, 2, 16, 16)
+    for yy, pp in zip(y, p, strict=True):
+        np.testing.assert_allclose(pp.numpy(), probs_from_labels(yy.numpy().astype(np.uint8), 2))
+    _, y, p = draw_native_crops(images, masks, 5, 16, 32, 2, rng, truth_share=0.0)
+    np.testing.assert_allclose(p.sum(1).numpy(), 1, atol=1e-5)
+
+
+@pytest.mark.parametrize("native_share", [0.5, 1.0])
+def test_a_native_refiner_trains_and_records_native_refinement(tmp_path, synthetic_root,
+                                                                native_share):  # fmt: skip
+    cfg = tiny_config(synthetic_root, native=True, native_share=native_share, crop=16,
+                      iterations=2, val_every=2)  # fmt: skip
+    train_refiner(cfg, tmp_path / "run", device="cpu", progress=False)
+    ref = Refiner.load(tmp_path / "run", "cpu")
+    assert ref.defaults["native"] is True and ref.spec.train["native_share"] == native_share
