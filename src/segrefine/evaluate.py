@@ -15,10 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .data.datasets import LoadedSplit, load_split, preprocess_mask
+from .data.datasets import LoadedSplit, load_split, preprocess_mask, read_class_table
 from .data.io import read_mask
 from .errors import InputError
 from .metrics import SegmentationScores
+from .runs import check_same_classes
 
 
 def _aligned_mask(mask, pred_shape, pred_path: Path):
@@ -46,6 +47,10 @@ def evaluate_folder(
         raise InputError("no such prediction folder", pred_dir)
     truth = load_split(data, split, classes, binary_per_class, size=None)
     n = truth.num_classes
+    table = pred_dir / "classes.txt"  # written by predict and refine beside their outputs
+    if table.is_file() and len(truth.tasks) == 1:
+        check_same_classes(("the predictions' classes.txt", read_class_table(table)[0]),
+                           ("the truth", truth.class_names), table)  # fmt: skip
     overall = SegmentationScores(n, truth.class_names)
     per_task = {t.name: SegmentationScores(n, t.class_names) for t in truth.tasks}
     ids = []

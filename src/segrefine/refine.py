@@ -9,34 +9,65 @@ For an input named ``<id>`` the output folder gets:
 
 The coarse input comes from a segmenter run, or from a folder of ``<id>.npy`` probability
 maps (C, H, W, summing to 1; e.g. ``segrefine predict --save-probs`` or any other model), or
-from a folder of ``<id>.png`` label masks (softened as documented in ``probs_from_labels``).
+from a folder of ``<id>.png`` label masks (softened as documented in ``probs_from_labels``):
+class ids, RGB colour masks (VOC colours, or those of a ``classes.txt`` of ``name R G B``
+lines), or, for a 2-class refiner, 0/255 binary masks. Maps and masks may be smaller than
+their image (same aspect ratio): they are upsampled.
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from .data.datasets import read_class_table
 from .data.io import read_mask, write_image, write_label_png, write_npy
 from .diffusion.refiner import Refiner
 from .errors import InputError
 from .pipeline import check_pair, segment_and_refine
 from .predict import is_main_process, iter_inputs
+from .runs import check_same_classes
 
 
-def _read_prior(folder: Path, item_id: str):
-    """(probs, labels) for one input from a folder of .npy maps or .png masks."""
-    npy, png = folder / f"{item_id}.npy", folder / f"{item_id}.png"
-    if npy.exists():
-        try:
-            return np.load(npy, allow_pickle=False), None
-        except (ValueError, OSError) as err:
-            raise InputError(f"cannot read probability map ({err})", npy) from err
-    if png.exists():
-        return None, read_mask(png)
-    raise InputError(f"no {item_id}.npy or {item_id}.png for image '{item_id}'", folder)
+class _Priors:
+    """Coarse inputs from a folder of ``<id>.npy`` maps or ``<id>.png`` masks, read the way
+    other tools write them: a ``classes.txt`` there must name the refiner's classes (and may
+    give colours for RGB masks, the VOC palette otherwise), and for a 2-class refiner a 0/255
+    binary mask (rembg, SAM exports, thresholding) is read as background/object, with one
+    notice, instead of as background and void."""
+
+    def __init__(self, folder: Path, refiner: Refiner, notice):
+        self.folder, self.refiner, self.notice = folder, refiner, notice
+        self.colours, self.noticed = None, False
+        table = folder / "classes.txt"
+        if table.is_file():
+            names, self.colours = read_class_table(table)
+            check_same_classes(("the masks' classes.txt", names),
+                               ("the refiner", refiner.class_names), table)  # fmt: skip
+
+    def read(self, item_id: str):
+        """(probs, labels, path) for one input."""
+        npy, png = self.folder / f"{item_id}.npy", self.folder / f"{item_id}.png"
+        if npy.exists():
+            try:
+                return np.load(npy, allow_pickle=False), None, npy
+            except (ValueError, OSError) as err:
+                raise InputError(f"cannot read probability map ({err})", npy) from err
+        if not png.exists():
+            raise InputError(f"no {item_id}.npy or {item_id}.png for image '{item_id}'",
+                             self.folder)  # fmt: skip
+        labels = read_mask(png, self.colours)
+        values = set(np.unique(labels).tolist())
+        if self.refiner.num_classes == 2 and values <= {0, 255} and 255 in values:
+            if not self.noticed:
+                self.notice(f"{png}: a 0/255 binary mask, read as {self.refiner.class_names[0]}"
+                            f" (0) / {self.refiner.class_names[1]} (255); so are the others")
+                self.noticed = True
+            labels = (labels == 255).astype(np.uint8)
+        return None, labels, png
 
 
 def refine_to_folder(
@@ -54,8 +85,10 @@ def refine_to_folder(
     seed: int = 0,
     progress: bool = True,
     flip: bool | None = None,
+    notice=None,
 ) -> list[str]:
-    """Refine every input image; returns the ids written (see the module docstring)."""
+    """Refine every input image; returns the ids written (see the module docstring).
+    ``notice`` receives one-line notes on how inputs were read (default: printed)."""
     if (segmenter is None) == (probs_dir is None):
         raise InputError("give either a segmenter run or a folder of probabilities (--probs)")
     if segmenter is not None:
@@ -68,12 +101,15 @@ def refine_to_folder(
                          protocol)  # fmt: skip
     out = Path(out)
     written = []
+    priors = None
+    if probs_dir is not None:
+        say = notice or (lambda m: tqdm.write(m, file=sys.stderr))
+        priors = _Priors(Path(probs_dir), refiner, say)
     for inp in tqdm(inputs, desc="refine", disable=not progress, leave=False):
         coarse, where = {"segmenter": segmenter}, None
-        if segmenter is None:
-            probs, labels = _read_prior(Path(probs_dir), inp.id)
+        if priors is not None:
+            probs, labels, where = priors.read(inp.id)
             coarse = {"probs": [probs]} if probs is not None else {"labels": [labels]}
-            where = Path(probs_dir) / f"{inp.id}.{'npy' if probs is not None else 'png'}"
         try:
             (result,) = segment_and_refine([inp.image], refiner=refiner, steps=steps,
                                            strength=strength, samples=samples, flip=flip,

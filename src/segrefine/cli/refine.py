@@ -160,7 +160,8 @@ def refine_cmd(
     ids = refine_to_folder(ref, images, out, segmenter=seg, probs_dir=probs, split=split,
                            protocol=protocol,
                            steps=steps, strength=strength, samples=samples, seed=seed,
-                           progress=not quiet, flip=flip)  # fmt: skip
+                           progress=not quiet, flip=flip,
+                           notice=lambda m: typer.echo(f"segrefine: note: {m}", err=True))
     typer.echo(f"refined {len(ids)} images into {out}")
 
 

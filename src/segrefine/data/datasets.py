@@ -66,12 +66,28 @@ def detect_layout(root: str | Path) -> str | None:
 
 def read_class_names(path: Path) -> tuple[str, ...]:
     """Class names from a ``classes.txt`` (blank lines skipped); must be non-empty and unique."""
-    names = tuple(line.strip() for line in path.read_text().splitlines() if line.strip())
-    if not names:
+    return read_class_table(path)[0]
+
+
+def read_class_table(path: Path) -> tuple[tuple[str, ...], np.ndarray | None]:
+    """A ``classes.txt``: one class per line in id order, either ``name`` or ``name R G B``
+    (the class's colour in RGB colour masks). Returns the names and, when every line has a
+    colour, the (K, 3) colour table."""
+    rows = [line.split() for line in path.read_text().splitlines() if line.strip()]
+    if not rows:
         raise InputError("class list is empty", path)
+    coloured = all(len(r) == 4 for r in rows)
+    try:
+        colours = np.array([[int(v) for v in r[1:]] for r in rows]) if coloured else None
+    except ValueError:
+        colours = None
+    if colours is not None and ((colours < 0) | (colours > 255)).any():
+        raise InputError("class colours must be R G B values in 0..255", path)
+    names = tuple(r[0] for r in rows) if colours is not None else tuple(
+        line.strip() for line in path.read_text().splitlines() if line.strip())
     if len(set(names)) != len(names):
         raise InputError("class list has duplicate names", path)
-    return names
+    return names, colours
 
 
 def open_dataset(root: str | Path, split: str) -> DatasetIndex:

@@ -72,14 +72,18 @@ def as_rgb(img: Image.Image) -> np.ndarray:
     return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
 
 
-def read_mask(path: str | Path) -> np.ndarray:
+def read_mask(path: str | Path, colours: np.ndarray | None = None) -> np.ndarray:
     """Read a label mask as ``uint8`` (H, W) of class ids (255 = void).
 
-    Palette PNGs (PASCAL VOC) give their palette indices; mode "L" PNGs give their values.
-    An RGB mask is rejected: its colours are not class ids.
+    Palette PNGs (PASCAL VOC) give their palette indices; mode "L" PNGs give their values. An
+    RGB(A) colour mask is read through a colour table, ``colours`` (K, 3) with row k the
+    colour of class k (default: the VOC palette, whose 255th colour is void); a colour that is
+    not in the table is an input error naming it.
     """
     path = Path(path)
     img = _open(path)
+    if img.mode in ("RGB", "RGBA"):
+        return _ids_from_colours(np.asarray(img.convert("RGB")), colours, path)
     if img.mode in ("P", "L"):
         return np.asarray(img, dtype=np.uint8).copy()
     if img.mode in ("I", "I;16", "I;16B"):
@@ -92,6 +96,23 @@ def read_mask(path: str | Path) -> np.ndarray:
     raise InputError(
         f"mask must be a palette or single-channel PNG of class ids, got mode {img.mode}", path
     )
+
+
+def _ids_from_colours(rgb: np.ndarray, colours: np.ndarray | None, path: Path) -> np.ndarray:
+    table = np.asarray(VOC_PALETTE, np.uint8).reshape(256, 3) if colours is None else colours
+    table, rgb = np.asarray(table, np.int64), rgb.astype(np.int64)
+    codes = (table[:, 0] << 16) | (table[:, 1] << 8) | table[:, 2]
+    pixels = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+    first = {}
+    for k, code in enumerate(codes.tolist()):  # the first class of a repeated colour wins
+        first.setdefault(code, k)
+    found, inverse = np.unique(pixels, return_inverse=True)
+    ids = np.array([first.get(code, -1) for code in found.tolist()])
+    if (ids < 0).any():
+        r, g, b = (int(found[ids < 0][0]) >> s & 255 for s in (16, 8, 0))
+        where = "the VOC palette" if colours is None else "the colour table"
+        raise InputError(f"colour mask has colour ({r}, {g}, {b}), which is not in {where}", path)
+    return ids[inverse].reshape(rgb.shape[:2]).astype(np.uint8)
 
 
 @contextlib.contextmanager

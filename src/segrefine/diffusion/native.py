@@ -95,16 +95,17 @@ def refine_pass(refiner, image: np.ndarray, probs: torch.Tensor, settings: dict,
     """One pass at ``image``'s size from ``probs`` (C, H, W) at that size: the refined
     probabilities and their uncertainty. Tiles without band pixels keep ``probs``."""
     h, w = image.shape[:2]
-    x = to_tensor(image)[0]
-    todo = uncertain_band(probs[None], band)[0, 0] > 0
     acc, unc, weight = torch.zeros_like(probs), torch.zeros(h, w), torch.zeros(h, w)
     ramp = torch.minimum(torch.arange(TILE) + 1, torch.arange(TILE).flip(0) + 1).float()
     window = torch.minimum(ramp[:, None], ramp[None, :]).clamp(max=OVERLAP)  # tent at seams
+    # a tile is computed when it holds band pixels; looking tile by tile keeps the memory to
+    # a tile's (a boundary near a tile's edge is inside the overlapping neighbour too)
     boxes = [(top, left) for top in _tiles(h) for left in _tiles(w)
-             if todo[top : top + TILE, left : left + TILE].any()]  # fmt: skip
+             if uncertain_band(probs[None, :, top : top + TILE, left : left + TILE],
+                               band).any()]  # fmt: skip
     for k in range(0, len(boxes), batch_size):
         chunk = boxes[k : k + batch_size]
-        xt = torch.stack([x[:, t : t + TILE, c : c + TILE] for t, c in chunk])
+        xt = to_tensor(np.stack([image[t : t + TILE, c : c + TILE] for t, c in chunk]))
         pt = torch.stack([probs[:, t : t + TILE, c : c + TILE] for t, c in chunk])
         th, tw = xt.shape[-2:]
         mean, u = refiner.refine_tensors(pad_to_multiple(xt, refiner.stride),
