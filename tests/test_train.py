@@ -143,6 +143,10 @@ def test_train_predict_evaluate_end_to_end(run_cli, tmp_path, synthetic_root):
         assert key in result
     assert result["num_images"] == 8
     assert 0 <= result["miou"] <= 100
+    # one unit everywhere: per-image entries are percent like the summary
+    per_image = [r["image_iou"] for r in result["per_image"]]
+    assert result["mean_image_iou"] == pytest.approx(np.mean(per_image))
+    assert "per-image IoU" in out
     # the scores evaluate reports are the ones training logged for the best epoch
     best = max(_log(run), key=lambda r: r["val"]["mean_image_iou"])
     assert result["mean_image_iou"] == pytest.approx(best["val"]["mean_image_iou"], abs=1e-6)

@@ -23,6 +23,7 @@ from .data.datasets import load_split
 from .data.io import write_json
 from .diffusion.refiner import Refiner
 from .evaluate import score_split
+from .metrics import in_percent
 from .pipeline import check_pair, segment_and_refine
 from .report import colorize, metrics_table, save_grid
 from .segmenter import Segmenter
@@ -139,7 +140,7 @@ def run_benchmark(
         }  # fmt: skip
 
     per_image = [
-        {"id": it.id, "baseline": b, "refined": r}
+        {"id": it.id, "baseline": in_percent(b), "refined": in_percent(r)}
         for it, b, r in zip(val.items, base_img, ref_img, strict=True)
     ]
     write_json(out / "per_image.json", per_image)
@@ -172,14 +173,14 @@ def _figures(out, val, images, base_labels, ref_labels, unc, per_image, sweep, e
                 ]
             )
             labels.append(
-                f"{val.items[i].id}\n{100 * per_image[i]['baseline']['image_iou']:.1f}"
-                f" -> {100 * per_image[i]['refined']['image_iou']:.1f}"
+                f"{val.items[i].id}\n{per_image[i]['baseline']['image_iou']:.1f}"
+                f" -> {per_image[i]['refined']['image_iou']:.1f}"
             )
         save_grid(out / f"{name}.png", rows, cols, labels)
 
-    base = np.array([100 * p["baseline"]["image_iou"] for p in per_image])
+    base = np.array([p["baseline"]["image_iou"] for p in per_image])
     fig, ax = plt.subplots(figsize=(4.5, 3.5))
-    ax.scatter(base, 100 * gain, s=10)
+    ax.scatter(base, gain, s=10)
     ax.axhline(0, color="grey", lw=0.8)
     ax.set_xlabel("segmenter per-image IoU")
     ax.set_ylabel("IoU gain from refinement")

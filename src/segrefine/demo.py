@@ -128,7 +128,7 @@ def _figure(path: Path, data: Path, preds: Path, summary: dict, n: int = 6) -> P
         item = by_id[rec["id"]]
         pred = read_mask(preds / f"{rec['id']}.png")
         rows.append([item.image, colorize(item.mask), colorize(pred)])
-        labels.append(f"{rec['id']}\nIoU {100 * rec['image_iou']:.0f}")
+        labels.append(f"{rec['id']}\nIoU {rec['image_iou']:.0f}")
     return save_grid(path, rows, ["image", "truth", "prediction"], labels)
 
 

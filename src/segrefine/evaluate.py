@@ -18,7 +18,7 @@ import numpy as np
 from .data.datasets import LoadedSplit, load_split, preprocess_mask, read_class_table
 from .data.io import read_mask
 from .errors import InputError
-from .metrics import SegmentationScores
+from .metrics import SegmentationScores, in_percent
 from .runs import check_same_classes
 
 
@@ -67,7 +67,8 @@ def evaluate_folder(
         per_task[item.task].update(pred, mask)
         ids.append(item.id)
     summary = overall.summary()
-    summary["per_image"] = [{"id": i, **s} for i, s in zip(ids, overall.per_image, strict=True)]
+    summary["per_image"] = [{"id": i, **in_percent(s)}
+                            for i, s in zip(ids, overall.per_image, strict=True)]  # fmt: skip
     if len(per_task) > 1:
         summary["per_task"] = {name: s.summary() for name, s in per_task.items()}
     return summary

@@ -32,6 +32,7 @@ from .data.io import VOID, write_json
 from .data.transforms import resize_probs
 from .diffusion.refiner import Refiner
 from .evaluate import score_split
+from .metrics import in_percent
 from .pipeline import check_pair, segment_and_refine
 from .report import colorize, metrics_table, save_grid
 from .segmenter import Segmenter
@@ -44,7 +45,7 @@ def _row(val, labels, seconds: float, megapixels: float) -> tuple[dict, list[dic
     summary = scores.summary()
     row = {k: None if summary[k] != summary[k] else round(float(summary[k]), 2) for k in KEYS}
     row["seconds_per_megapixel"] = round(seconds / megapixels, 3)
-    return row, scores.per_image
+    return row, [in_percent(s) for s in scores.per_image]
 
 
 def _squashed(ref: Refiner, images, probs, seed: int, **settings) -> list[np.ndarray]:

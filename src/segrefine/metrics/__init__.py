@@ -35,7 +35,7 @@ from .boundary import boundary_fscore, boundary_iou
 from .mba import boundary_accuracy, mba_radii
 from .policy import scored_classes
 from .region import confusion_matrix, image_iou, iou_from_confusion
-from .scores import SegmentationScores, format_table
+from .scores import SegmentationScores, format_table, in_percent
 
 __all__ = [
     "SegmentationScores",
@@ -45,6 +45,7 @@ __all__ = [
     "confusion_matrix",
     "format_table",
     "image_iou",
+    "in_percent",
     "iou_from_confusion",
     "mba_radii",
     "scored_classes",

@@ -150,9 +150,15 @@ class SegmentationScores:
         }
 
 
+def in_percent(scores: dict[str, float | None]) -> dict[str, float | None]:
+    """One image's scores (fractions, as :meth:`SegmentationScores.update` returns them) in
+    percent, the unit of every summary and of every file segrefine writes."""
+    return {k: None if v is None else 100.0 * v for k, v in scores.items()}
+
+
 _TABLE_ROWS = (
     ("num_images", "images"),
-    ("mean_image_iou", "mean image IoU"),
+    ("mean_image_iou", "per-image IoU"),
     ("miou", "mIoU"),
     ("boundary_iou", "boundary IoU"),
     ("boundary_f", "boundary F"),
