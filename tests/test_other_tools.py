@@ -83,3 +83,17 @@ def test_a_class_list_that_does_not_match_is_refused(
     code, _, err = run_cli("evaluate", "--pred", preds, "--data", synthetic_root,
                            "--classes", "blob")
     assert code == 2 and "predictions' classes.txt" in err and "the truth has 2" in err
+
+
+def test_an_exif_rotated_photo_is_read_upright(tmp_path):
+    from segrefine.data.io import read_image
+
+    stored = np.zeros((20, 40, 3), np.uint8)  # landscape pixels...
+    stored[:, :10] = 255
+    img = Image.fromarray(stored)
+    exif = img.getexif()
+    exif[0x0112] = 6  # ...shown rotated 90 degrees clockwise, as phones store portraits
+    img.save(tmp_path / "phone.jpg", exif=exif, quality=95)
+    upright = read_image(tmp_path / "phone.jpg")
+    assert upright.shape == (40, 20, 3)
+    assert upright[:10].mean() > 200 and upright[-10:].mean() < 50  # the white band on top

@@ -92,3 +92,26 @@ def test_ddim_step_is_the_deterministic_update_from_the_clean_prediction():
     eps = (x - ab.sqrt() * x0) / (1 - ab).sqrt()
     want = ab_next.sqrt() * x0 + (1 - ab_next).sqrt() * eps
     torch.testing.assert_close(ddim.step(x0, t, x).prev_sample, want)
+
+
+@pytest.mark.parametrize("edit", [lambda c: c["network"].update(width=10**6),
+                                  lambda c: c["network"].update(depth=100),
+                                  lambda c: c.update(timesteps=10**12),
+                                  lambda c: c["inference"].update(samples=10**6),
+                                  lambda c: c["network"].pop("features")])  # fmt: skip
+def test_a_shared_run_config_cannot_ask_for_unbounded_memory(tmp_path, edit):
+    config = RefinerConfig(data="x", width=4, depth=2).spec(("a", "b")).to_json()
+    edit(config)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps(config))
+    with pytest.raises(InputError, match="config.json: run config is malformed"):
+        Refiner.load(run, "cpu")
+
+
+def test_refinement_settings_are_bounded():
+    ref = Refiner.from_spec(RefinerConfig(data="x", width=4, depth=2).spec(("a", "b")))
+    with pytest.raises(InputError, match="samples must be in 1..64"):
+        ref.settings(samples=5000)
+    with pytest.raises(InputError, match="steps must be in 1..1000"):
+        ref.settings(steps=0)

@@ -60,12 +60,34 @@ class RunSpec:
     def check(self) -> None:
         if not self.class_names or not all(isinstance(c, str) for c in self.class_names):
             raise ValueError("class_names must be a non-empty list of names")
-        if not isinstance(self.size, int) or self.size < 1:
-            raise ValueError(f"size must be a positive integer, got {self.size!r}")
+        if len(self.class_names) > MAX_CLASSES:
+            raise ValueError(f"more than {MAX_CLASSES} classes")
+        _bounded("size", self.size, 8, 4096)
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+
+# A run folder is input (users share them): sizes are bounded before anything is allocated.
+MAX_CLASSES = 255  # 255 is void
+MAX_WIDTH, MAX_DEPTH = 512, 8
+
+
+def _bounded(name: str, value, low: int, high: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise ValueError(f"{name} must be an integer in [{low}, {high}], got {value!r}")
+
+
+def check_network(network: dict, keys: tuple[str, ...]) -> None:
+    """Bounds on a spec's architecture numbers (a shared config may ask for terabytes)."""
+    if not isinstance(network, dict):
+        raise ValueError("the architecture must be a mapping")
+    for key in keys:
+        if key not in network:
+            raise ValueError(f"the architecture lacks {key}")
+        high = MAX_DEPTH if key == "depth" else MAX_WIDTH
+        _bounded(key, network[key], 0 if key == "band" else 1, high)
 
 
 @dataclasses.dataclass

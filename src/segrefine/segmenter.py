@@ -18,7 +18,7 @@ from .data.datasets import preprocess, resize_image
 from .data.transforms import pad_to_multiple, resize_probs, to_tensor, working_size
 from .errors import InputError
 from .models import available_segmenters, build_segmenter
-from .runs import LoadableRun, RunSpec
+from .runs import LoadableRun, RunSpec, check_network
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -60,6 +60,7 @@ class SegmenterSpec(RunSpec):
 
     def check(self) -> None:
         super().check()
+        check_network(self.model, ("width", "depth"))
         if self.model.get("name") not in available_segmenters():
             raise ValueError(f"unknown model {self.model.get('name')!r}")
 

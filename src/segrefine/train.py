@@ -60,8 +60,9 @@ class TrainConfig(TrainingData):
                              f"{', '.join(available_segmenters())}")  # fmt: skip
         fold = self.exclude_fold
         check_settings({
-            "size (must be positive)": self.size > 0,
-            "width and depth (must be positive)": min(self.width, self.depth) > 0,
+            "size (must be in 8..4096)": 8 <= self.size <= 4096,
+            "width (must be in 1..512)": 1 <= self.width <= 512,
+            "depth (must be in 1..8)": 1 <= self.depth <= 8,
             "epochs (must be positive)": self.epochs > 0,
             "batch size (must be positive)": self.batch_size > 0,
             "lr (must be positive and finite)": 0 < self.lr < math.inf,

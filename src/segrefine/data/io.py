@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import InputError
 
@@ -49,22 +49,28 @@ def _open(path: Path) -> Image.Image:
     try:
         img = Image.open(path)
         img.load()  # decode now: a truncated file fails here, not later in a worker
+    except Image.DecompressionBombError as err:
+        raise InputError(f"image is too large to read safely ({err})", path) from err
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise InputError(f"cannot read image ({err})", path) from err
-    return img
+    # a phone photo is often stored rotated with an EXIF orientation tag: every viewer shows
+    # it upright, so masks must be made for the upright pixels too
+    return ImageOps.exif_transpose(img)
 
 
 def read_image(path: str | Path) -> np.ndarray:
     """Read an image as RGB ``uint8`` (H, W, 3).
 
     Grayscale, palette, 16-bit and RGBA images are converted (alpha is composited on black
-    by dropping it), never rejected.
+    by dropping it), never rejected; an EXIF orientation is applied.
     """
     return as_rgb(_open(Path(path)))
 
 
 def as_rgb(img: Image.Image) -> np.ndarray:
-    """A decoded Pillow image as RGB ``uint8`` (H, W, 3), converted as :func:`read_image` says."""
+    """A decoded Pillow image as RGB ``uint8`` (H, W, 3), converted as :func:`read_image` says
+    and turned upright by its EXIF orientation."""
+    img = ImageOps.exif_transpose(img)
     if img.mode in ("I;16", "I;16B", "I", "F"):
         arr = np.asarray(img, dtype=np.float64)
         top = arr.max() if arr.max() > 0 else 1.0

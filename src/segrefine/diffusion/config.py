@@ -70,11 +70,16 @@ class RefinerConfig(TrainingData):
             self.inference.setdefault("native", True)
         strength = self.inference.get("strength")
         check_settings({
-            "size (must be positive)": self.size > 0,
-            "width, depth, features, head width (must be positive)":
-                min(self.width, self.depth, self.features, self.head_width) > 0,
-            "band (must be 0 or more)": self.band >= 0,
-            "timesteps (must be positive)": self.timesteps > 0,
+            "size (must be in 8..4096)": 8 <= self.size <= 4096,
+            "width, features, head width (must be in 1..512)":
+                1 <= min(self.width, self.features, self.head_width)
+                and max(self.width, self.features, self.head_width) <= 512,
+            "depth (must be in 1..8)": 1 <= self.depth <= 8,
+            "band (must be in 0..512)": 0 <= self.band <= 512,
+            "timesteps (must be in 2..10000)": 2 <= self.timesteps <= 10_000,
+            "inference samples (must be in 1..64)":
+                isinstance(self.inference.get("samples"), int)
+                and 1 <= self.inference["samples"] <= 64,
             "max strength (must be in (0, 1])": 0 < self.max_strength <= 1,
             "start share (must be in [0, 1])": 0 <= self.start_share <= 1,
             "iterations (must be positive)": self.iterations > 0,

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from ..data.datasets import resize_image
 from ..data.transforms import pad_to_multiple, resize_probs, to_tensor, working_size
 from ..errors import InputError
-from ..runs import LoadableRun, RunSpec
+from ..runs import LoadableRun, RunSpec, check_network
 from ..segmenter import resolve_device
 from .modes import MODES, RefinerMode, get_mode
 from .native import refine_native
@@ -43,6 +43,9 @@ class Refinement:
     nfe: int
 
 
+MAX_SAMPLES, MAX_STEPS, MAX_TIMESTEPS = 64, 1000, 10_000  # bounds on what a request may ask
+
+
 @dataclass(frozen=True)
 class RefinerSpec(RunSpec):
     """What a refiner run is: its mode, the mode's network numbers, the noise schedule and
@@ -59,6 +62,12 @@ class RefinerSpec(RunSpec):
         super().check()
         if self.mode not in MODES:
             raise ValueError(f"unknown mode {self.mode!r}")
+        check_network(self.network, MODES[self.mode].network_keys)
+        if not isinstance(self.timesteps, int) or not 2 <= self.timesteps <= MAX_TIMESTEPS:
+            raise ValueError(f"timesteps must be an integer in [2, {MAX_TIMESTEPS}]")
+        samples = self.inference.get("samples")
+        if not isinstance(samples, int) or not 1 <= samples <= MAX_SAMPLES:
+            raise ValueError(f"inference samples must be an integer in [1, {MAX_SAMPLES}]")
 
 
 class Refiner(LoadableRun):
@@ -134,8 +143,8 @@ class Refiner(LoadableRun):
                            ("flip", flip), ("native", native)):  # fmt: skip
             if value is not None:
                 s[key] = value
-        if s["samples"] < 1:
-            raise InputError(f"samples must be at least 1, got {s['samples']}")
+        if not 1 <= s["samples"] <= MAX_SAMPLES:
+            raise InputError(f"samples must be in 1..{MAX_SAMPLES}, got {s['samples']}")
         if s["flip"] and s["samples"] < 2:
             raise InputError(
                 f"flip draws half of the samples on the mirrored image: it needs samples >= 2, "
@@ -143,8 +152,8 @@ class Refiner(LoadableRun):
             )
         if not 0 < s["strength"] <= 1:
             raise InputError(f"strength must be in (0, 1], got {s['strength']}")
-        if s["steps"] is not None and s["steps"] < 1:
-            raise InputError(f"steps must be at least 1, got {s['steps']}")
+        if s["steps"] is not None and not 1 <= s["steps"] <= MAX_STEPS:
+            raise InputError(f"steps must be in 1..{MAX_STEPS}, got {s['steps']}")
         return s
 
     def _sample(self, image, probs, k: int, s: dict, gen: torch.Generator) -> torch.Tensor:

@@ -37,10 +37,12 @@ class RefinerMode:
     #: whether training batches carry coarse probabilities (degradations, out-of-fold
     #: predictions) and the encoder can start from the segmenter's weights
     learns_from_coarse_masks: ClassVar[bool]
+    #: the architecture numbers a run records (and a loaded run config must give)
+    network_keys: ClassVar[tuple[str, ...]] = ("width", "depth")
 
     def network_settings(self, cfg) -> dict:
         """The architecture numbers a run config records under ``network``."""
-        raise NotImplementedError
+        return {key: getattr(cfg, key) for key in self.network_keys}
 
     def build_network(self, num_classes: int, network: dict) -> torch.nn.Module:
         raise NotImplementedError

@@ -32,10 +32,7 @@ class DefaultMode(RefinerMode):
     name = "default"
     inference_defaults = {"steps": 1, "strength": 0.3, "samples": 2}
     learns_from_coarse_masks = True
-
-    def network_settings(self, cfg) -> dict:
-        return {"width": cfg.width, "depth": cfg.depth, "features": cfg.features,
-                "head_width": cfg.head_width, "band": cfg.band}  # fmt: skip
+    network_keys = ("width", "depth", "features", "head_width", "band")
 
     def build_network(self, num_classes: int, network: dict) -> torch.nn.Module:
         return ConditionalDenoiser(num_classes, network["width"], network["depth"],

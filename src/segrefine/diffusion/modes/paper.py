@@ -32,9 +32,6 @@ class PaperMode(RefinerMode):
     validation_settings = {"steps": 10, "samples": 1}
     learns_from_coarse_masks = False
 
-    def network_settings(self, cfg) -> dict:
-        return {"width": cfg.width, "depth": cfg.depth}
-
     def build_network(self, num_classes: int, network: dict) -> torch.nn.Module:
         return paper_denoiser(num_classes, network["width"], network["depth"])
 
