@@ -6,10 +6,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..data.io import VOID
 from ..data.transforms import augment_batch, to_tensor
 from ..segmenter import Segmenter
 from .degrade import degrade
 from .native import draw_native_crops
+from .onehot import probs_from_labels
 
 
 class BatchSource:
@@ -39,6 +41,11 @@ class BatchSource:
         if n == cfg.batch_size:
             return fine
         x, y, probs = self._draw(step, cfg.batch_size - n)
+        # near-perfect inputs at the working size too: a refiner that has only ever seen wrong
+        # masks "corrects" right ones
+        for i in np.flatnonzero(rng.random(len(y)) < cfg.truth_share):
+            clean = torch.where(y[i] == VOID, 0, y[i]).numpy().astype(np.uint8)
+            probs[i] = torch.from_numpy(probs_from_labels(clean, self.c))
         return torch.cat([x, fine[0]]), torch.cat([y, fine[1]]), torch.cat([probs, fine[2]])
 
     def _draw(self, step: int, b: int):

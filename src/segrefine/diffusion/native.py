@@ -116,9 +116,26 @@ def refine_pass(refiner, image: np.ndarray, probs: torch.Tensor, settings: dict,
             acc[:, t : t + th, c : c + tw] += m * win
             unc[t : t + th, c : c + tw] += uu * win
             weight[t : t + th, c : c + tw] += win
-    done = weight > 0
+    # a finer pass places boundaries; which region a pixel belongs to was decided at the
+    # working size, with the whole object in view: only pixels near a boundary may change
+    done = (weight > 0) & _near_boundary(probs, band)
     out = torch.where(done, acc / weight.clamp_min(1e-8), probs)
-    return out, torch.where(done, unc / weight.clamp_min(1e-8), unc)
+    return out, torch.where(done, unc / weight.clamp_min(1e-8), torch.zeros_like(unc))
+
+
+def _near_boundary(probs: torch.Tensor, radius: int) -> torch.Tensor:
+    """(H, W): pixels within ``radius`` of a boundary of ``probs``' argmax, by tiles."""
+    h, w = probs.shape[-2:]
+    out = torch.zeros(h, w, dtype=torch.bool)
+    for top in range(0, h, TILE):
+        for left in range(0, w, TILE):
+            # the window reaches ``radius`` beyond the tile so its edge sees its neighbours
+            t0, l0 = max(top - radius, 0), max(left - radius, 0)
+            win = probs[None, :, t0 : top + TILE + radius, l0 : left + TILE + radius]
+            edge = uncertain_band(win, radius, confident=0.0)[0, 0] > 0
+            out[top : top + TILE, left : left + TILE] = edge[top - t0 : top - t0 + TILE,
+                                                             left - l0 : left - l0 + TILE]
+    return out
 
 
 def _apply(prior: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
