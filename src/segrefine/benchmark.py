@@ -25,10 +25,8 @@ from .diffusion.refiner import Refiner
 from .evaluate import score_split
 from .metrics import in_percent
 from .pipeline import check_pair, segment_and_refine
-from .report import colorize, metrics_table, save_grid
+from .report import colorize, metrics_table, rounded_scores, save_grid
 from .segmenter import Segmenter
-
-KEYS = ("mean_image_iou", "miou", "boundary_iou", "boundary_f", "mba")
 
 
 def _score(data, labels) -> tuple[dict, list[dict]]:
@@ -49,11 +47,6 @@ def _timed(images: list[np.ndarray], batch_size: int, **pipeline) -> tuple[list,
     clock: dict[str, float] = {}
     results = segment_and_refine(images, batch_size=batch_size, timings=clock, **pipeline)
     return results, {k.replace("_s", "_images_per_s"): len(images) / v for k, v in clock.items()}
-
-
-def _pct(summary: dict) -> dict:
-    return {k: None if summary[k] != summary[k] else round(float(summary[k]), 2)  # NaN: None
-            for k in KEYS}  # fmt: skip
 
 
 def run_benchmark(
@@ -101,7 +94,7 @@ def run_benchmark(
     results = {
         "data": str(data), "split": split, "num_images": len(images),
         "segmenter": str(segmenter), "refiner": str(refiner), "mode": ref.mode,
-        "settings": settings, "baseline": _pct(base), "refined": _pct(refined),
+        "settings": settings, "baseline": rounded_scores(base), "refined": rounded_scores(refined),
         "nfe_per_image": ref.nfe(settings["steps"], settings["samples"], settings["strength"]),
         "segment_images_per_s": round(seg_rate, 2), "refine_images_per_s": round(ref_rate, 2),
         "pipeline_images_per_s": round(1 / (1 / seg_rate + 1 / ref_rate), 2),
@@ -120,12 +113,13 @@ def run_benchmark(
                               desc="densecrf", disable=not progress, leave=False)
         ])  # fmt: skip
         crf_rate = len(images) / (time.perf_counter() - t0)
-        results["crf"] = {**_pct(_score(val, crf_labels)[0]), "images_per_s": round(crf_rate, 2)}
+        results["crf"] = {**rounded_scores(_score(val, crf_labels)[0]),
+                          "images_per_s": round(crf_rate, 2)}
     sweep = []
     for n in tqdm(step_sweep, desc="steps sweep", disable=not progress, leave=False):
         s = {**refine, "steps": n}
         swept, rates = _timed(images, batch_size, probs=probs, refiner=ref, **s)
-        summ = _pct(_score(val, [r.refined.labels for r in swept])[0])
+        summ = rounded_scores(_score(val, [r.refined.labels for r in swept])[0])
         sweep.append({"steps": n, "nfe_per_image": ref.nfe(n, s["samples"], s["strength"]),
                       "refine_images_per_s": round(rates["refine_images_per_s"], 2),
                       **summ})  # fmt: skip
@@ -135,8 +129,8 @@ def run_benchmark(
         results.setdefault("other_segmenters", {})[str(other)] = {
             "model": oseg.spec.model["name"],
             "segment_images_per_s": round(orates["segment_images_per_s"], 2),
-            "baseline": _pct(_score(val, [r.labels for r in oresults])[0]),
-            "refined": _pct(_score(val, [r.refined.labels for r in oresults])[0]),
+            "baseline": rounded_scores(_score(val, [r.labels for r in oresults])[0]),
+            "refined": rounded_scores(_score(val, [r.refined.labels for r in oresults])[0]),
         }  # fmt: skip
 
     per_image = [

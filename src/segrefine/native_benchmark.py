@@ -34,16 +34,13 @@ from .diffusion.refiner import Refiner
 from .evaluate import score_split
 from .metrics import in_percent
 from .pipeline import check_pair, segment_and_refine
-from .report import colorize, metrics_table, save_grid
+from .report import colorize, metrics_table, rounded_scores, save_grid
 from .segmenter import Segmenter
-
-KEYS = ("mean_image_iou", "miou", "boundary_iou", "boundary_f", "mba")
 
 
 def _row(val, labels, seconds: float, megapixels: float) -> tuple[dict, list[dict]]:
     scores = score_split(val, labels)
-    summary = scores.summary()
-    row = {k: None if summary[k] != summary[k] else round(float(summary[k]), 2) for k in KEYS}
+    row = rounded_scores(scores.summary())
     row["seconds_per_megapixel"] = round(seconds / megapixels, 3)
     return row, [in_percent(s) for s in scores.per_image]
 

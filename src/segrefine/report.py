@@ -74,6 +74,15 @@ def metrics_table(results: dict[str, dict], keys: Sequence[tuple[str, str]] | No
     return "\n".join(lines)
 
 
+SCORE_KEYS = ("mean_image_iou", "miou", "boundary_iou", "boundary_f", "mba")
+
+
+def rounded_scores(summary: dict) -> dict:
+    """The headline scores of a summary, in percent to 2 decimals (None where undefined)."""
+    return {k: None if summary[k] != summary[k] else round(float(summary[k]), 2)  # NaN: None
+            for k in SCORE_KEYS}  # fmt: skip
+
+
 def _cell(value) -> str:
     return "n/a" if value is None or value != value else f"{value:.2f}"  # NaN != NaN
 
