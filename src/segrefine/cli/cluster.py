@@ -106,7 +106,7 @@ def cluster_benchmark_cmd(
     out: Annotated[Path, typer.Option(help="Folder for results.json, table.md, examples.png.")],
     data: Annotated[
         Path, typer.Option(help="BSDS500 root (images/<split>, segmentations/<split>).")
-    ] = Path("../shared/data/bsds500"),
+    ],
     split: Annotated[str, typer.Option(help="Split to run on.")] = "val",
     limit: Annotated[int | None, typer.Option(help="Only the first N images (sorted ids).")] = None,
     scribbles: Annotated[bool, typer.Option(help="Also run with automatic scribbles.")] = True,

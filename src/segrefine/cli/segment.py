@@ -75,7 +75,7 @@ def predict_cmd(
     model: Annotated[Path, typer.Option(help="Run folder of a trained segmenter.")],
     images: Annotated[
         Path, typer.Option(help="A folder of images, one image, or a dataset root (then "
-                           "--split picks the images and the run's protocol is applied).")
+                           "--split picks the images and the run's class selection applies).")
     ],
     out: Annotated[Path, typer.Option(help="Folder for <id>.png label maps (VOC palette).")],
     split: Annotated[str, typer.Option(help="Split to use when --images is a dataset.")] = "val",

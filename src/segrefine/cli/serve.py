@@ -30,6 +30,7 @@ def demo_cmd(
     report = run_demo(out, epochs=epochs, refiner_iterations=refiner_iterations, device=device,
                       progress=not quiet)  # fmt: skip
     typer.echo(f"report: {report}")
+    typer.echo(f"see it in the browser: segrefine serve --runs {out}")
 
 
 def serve_cmd(
