@@ -1,7 +1,7 @@
 """Refinement time relative to the segmenter's own inference, repeated (CPU timings are noisy).
 
-Uses the benchmark's own timing functions (``segrefine.benchmark._timed_segment`` /
-``_timed_refine``: batch 16, one warm-up batch) on a split's images, alternating segmenter and
+Uses the benchmark's own timing (``segrefine.benchmark._timed``: the pipeline in batches of 16
+after one warm-up batch) on a split's images at the 128-px protocol, alternating segmenter and
 refiner ``--repeats`` times, and prints each ratio and the median:
 
     python benchmarks/refine_speed.py --data ../shared/data/weizmann_horse_voc \\
@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from segrefine.benchmark import _timed_refine, _timed_segment
+from segrefine.benchmark import _timed
 from segrefine.data.datasets import load_split
 from segrefine.diffusion import Refiner
 from segrefine.segmenter import Segmenter
@@ -38,12 +38,15 @@ def main() -> None:
     ref = Refiner.load(args.refiner, "cpu")
     c = seg.spec
     data = load_split(args.data, args.split, c.classes, c.binary_per_class, seg.size)
-    images = np.stack([it.image for it in data.items])
+    images = [it.image for it in data.items]
     settings = {} if args.samples is None else {"samples": args.samples}
     ratios = []
     for r in range(args.repeats):
-        probs, seg_rate = _timed_segment(seg, images, 16)
-        _, _, ref_rate = _timed_refine(ref, images, probs, 16, **settings)
+        coarse, rates = _timed(images, 16, segmenter=seg)
+        seg_rate = rates["segment_images_per_s"]
+        probs = [c.probs for c in coarse]
+        _, rates = _timed(images, 16, probs=probs, refiner=ref, **settings)
+        ref_rate = rates["refine_images_per_s"]
         ratios.append(seg_rate / ref_rate)
         print(f"repeat {r + 1}: segmenter {seg_rate:.1f} images/s, refiner {ref_rate:.1f} "
               f"images/s, ratio {ratios[-1]:.2f}x")  # fmt: skip

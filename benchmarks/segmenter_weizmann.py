@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     seg = Segmenter.load(args.out / "run", device=args.device)
     preds = args.out / "pred_val"
-    predict_to_folder(seg, args.data, preds, split="val", progress=False)
+    predict_to_folder(seg, args.data, preds, split="val", protocol=True, progress=False)
     scores = evaluate_folder(preds, args.data, "val", classes=["horse"])
     val = load_split(args.data, "val", classes=["horse"], size=128)
     speed = inference_speed(seg, np.stack([it.image for it in val.items]))
