@@ -15,7 +15,7 @@ protocol size (centre crop, the run's ``size``).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,10 +54,25 @@ class InputImage:
     image: np.ndarray  # RGB uint8
 
 
+class Inputs:
+    """The images a command will read, listed before any is read: sized (progress bars know
+    the total) and iterable (each image is read when its turn comes)."""
+
+    def __init__(self, entries: list, read: Callable[[object], InputImage]):
+        self.entries, self.read = entries, read
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __iter__(self) -> Iterator[InputImage]:
+        for entry in self.entries:
+            yield self.read(entry)
+
+
 def iter_inputs(
     source: str | Path, size: int, split: str = "val", classes=None, binary_per_class=False,
     protocol: bool = False,
-) -> Iterator[InputImage]:
+) -> Inputs:
     """Images from a plain folder, or from ``split`` of a dataset root (either layout).
 
     Images keep their own size, or with ``protocol`` dataset images go through the paper's
@@ -72,14 +87,11 @@ def iter_inputs(
     if source.is_dir() and detect_layout(source) is not None:
         data = load_split(source, split, classes, binary_per_class,
                           size if protocol else None, require_masks=False)
-        for item in process_share(data.items):
-            yield InputImage(item.id, item.image)
-        return
+        return Inputs(process_share(data.items), lambda item: InputImage(item.id, item.image))
     paths = [source] if source.is_file() else list_images(source)
     if not paths:
         raise InputError("no images found (jpg, png, bmp, tif, webp)", source)
-    for path in process_share(paths):
-        yield InputImage(path.stem, read_image(path))
+    return Inputs(process_share(paths), lambda path: InputImage(path.stem, read_image(path)))
 
 
 def predict_to_folder(

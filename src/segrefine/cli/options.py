@@ -13,7 +13,10 @@ from ..errors import InputError
 def _device(value: str) -> str:
     from ..segmenter import resolve_device
 
-    resolve_device(value)  # an unknown or unavailable device is an input error now
+    try:  # an unknown or unavailable device is an input error now, naming the option
+        resolve_device(value)
+    except InputError as err:
+        raise InputError(f"--device: {err.message}") from None
     return value
 
 

@@ -191,7 +191,7 @@ def benchmark_cmd(
                            "included): segmenter, refined, DenseCRF, the refiner squashed to "
                            "its square as before, and the refiner given the truth.")
     ] = False,
-    device: Device = "cpu",
+    device: Device = "auto",
     threads: Threads = None,
     quiet: Quiet = False,
 ) -> None:

@@ -1,0 +1,53 @@
+"""The commands behave alike: the same shared options where they apply, one-line errors."""
+
+from __future__ import annotations
+
+import click
+import pytest
+import typer
+
+from segrefine.cli import app
+
+COMMANDS = typer.main.get_command(app).commands
+NETWORK = {"train-segmenter", "predict", "evaluate", "train-refiner", "refine", "benchmark",
+           "demo", "serve", "cluster", "cluster-benchmark"} - {"evaluate"}  # fmt: skip
+
+
+def _options(name: str) -> dict[str, click.Parameter]:
+    return {p.name: p for p in COMMANDS[name].params}
+
+
+def test_every_command_is_walked():
+    assert set(COMMANDS) == NETWORK | {"evaluate"}
+
+
+@pytest.mark.parametrize("name", sorted(NETWORK))
+def test_commands_that_run_a_network_share_threads_and_device(name):
+    options = _options(name)
+    assert "threads" in options, name
+    if name.startswith("cluster"):  # clustering trains a small network per image on the CPU
+        assert "device" not in options
+    else:
+        assert options["device"].default == "auto", name
+    if name != "serve":  # the server has no progress to hide
+        assert "quiet" in options and "-q" in options["quiet"].opts, name
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_options_are_named_alike(name):
+    for param in COMMANDS[name].params:
+        for opt in param.opts:
+            assert opt == opt.lower() and "_" not in opt, f"{name}: {opt}"
+    images = _options(name).get("images")
+    if images is not None and name in ("predict", "refine"):
+        assert "--images" in images.opts
+
+
+@pytest.mark.parametrize("command, bad", [("predict", ["--threads", "0"]),
+                                          ("refine", ["--device", "tpu"])])  # fmt: skip
+def test_a_bad_shared_option_is_one_line_and_exit_2(run_cli, tmp_path, command, bad):
+    run = "--model" if command == "predict" else "--refiner"
+    code, _, err = run_cli(command, run, tmp_path, "--images", tmp_path, "--out",
+                           tmp_path / "o", *bad)  # fmt: skip
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert bad[0] in err
