@@ -12,8 +12,6 @@ import io
 import json
 import os
 import shutil
-import socket
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -23,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from web_helpers import running
 
 from segrefine.data.synthetic import generate_scene
 from segrefine.errors import InputError
@@ -200,17 +199,9 @@ def test_job_queue_drops_old_results_over_its_memory_budget():
 # --- the server over HTTP -----------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, trained_run, trained_refiner):
     """The app on a free port, serving the tiny fixture runs (or SEGREFINE_WEB_RUNS)."""
-    import uvicorn
-
     from segrefine.web import create_app
 
     runs = os.environ.get("SEGREFINE_WEB_RUNS")
@@ -221,19 +212,8 @@ def server(tmp_path_factory, trained_run, trained_refiner):
         (root / "not_a_run").mkdir()
         (root / "not_a_run" / "config.json").write_text('{"kind": "something else"}')
         runs = root
-    port = _free_port()
-    config = uvicorn.Config(create_app(runs, max_megapixels=1.0), host="127.0.0.1", port=port,
-                            log_level="warning")  # fmt: skip
-    srv = uvicorn.Server(config)
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 20
-    while not srv.started and time.time() < deadline:
-        time.sleep(0.05)
-    assert srv.started, "the web app did not start"
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(10)
+    with running(create_app(runs, max_megapixels=1.0)) as url:
+        yield url
 
 
 def _get(url: str) -> tuple[int, bytes]:

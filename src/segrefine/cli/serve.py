@@ -41,6 +41,15 @@ def serve_cmd(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 7860,
     max_megapixels: Annotated[float, typer.Option(help="Refuse uploads larger than this many "
                                                   "megapixels.")] = 20.0,
+    max_upload_mb: Annotated[float, typer.Option(help="Refuse request bodies larger than "
+                                                 "this many MB.")] = 64.0,
+    max_pending: Annotated[int, typer.Option(help="Jobs that may wait or run at once; one "
+                                             "more is refused (429).")] = 8,
+    allow_host: Annotated[
+        list[str] | None,
+        typer.Option(help="Another host name the server answers to (repeatable; the loopback "
+                     "names and --host always are). Other names are refused."),
+    ] = None,
     device: Device = "auto",
     threads: Threads = None,
 ) -> None:
@@ -48,11 +57,16 @@ def serve_cmd(
     from ..segmenter import resolve_device
     from ..web import serve as serve_app
 
-    if max_megapixels <= 0:
-        raise InputError(f"--max-megapixels must be positive, got {max_megapixels:g}")
+    if not 0 < max_megapixels <= 500:
+        raise InputError(f"--max-megapixels must be in (0, 500], got {max_megapixels:g}")
+    if not 0 < max_upload_mb <= 4096:
+        raise InputError(f"--max-upload-mb must be in (0, 4096], got {max_upload_mb:g}")
+    if not 1 <= max_pending <= 1000:
+        raise InputError(f"--max-pending must be in 1..1000, got {max_pending}")
     if not runs.is_dir():
         typer.echo(f"segrefine: note: {runs}: no such folder yet; the page will say so", err=True)
-    serve_app(runs, host, port, max_megapixels, str(resolve_device(device)))
+    serve_app(runs, host, port, max_megapixels, str(resolve_device(device)),
+              tuple(allow_host or ()), max_upload_mb, max_pending)
 
 
 def register(app: typer.Typer) -> None:

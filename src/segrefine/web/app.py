@@ -1,6 +1,8 @@
 """The local web app: one page (``static/``) and a small JSON API, served by Starlette.
 
-Endpoints (all under ``/api``; errors are ``{"error": "one line"}`` with status 400/404):
+Endpoints (all under ``/api``; errors are ``{"error": "one line"}`` with status 400/404, and
+403 / 413 / 429 for another site's request, a body over the limit and a full queue; see
+``security.py`` for what the server trusts):
 
 ``GET  /api/runs``                 segmenter and refiner runs under ``--runs``, plus notes
 ``GET  /api/examples``             the bundled synthetic examples; ``/api/examples/N.png`` each
@@ -26,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
@@ -33,7 +36,7 @@ from starlette.staticfiles import StaticFiles
 
 from ..errors import InputError
 from ..pipeline import check_pair
-from .jobs import JobQueue
+from .jobs import JobQueue, QueueFull
 from .pipeline import (
     DEFAULT_MAX_MEGAPIXELS,
     cluster_figures,
@@ -42,10 +45,12 @@ from .pipeline import (
     segment_and_refine,
 )
 from .runs import ModelCache, scan_runs
+from .security import Guard, default_hosts
 
 __all__ = ["EXAMPLE_SEEDS", "create_app"]
 
 STATIC = Path(__file__).parent / "static"
+MAX_SCRIBBLE_CHARS = 1_000_000
 EXAMPLE_SEEDS = (3, 7, 12, 21)
 
 
@@ -86,10 +91,15 @@ def create_app(
     runs: str | Path = "runs",
     max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
     device: str = "cpu",
-) -> Starlette:
-    """The web app for the runs under ``runs``; uploads over ``max_megapixels`` are refused."""
+    allowed_hosts: set[str] | None = None,
+    max_upload_mb: float = 64.0,
+    max_pending: int = 8,
+):
+    """The web app for the runs under ``runs``: uploads over ``max_megapixels`` or request
+    bodies over ``max_upload_mb`` are refused, only ``allowed_hosts`` are answered (default:
+    the loopback names) and at most ``max_pending`` jobs wait or run (see ``security.py``)."""
     runs = Path(runs)
-    queue = JobQueue()
+    queue = JobQueue(max_pending=max_pending)
     cache = ModelCache(scan_runs(runs), device=device)
 
     async def index(request: Request) -> Response:
@@ -115,7 +125,9 @@ def create_app(
         upload = form.get("file")
         if upload is not None and not isinstance(upload, str) and upload.filename:
             data = await upload.read()
-            return decode_upload(data, upload.filename, max_megapixels), upload.filename
+            # decoding takes seconds for a large image: never on the event loop
+            image = await run_in_threadpool(decode_upload, data, upload.filename, max_megapixels)
+            return image, upload.filename
         example = form.get("example")
         if example not in (None, ""):
             i = _number(form, "example", int, 0, len(EXAMPLE_SEEDS) - 1)
@@ -142,9 +154,8 @@ def create_app(
                 refiner.settings(steps, strength, samples, flip)
         except InputError as err:
             return _error(str(err))
-        job = queue.submit("segment", name, segment_and_refine, image, segmenter, refiner,
-                           steps=steps, strength=strength, samples=samples, flip=flip)  # fmt: skip
-        return JSONResponse({"job": job.id})
+        return _submit("segment", name, segment_and_refine, image, segmenter, refiner,
+                       steps=steps, strength=strength, samples=samples, flip=flip)
 
     async def cluster(request: Request) -> Response:
         try:
@@ -154,16 +165,24 @@ def create_app(
             max_iter = _number(form, "max_iter", int, 1, 1000, default=30)
             connected = form.get("connected") in ("1", "true", "on")
             raw = form.get("scribbles") or "[]"
+            if len(raw) > MAX_SCRIBBLE_CHARS:
+                raise InputError(f"scribbles are over {MAX_SCRIBBLE_CHARS} characters")
             try:
                 strokes = json.loads(raw)
-            except json.JSONDecodeError as err:
-                raise InputError(f"scribbles are not valid JSON ({err})") from None
+            except (json.JSONDecodeError, RecursionError) as err:
+                raise InputError(f"scribbles are not valid JSON ({type(err).__name__})") from None
             if not isinstance(strokes, list):
                 raise InputError("scribbles must be a list of strokes")
         except InputError as err:
             return _error(str(err))
-        job = queue.submit("cluster", name, cluster_figures, image, strokes,
-                           min_labels=min_labels, max_iter=max_iter, connected=connected)
+        return _submit("cluster", name, cluster_figures, image, strokes,
+                       min_labels=min_labels, max_iter=max_iter, connected=connected)
+
+    def _submit(kind, name, fn, *args, **kwargs) -> Response:
+        try:
+            job = queue.submit(kind, name, fn, *args, **kwargs)
+        except QueueFull as err:
+            return _error(str(err), 429)
         return JSONResponse({"job": job.id})
 
     async def job_status(request: Request) -> Response:
@@ -205,14 +224,18 @@ def create_app(
     )
     app.state.queue = queue
     app.state.cache = cache
-    return app
+    return Guard(app, allowed_hosts or default_hosts("127.0.0.1"), int(max_upload_mb * 1e6))
 
 
 def serve(runs: str | Path = "runs", host: str = "127.0.0.1", port: int = 7860,
-          max_megapixels: float = DEFAULT_MAX_MEGAPIXELS, device: str = "cpu") -> None:
+          max_megapixels: float = DEFAULT_MAX_MEGAPIXELS, device: str = "cpu",
+          allow_hosts: tuple[str, ...] = (), max_upload_mb: float = 64.0,
+          max_pending: int = 8) -> None:  # fmt: skip
     """Run the app with uvicorn until interrupted."""
     import uvicorn
 
-    app = create_app(runs, max_megapixels, device)
-    print(f"segrefine web app on http://{host}:{port}  (runs: {Path(runs).resolve()})")
+    hosts = default_hosts(host) | {h.lower() for h in allow_hosts}
+    app = create_app(runs, max_megapixels, device, hosts, max_upload_mb, max_pending)
+    print(f"segrefine web app on http://{host}:{port}  (runs: {Path(runs).resolve()}; "
+          f"answers to {', '.join(sorted(hosts))})")
     uvicorn.run(app, host=host, port=port, log_level="warning")

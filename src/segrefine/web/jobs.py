@@ -4,15 +4,18 @@ A request submits a function and gets a job id back at once; the page polls the 
 (``queued`` -> ``running`` with a stage and a fraction -> ``done`` or ``error``). An
 :class:`~segrefine.errors.InputError` becomes the job's one-line message; any other exception
 is reported as an internal error with its type, and the worker carries on with the next job.
-Only the newest ``keep`` jobs are kept in memory, and older results are dropped while all
-kept results together exceed ``max_bytes`` (a 20 MP image's probability maps alone are tens
-to hundreds of MB).
+Job ids are random (a job's files are reachable only by whoever started it). At most
+``max_pending`` jobs wait or run at a time: one more is refused with :class:`QueueFull` (the
+server answers 429), and a queued or running job is never dropped. Of the finished jobs only
+the newest ``keep`` stay in memory, and older results are dropped while all kept results
+together exceed ``max_bytes`` (a 20 MP image's probability maps alone are tens to hundreds
+of MB).
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
+import secrets
 import threading
 import time
 import traceback
@@ -23,7 +26,7 @@ from typing import Any
 
 from ..errors import InputError
 
-__all__ = ["Job", "JobQueue"]
+__all__ = ["Job", "JobQueue", "QueueFull"]
 
 log = logging.getLogger("segrefine.web")
 
@@ -56,23 +59,32 @@ class Job:
         }
 
 
+class QueueFull(Exception):
+    """The queue holds ``max_pending`` unfinished jobs already."""
+
+
 class JobQueue:
-    def __init__(self, keep: int = 32, max_bytes: int = 2_000_000_000):
+    def __init__(self, keep: int = 32, max_bytes: int = 2_000_000_000, max_pending: int = 8):
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="segrefine-job")
         self._jobs: OrderedDict[str, Job] = OrderedDict()
-        self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self.keep = keep
         self.max_bytes = max_bytes
+        self.max_pending = max_pending
 
     def submit(self, kind: str, name: str, fn, *args, **kwargs) -> Job:
         """Queue ``fn(*args, progress=callback, **kwargs)``; its return value is the result.
-        ``name`` is the input's file name (used to name downloads)."""
-        job = Job(id=f"{next(self._ids):06d}", kind=kind, name=name)
+        ``name`` is the input's file name (used to name downloads). Raises
+        :class:`QueueFull` when ``max_pending`` jobs are queued or running."""
+        job = Job(id=secrets.token_urlsafe(12), kind=kind, name=name)
         with self._lock:
+            pending = sum(j.state in ("queued", "running") for j in self._jobs.values())
+            if pending >= self.max_pending:
+                raise QueueFull(f"the server is busy with {pending} jobs; try again shortly")
             self._jobs[job.id] = job
-            while len(self._jobs) > self.keep:
-                self._jobs.popitem(last=False)
+            finished = [i for i, j in self._jobs.items() if j.state in ("done", "error")]
+            for job_id in finished[: max(0, len(self._jobs) - self.keep)]:
+                del self._jobs[job_id]  # the oldest finished ones; never a pending job
         self._pool.submit(self._run, job, fn, args, kwargs)
         return job
 

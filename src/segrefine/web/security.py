@@ -1,0 +1,122 @@
+"""What the web server trusts: only its own names, only its own pages, only bounded bodies.
+
+:class:`Guard` is an ASGI middleware in front of the whole app:
+
+* **Host allow-list.** A request whose ``Host`` is not one of the names the server was started
+  for is refused (400). A web page on another site cannot then read results through DNS
+  rebinding (its requests carry that site's host name).
+* **Same origin for anything that starts work.** A ``POST`` (any method but GET/HEAD/OPTIONS)
+  whose ``Origin`` is not this server, or that a browser marks ``Sec-Fetch-Site: cross-site``,
+  is refused (403): another site's page cannot start jobs (CSRF). Clients that send neither
+  header (curl, scripts) are not browsers acting for another site and are let through.
+* **Bounded bodies.** A body over ``max_body_bytes`` is refused (413) from its declared length,
+  or as soon as the streamed bytes pass the limit; the app parses a body only once it is all
+  in, so no request holds more than the limit.
+* Every response says ``X-Content-Type-Options: nosniff`` and carries a Content-Security-Policy
+  that allows the page's own script, styles and images only.
+"""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import urlsplit
+
+__all__ = ["CSP", "Guard", "default_hosts"]
+
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+       "img-src 'self' data: blob:; connect-src 'self'; frame-ancestors 'none'; "
+       "base-uri 'none'; form-action 'self'")  # fmt: skip
+SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+
+
+def default_hosts(host: str) -> set[str]:
+    """The names a server listening on ``host`` answers to: the loopback names, and ``host``
+    itself unless it is a wildcard address."""
+    names = {"localhost", "127.0.0.1", "::1"}
+    if host not in ("0.0.0.0", "::", ""):
+        names.add(host.strip("[]").lower())
+    return names
+
+
+def _hostname(value: str) -> str:
+    """'example.org:8000' -> 'example.org'; '[::1]:80' -> '::1'."""
+    return (urlsplit(f"//{value}").hostname or "").lower()
+
+
+class Guard:
+    def __init__(self, app, allowed_hosts: set[str], max_body_bytes: int):
+        self.app, self.max_body = app, max_body_bytes
+        self.hosts = {h.lower() for h in allowed_hosts}
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        host = headers.get("host", "")
+        if "*" not in self.hosts and _hostname(host) not in self.hosts:
+            return await _refuse(send, 400, f"host {host!r} is not served here (segrefine "
+                                            "serve --allow-host adds a name)")  # fmt: skip
+        if scope["method"] not in SAFE_METHODS:
+            origin = headers.get("origin")
+            if (origin is not None and urlsplit(origin).netloc.lower() != host.lower()) or \
+                    headers.get("sec-fetch-site") == "cross-site":  # fmt: skip
+                return await _refuse(send, 403, "requests from other sites are refused")
+            declared = headers.get("content-length")
+            if declared is not None and (not declared.isdigit() or int(declared) > self.max_body):
+                return await _refuse(send, 413, self._too_large())
+            body = await self._read_bounded(receive)
+            if body is None:
+                return await _refuse(send, 413, self._too_large())
+            receive = _replay(body, receive)
+
+        async def send_with_headers(message):
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []),
+                                      (b"x-content-type-options", b"nosniff"),
+                                      (b"content-security-policy", CSP.encode())]  # fmt: skip
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+    def _too_large(self) -> str:
+        return (f"request body is over the server's limit of {self.max_body / 1e6:g} MB "
+                "(segrefine serve --max-upload-mb)")  # fmt: skip
+
+    async def _read_bounded(self, receive) -> bytes | None:
+        """The whole body, read before the app sees any of it; None once it passes the
+        limit (the rest is not read)."""
+        chunks, seen = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunk = message.get("body", b"")
+            seen += len(chunk)
+            if seen > self.max_body:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return b"".join(chunks)
+
+
+def _replay(body: bytes, receive):
+    sent = False
+
+    async def replayed():
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()  # then whatever comes next (a disconnect)
+
+    return replayed
+
+
+async def _refuse(send, status: int, message: str) -> None:
+    body = json.dumps({"error": message}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode()),
+                            (b"x-content-type-options", b"nosniff")]})  # fmt: skip
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,130 @@
+"""The web server trusts no other site: Host allow-list, same origin for anything that starts
+work, bounded bodies, queue and scribbles, unguessable job ids, protective headers."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import numpy as np
+import pytest
+from web_helpers import raw_request, running
+
+from segrefine.errors import InputError
+from segrefine.web import create_app
+from segrefine.web.jobs import JobQueue, QueueFull
+from segrefine.web.pipeline import rasterize_scribbles
+from segrefine.web.security import CSP, default_hosts
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    runs = tmp_path_factory.mktemp("noruns")
+    with running(create_app(runs, max_upload_mb=0.05)) as url:
+        yield url
+
+
+def _post(base, path, fields, headers=None):
+    boundary = "b0undary"
+    body = "".join(f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'
+                   for k, v in fields.items()) + f"--{boundary}--\r\n"  # fmt: skip
+    port = base.rsplit(":", 1)[1]
+    h = {"Host": f"127.0.0.1:{port}",
+         "Content-Type": f"multipart/form-data; boundary={boundary}", **(headers or {})}
+    return raw_request(base, "POST", path, h, body.encode())
+
+
+def test_only_the_servers_own_names_are_answered(server):
+    port = server.rsplit(":", 1)[1]
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}"):
+        assert raw_request(server, "GET", "/api/runs", {"Host": host})[0] == 200
+    code, _, body = raw_request(server, "GET", "/api/runs", {"Host": "evil.example"})
+    assert code == 400 and "is not served here" in json.loads(body)["error"]
+    assert default_hosts("0.0.0.0") == {"localhost", "127.0.0.1", "::1"}
+    assert "my-box.lan" in default_hosts("my-box.lan")
+
+
+def test_another_sites_page_cannot_start_work(server):
+    fields = {"segmenter": "x", "example": "0"}
+    code, _, body = _post(server, "/api/segment", fields, {"Origin": "http://evil.example"})
+    assert code == 403 and "other sites" in json.loads(body)["error"]
+    code, _, _ = _post(server, "/api/segment", fields, {"Sec-Fetch-Site": "cross-site"})
+    assert code == 403
+    port = server.rsplit(":", 1)[1]
+    code, _, body = _post(server, "/api/segment", fields, {"Origin": f"http://127.0.0.1:{port}"})
+    assert code == 400 and "no segmenter run" in json.loads(body)["error"]  # got through
+
+
+def test_a_body_over_the_limit_is_refused_before_it_is_parsed(server):
+    code, _, body = _post(server, "/api/cluster", {"example": "0", "scribbles": "x" * 60_000})
+    assert code == 413 and "--max-upload-mb" in json.loads(body)["error"]
+
+
+def test_responses_carry_protective_headers(server):
+    port = server.rsplit(":", 1)[1]
+    code, headers, _ = raw_request(server, "GET", "/", {"Host": f"127.0.0.1:{port}"})
+    assert code == 200 and headers["x-content-type-options"] == "nosniff"
+    assert headers["content-security-policy"] == CSP and "script-src 'self'" in CSP
+    assert raw_request(server, "GET", "/static/favicon.svg", {"Host": f"127.0.0.1:{port}"})[0] \
+        == 200  # fmt: skip
+
+
+def test_deeply_nested_scribbles_are_a_400_not_a_500(server):
+    code, _, body = _post(server, "/api/cluster", {"example": "0", "scribbles": "[" * 20_000})
+    assert code == 400 and "not valid JSON" in json.loads(body)["error"]
+
+
+@pytest.mark.parametrize("stroke, message", [
+    ({"label": 1, "width": 500, "points": [[1, 1]]}, "width"),
+    ({"label": 1, "width": float("nan"), "points": [[1, 1]]}, "width"),
+    ({"label": 1, "points": [[1e15, 3]]}, "far outside"),
+    ({"label": 1, "points": [[float("inf"), 3]]}, "far outside"),
+    ({"label": 1, "points": [[0, 0], [19, 0]] * 1000}, "longer than"),
+])  # fmt: skip
+def test_scribbles_are_bounded(stroke, message):
+    with pytest.raises(InputError, match=message):
+        rasterize_scribbles([stroke], (20, 20))
+    with pytest.raises(InputError, match="at most 256"):
+        rasterize_scribbles([{"label": 1, "points": [[1, 1]]}] * 300, (20, 20))
+
+
+def test_a_wide_stroke_is_drawn_as_before_but_only_where_it_is():
+    from scipy import ndimage
+    from skimage.draw import line
+
+    from segrefine.web.pipeline import _disk
+
+    stroke = {"label": 2, "width": 20, "points": [[5, 8], [120, 40], [60, 90]]}
+    mask = np.zeros((100, 150), bool)  # the whole-image dilation it replaces
+    for (x0, y0), (x1, y1) in ((stroke["points"][0], stroke["points"][1]),
+                               (stroke["points"][1], stroke["points"][2])):  # fmt: skip
+        mask[line(y0, x0, y1, x1)] = True
+    want = ndimage.binary_dilation(mask, _disk(10.0))
+    assert np.array_equal(rasterize_scribbles([stroke], (100, 150)) == 2, want)
+    t0 = time.perf_counter()
+    out = rasterize_scribbles([{"label": 2, "width": 64, "points": [[10, 10], [200, 10]]}],
+                              (4000, 4000))  # fmt: skip
+    assert time.perf_counter() - t0 < 2.0  # the thickening stays inside the stroke's box
+    assert (out[:40, 10:200] == 2).all() and (out[100:] == 255).all()
+
+
+def test_the_queue_is_bounded_never_drops_pending_jobs_and_ids_are_unguessable():
+    queue = JobQueue(keep=2, max_pending=3)
+    gate = threading.Event()
+
+    def slow(progress):
+        gate.wait(10)
+
+    jobs = [queue.submit("t", str(i), slow) for i in range(3)]
+    with pytest.raises(QueueFull, match="busy"):
+        queue.submit("t", "x", slow)
+    assert all(queue.get(j.id) is not None for j in jobs)  # over keep=2, none dropped
+    assert len({j.id for j in jobs}) == 3 and all(len(j.id) >= 16 for j in jobs)
+    gate.set()
+    deadline = time.time() + 10
+    while any(j.state != "done" for j in jobs) and time.time() < deadline:
+        time.sleep(0.01)
+    queue.submit("t", "y", lambda progress: None)  # finished jobs make room again
+    queue.shutdown()
+    assert np.sum([queue.get(j.id) is not None for j in jobs]) <= 2
