@@ -271,6 +271,14 @@ def test_api_segment_refine_and_download(server):
     assert status["info"]["nfe"] == 2 and status["timings"]["refine_s"] > 0
     code, data = _get(server + status["files"]["refined_probs.npy"] + "?download=1")
     assert code == 200 and np.load(io.BytesIO(data)).shape == (5, 40, 40)
+    zoom = f"{server}/api/jobs/{body['job']}/zoom"
+    code, data = _get(f"{zoom}?x=20&y=5&side=32")
+    strip = np.asarray(Image.open(io.BytesIO(data)))
+    assert code == 200 and strip.shape == (256, 3 * 256 + 2 * 6, 3)  # image | segmenter | refined
+    for bad, message in (("x=99&y=5", "outside the 40x40 image"), ("x=1&y=1&side=33", "one of"),
+                         ("x=a&y=1", "integer")):  # fmt: skip
+        code, data = _get(f"{zoom}?{bad}")
+        assert code == 400 and message in json.loads(data)["error"]
     code, body = _post(f"{server}/api/segment",
                        {"segmenter": "tiny_unet", "refiner": "tiny_refiner", "example": "1",
                         "samples": "2", "flip": "1"})  # fmt: skip
@@ -326,7 +334,9 @@ def test_page_segments_refines_and_reports_bad_files(server, tmp_path):
     requests: list[str] = []
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=BROWSER_ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 860})
+        # the test's own polling evaluates strings, which the page's CSP forbids; the CSP
+        # itself is checked by test_page_runs_under_its_content_security_policy
+        page = browser.new_page(viewport={"width": 1280, "height": 860}, bypass_csp=True)
         page.on("request", lambda r: requests.append(r.url))
         page.goto(server)
         page.wait_for_selector("#segmenter option", state="attached")
@@ -340,6 +350,14 @@ def test_page_segments_refines_and_reports_bad_files(server, tmp_path):
         timings = page.inner_text("#timings")
         assert "segmenter" in timings and "refiner" in timings and "denoiser evaluations" in timings
         assert page.locator("#downloads a").count() == 5
+        # a click on the refined figure shows that spot at full resolution, before and after
+        page.click("#result-refined img", position={"x": 60, "y": 60})
+        page.wait_for_function("document.querySelector('#zoom-img').naturalWidth > 0",
+                               timeout=10_000)  # fmt: skip
+        assert page.is_visible("#zoom") and "(" in page.inner_text("#zoom-at")
+        page.select_option("#zoom-side", "128")
+        page.wait_for_function("document.querySelector('#zoom-img').src.includes('side=128')"
+                               " && document.querySelector('#zoom-img').complete")
         page.wait_for_timeout(300)
         shot = os.environ.get("SEGREFINE_SCREENSHOT")
         page.screenshot(path=shot or str(tmp_path / "page.png"), full_page=True)
@@ -355,11 +373,28 @@ def test_page_segments_refines_and_reports_bad_files(server, tmp_path):
     assert all(u.startswith(server) or u.startswith("blob:") for u in requests), requests
 
 
+def test_page_runs_under_its_content_security_policy(server):
+    sync_api = _browser()
+    problems: list[str] = []
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=BROWSER_ARGS)
+        page = browser.new_page()
+        page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+        page.goto(server)
+        page.wait_for_selector("#segmenter option", state="attached")
+        page.click(".example >> nth=0")
+        page.click("#run-segment")
+        page.wait_for_selector("#results:not([hidden])", timeout=60_000)
+        page.wait_for_selector("#legend span", state="attached")  # drawn with inline styles
+        browser.close()
+    assert not [m for m in problems if "Content Security Policy" in m], problems
+
+
 def test_page_clusters_with_scribbles_drawn_in_the_browser(server):
     sync_api = _browser()
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=BROWSER_ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 860})
+        page = browser.new_page(viewport={"width": 1280, "height": 860}, bypass_csp=True)
         page.goto(server)
         page.click("#tab-cluster")
         page.click(".example >> nth=1")

@@ -13,6 +13,8 @@ Endpoints (all under ``/api``; errors are ``{"error": "one line"}`` with status 
                                    ``min_labels``, ``max_iter``, ``connected`` -> job id
 ``GET  /api/jobs/ID``              state, stage, fraction, error; when done timings, info, files
 ``GET  /api/jobs/ID/files/NAME``   a result file (``?download=1`` as an attachment)
+``GET  /api/jobs/ID/zoom?x&y&side`` a full-resolution close-up of a segment job: image,
+                                   segmenter and refined side by side (PNG)
 
 Uploads are decoded in the request, so a bad file is answered at once; the work runs in a
 single background worker (:class:`~segrefine.web.jobs.JobQueue`) and the page polls for it.
@@ -43,6 +45,7 @@ from .pipeline import (
     decode_upload,
     png_bytes,
     segment_and_refine,
+    zoom_view,
 )
 from .runs import ModelCache, scan_runs
 from .security import Guard, default_hosts
@@ -208,6 +211,19 @@ def create_app(
             headers["Content-Disposition"] = f'attachment; filename="{stem}_{name}"'
         return Response(data, media_type=mime, headers=headers)
 
+    async def job_zoom(request: Request) -> Response:
+        job = queue.get(request.path_params["job"])
+        if job is None or job.state != "done" or "image" not in job.result.arrays:
+            return _error("no such result to zoom into", 404)
+        try:
+            q = request.query_params
+            png = await run_in_threadpool(zoom_view, job.result, int(q.get("x", "")),
+                                          int(q.get("y", "")), int(q.get("side", "64")))
+        except ValueError as err:  # InputError is a ValueError: one line either way
+            return _error(str(err) if isinstance(err, InputError) else
+                          "zoom needs integer x, y and side")  # fmt: skip
+        return Response(png, media_type="image/png")
+
     app = Starlette(
         routes=[
             Route("/", index),
@@ -218,6 +234,7 @@ def create_app(
             Route("/api/cluster", cluster, methods=["POST"]),
             Route("/api/jobs/{job}", job_status),
             Route("/api/jobs/{job}/files/{name}", job_file),
+            Route("/api/jobs/{job}/zoom", job_zoom),
             Mount("/static", StaticFiles(directory=STATIC), name="static"),
         ],
         lifespan=_lifespan(queue),

@@ -100,8 +100,7 @@ class JobQueue:
 
         try:
             job.result = fn(*args, progress=progress, **kwargs)
-            files = getattr(job.result, "files", {})
-            job.nbytes = sum(len(data) for data, _ in files.values())
+            job.nbytes = getattr(job.result, "nbytes", 0)
             job.state, job.stage, job.fraction = "done", "done", 1.0
             self._evict(keep=job.id)
         except InputError as err:

@@ -40,6 +40,7 @@ __all__ = [
     "segment_and_refine",
     "cluster_figures",
     "uncertainty_image",
+    "zoom_view",
 ]
 
 DEFAULT_MAX_MEGAPIXELS = 20.0
@@ -236,11 +237,48 @@ def npy_bytes(arr: np.ndarray) -> bytes:
 
 @dataclass
 class Figures:
-    """The result of :func:`segment_and_refine`: files for the page, counts, timings (s)."""
+    """The result of :func:`segment_and_refine`: files for the page, counts, timings (s), and
+    the full-resolution arrays the zoom view crops from (``image``, ``segmenter``,
+    ``refined`` label maps)."""
 
     files: dict[str, tuple[bytes, str]] = field(default_factory=dict)  # name -> (data, mime)
     timings: dict[str, float] = field(default_factory=dict)
     info: dict = field(default_factory=dict)
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def nbytes(self) -> int:
+        return (sum(len(data) for data, _ in self.files.values())
+                + sum(a.nbytes for a in self.arrays.values()))  # fmt: skip
+
+
+ZOOM_SIDES = (32, 64, 128, 256)  # crop sides the zoom view offers (full-resolution pixels)
+ZOOM_PANEL = 256  # each panel is shown this many pixels wide
+
+
+def zoom_view(figures: Figures, x: int, y: int, side: int) -> bytes:
+    """A full-resolution close-up around image pixel (x, y): the image, the segmenter's
+    labels and the refined labels over it, side by side, each a ``side``-px crop magnified
+    (nearest neighbour, so single pixels stay visible) to :data:`ZOOM_PANEL` px. PNG bytes."""
+    image = figures.arrays["image"]
+    h, w = image.shape[:2]
+    if side not in ZOOM_SIDES:
+        raise InputError(f"zoom side must be one of {', '.join(map(str, ZOOM_SIDES))}")
+    if not (0 <= x < w and 0 <= y < h):
+        raise InputError(f"zoom point ({x}, {y}) is outside the {w}x{h} image")
+    top = int(np.clip(y - side // 2, 0, max(h - side, 0)))
+    left = int(np.clip(x - side // 2, 0, max(w - side, 0)))
+    win = (slice(top, top + side), slice(left, left + side))
+    crop = image[win]
+    names = figures.info.get("classes", [])
+    clear = names.index("background") if "background" in names else None
+    panels = [crop] + [blend(crop, figures.arrays[k][win], clear, 0.45)
+                       for k in ("segmenter", "refined") if k in figures.arrays]  # fmt: skip
+    size = (ZOOM_PANEL, round(ZOOM_PANEL * crop.shape[0] / crop.shape[1]))
+    big = [np.asarray(Image.fromarray(p).resize(size, Image.NEAREST)) for p in panels]
+    gap = np.full((size[1], 6, 3), 255, np.uint8)
+    strip = np.concatenate([x for p in big for x in (p, gap)][:-1], axis=1)
+    return png_bytes(strip)
 
 
 def segment_and_refine(
@@ -270,6 +308,7 @@ def segment_and_refine(
     report("segmenting", 0.1)
     (coarse,) = run_pipeline([image], segmenter, timings=out.timings)
     _add_label_files(out, "segmenter", image, coarse.labels, coarse.probs, names)
+    out.arrays.update(image=image, segmenter=coarse.labels)
     if refiner is not None:
         report("refining", 0.4)
         (result,) = run_pipeline([image], refiner=refiner, probs=[coarse.probs], steps=steps,
@@ -277,6 +316,7 @@ def segment_and_refine(
                                  timings=out.timings)  # fmt: skip
         ref = result.refined
         _add_label_files(out, "refined", image, ref.labels, ref.probs, names)
+        out.arrays["refined"] = ref.labels
         out.files["uncertainty.png"] = (png_bytes(uncertainty_image(ref.uncertainty)), "image/png")
         out.files["uncertainty.npy"] = (npy_bytes(ref.uncertainty.astype(np.float16)),
                                         "application/octet-stream")  # fmt: skip

@@ -173,6 +173,8 @@ $("#run-segment").addEventListener("click", () => {
 
 function showSegment(s) {
   lastSegment = s;
+  zoomAt = null;
+  $("#zoom").hidden = true;
   $("#results").hidden = false;
   $("#cluster-results").hidden = true;
   const t = s.timings;
@@ -228,6 +230,31 @@ function drawView() {
     table.innerHTML = html;
   }
 }
+
+// ---- full-resolution close-up: click a result, see image | segmenter | refined there -------
+let zoomAt = null;
+
+function showZoom() {
+  if (!lastSegment || !zoomAt) return;
+  const side = $("#zoom-side").value;
+  $("#zoom-at").textContent = `(${zoomAt.x}, ${zoomAt.y})`;
+  $("#zoom-img").src = `/api/jobs/${lastSegment.id}/zoom?x=${zoomAt.x}&y=${zoomAt.y}&side=${side}`;
+  $("#zoom").hidden = false;
+}
+
+for (const id of ["#result-input", "#result-segmenter", "#result-refined", "#result-uncertainty"]) {
+  $(`${id} img`).addEventListener("click", (event) => {
+    if (!lastSegment) return;
+    const img = event.target, rect = img.getBoundingClientRect();
+    const fx = (event.clientX - rect.left) / rect.width, fy = (event.clientY - rect.top) / rect.height;
+    zoomAt = {
+      x: Math.min(lastSegment.info.width - 1, Math.max(0, Math.floor(fx * lastSegment.info.width))),
+      y: Math.min(lastSegment.info.height - 1, Math.max(0, Math.floor(fy * lastSegment.info.height))),
+    };
+    showZoom();
+  });
+}
+$("#zoom-side").addEventListener("change", showZoom);
 
 document.querySelectorAll("input[name=view]").forEach((r) => r.addEventListener("change", drawView));
 $("#refiner").addEventListener("change", updateDefaults);
