@@ -1,7 +1,8 @@
 """segrefine: semantic segmentation refined by a conditional diffusion model.
 
 The public API mirrors the CLI: :class:`Segmenter` (``train-segmenter`` / ``predict``),
-:class:`Refiner` (``train-refiner`` / ``refine``), :func:`run_benchmark` (``benchmark``),
+:class:`Refiner` (``train-refiner`` / ``refine``), :func:`segment_and_refine` (the path every
+command takes), :func:`run_benchmark` (``benchmark``),
 :func:`cluster` (``cluster``), :func:`evaluate_folder` (``evaluate``), the metrics in
 :mod:`segrefine.metrics` and the data readers in :mod:`segrefine.data`. Heavy modules load
 lazily, so ``import segrefine`` is quick.
@@ -23,7 +24,9 @@ _LAZY = {
     "RefinerConfig": "segrefine.diffusion",
     "train_refiner": "segrefine.diffusion",
     "degrade": "segrefine.diffusion",
+    "segment_and_refine": "segrefine.pipeline",
     "run_benchmark": "segrefine.benchmark",
+    "run_native_benchmark": "segrefine.native_benchmark",
     "cluster": "segrefine.unsupervised",
 }
 
