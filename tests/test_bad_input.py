@@ -132,6 +132,28 @@ def test_corrupt_weights_file(run_cli, tmp_path, trained_run, synthetic_root):
     _assert_one_line_error(code, err, run / "model.safetensors")
 
 
+def test_weights_with_nan_are_refused(run_cli, tmp_path, trained_run, synthetic_root):
+    from segrefine import checkpoint
+
+    run = _copy(trained_run, tmp_path / "run")
+    tensors, meta = checkpoint.load_tensors(run / "model.safetensors")
+    name = next(k for k, v in tensors.items() if v.is_floating_point())
+    tensors[name][0] = float("nan")  # a bit-flipped exponent reads as this
+    checkpoint.save_tensors(run / "model.safetensors", tensors, meta)
+    code, _, err = run_cli("predict", "--model", run, "--images", synthetic_root,
+                           "--out", tmp_path / "pred")
+    _assert_one_line_error(code, err, run / "model.safetensors")
+    assert "NaN or infinite" in err
+
+
+def test_an_output_path_that_is_a_file_is_one_line(run_cli, tmp_path, trained_run,
+                                                   synthetic_root):  # fmt: skip
+    (tmp_path / "pred").write_text("a file, not a folder")
+    code, _, err = run_cli("predict", "--model", trained_run, "--images", synthetic_root,
+                           "--out", tmp_path / "pred")
+    _assert_one_line_error(code, err, tmp_path / "pred")
+
+
 def test_corrupt_image_while_predicting_leaves_no_partial_files(run_cli, tmp_path, trained_run,
                                                                 synthetic_root):
     images = tmp_path / "images"

@@ -97,3 +97,29 @@ def test_an_exif_rotated_photo_is_read_upright(tmp_path):
     upright = read_image(tmp_path / "phone.jpg")
     assert upright.shape == (40, 20, 3)
     assert upright[:10].mean() > 200 and upright[-10:].mean() < 50  # the white band on top
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: p.write_bytes(b""), "not a readable .npy"),
+    (lambda p: np.save(p, np.zeros((2, 3), complex)), "expected real numbers"),
+    (lambda p: np.save(p, np.zeros(3, [("a", "f4")])), "expected real numbers"),
+    (lambda p: p.write_bytes(np.lib.format.magic(1, 0) + _header((100_000, 100_000, 100))),
+     "over 500000000 elements"),
+    (lambda p: p.write_bytes(np.lib.format.magic(1, 0) + _header((2, 64, 64))), "truncated"),
+])  # fmt: skip
+def test_a_hostile_npy_is_refused_from_its_header(tmp_path, make, message):
+    from segrefine.data.io import read_npy
+
+    path = tmp_path / "p.npy"
+    make(path)
+    with pytest.raises(InputError, match=message):
+        read_npy(path)
+    np.save(path, np.full((2, 4, 4), 0.5, np.float16))
+    assert read_npy(path).shape == (2, 4, 4)
+
+
+def _header(shape) -> bytes:
+    text = repr({"descr": "<f4", "fortran_order": False, "shape": shape}).encode()
+    pad = 64 - (10 + len(text) + 1) % 64
+    body = text + b" " * pad + b"\n"
+    return len(body).to_bytes(2, "little") + body

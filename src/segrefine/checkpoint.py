@@ -87,6 +87,9 @@ def load_weights(model: torch.nn.Module, run_dir: str | Path) -> None:
     fit the architecture described by the run's config is an input error."""
     path = Path(run_dir) / WEIGHTS
     tensors, _ = load_tensors(path)
+    broken = [k for k, v in tensors.items() if v.is_floating_point() and not v.isfinite().all()]
+    if broken:  # a corrupted or diverged file would predict garbage without a word
+        raise InputError(f"weights hold NaN or infinite values (first in {broken[0]})", path)
     try:
         model.load_state_dict(tensors)
     except RuntimeError as err:

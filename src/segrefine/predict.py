@@ -112,6 +112,8 @@ def predict_to_folder(
     inputs = iter_inputs(source, segmenter.size, split, cfg.classes,
                          cfg.binary_per_class, protocol)
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise InputError("output folder is a file", out)
     written = []
     for inp in tqdm(inputs, desc="predict", disable=not progress, leave=False):
         probs = segmenter.predict(inp.image, protocol=protocol)

@@ -24,7 +24,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .data.datasets import read_class_table
-from .data.io import read_mask, write_image, write_label_png, write_npy
+from .data.io import read_mask, read_npy, write_image, write_label_png, write_npy
 from .diffusion.refiner import Refiner
 from .errors import InputError
 from .pipeline import check_pair, segment_and_refine
@@ -52,10 +52,7 @@ class _Priors:
         """(probs, labels, path) for one input."""
         npy, png = self.folder / f"{item_id}.npy", self.folder / f"{item_id}.png"
         if npy.exists():
-            try:
-                return np.load(npy, allow_pickle=False), None, npy
-            except (ValueError, OSError) as err:
-                raise InputError(f"cannot read probability map ({err})", npy) from err
+            return read_npy(npy), None, npy
         if not png.exists():
             raise InputError(f"no {item_id}.npy or {item_id}.png for image '{item_id}'",
                              self.folder)  # fmt: skip
@@ -100,6 +97,8 @@ def refine_to_folder(
     inputs = iter_inputs(source, refiner.size, split, cfg.classes, cfg.binary_per_class,
                          protocol)  # fmt: skip
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise InputError("output folder is a file", out)
     written = []
     priors = None
     if probs_dir is not None:

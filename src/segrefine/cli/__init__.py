@@ -55,6 +55,10 @@ def main() -> None:
     except InputError as err:
         typer.echo(f"segrefine: error: {err}", err=True)
         sys.exit(2)
+    except OSError as err:  # a full or read-only disk, a path that is a file: one line too
+        where = f"{err.filename}: " if err.filename else ""
+        typer.echo(f"segrefine: error: {where}{err.strerror or err}", err=True)
+        sys.exit(2)
     except KeyboardInterrupt:
         typer.echo("segrefine: interrupted", err=True)
         sys.exit(130)

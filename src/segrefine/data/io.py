@@ -121,6 +121,36 @@ def _ids_from_colours(rgb: np.ndarray, colours: np.ndarray | None, path: Path) -
     return ids[inverse].reshape(rgb.shape[:2]).astype(np.uint8)
 
 
+MAX_NPY_ELEMENTS = 500_000_000  # 2 GB of float32: more than any probability map we accept
+
+
+def read_npy(path: str | Path) -> np.ndarray:
+    """A numeric ``.npy`` array, its header checked before anything is allocated: no pickled
+    objects, no structured or complex dtypes, at most :data:`MAX_NPY_ELEMENTS` elements, and a
+    file long enough for what the header promises."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)  # fmt: skip
+            shape, _, dtype = read_header(f, max_header_size=100_000)
+            offset = f.tell()
+    except (ValueError, OSError, SyntaxError) as err:
+        raise InputError(f"not a readable .npy file ({err})", path) from err
+    if dtype.hasobject or dtype.names is not None or dtype.kind not in "biuf":
+        raise InputError(f".npy array has dtype {dtype}; expected real numbers", path)
+    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    if count > MAX_NPY_ELEMENTS:
+        raise InputError(f".npy array has shape {shape}, over {MAX_NPY_ELEMENTS} elements", path)
+    if path.stat().st_size < offset + count * dtype.itemsize:
+        raise InputError(f".npy file is truncated (its header says shape {shape})", path)
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as err:
+        raise InputError(f"cannot read .npy file ({err})", path) from err
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only on success."""
