@@ -154,3 +154,18 @@ def test_default_method_beats_felzenszwalb_covering_on_a_real_image():
     sample = load_bsds_sample(BSDS, "val", list_bsds(BSDS, "val", 1)[0])
     ours = covering(cluster(sample.image), sample.truths)
     assert ours > covering(felzenszwalb_segment(sample.image), sample.truths)
+
+
+@pytest.mark.parametrize("option", [["--max-iter", "0"], ["--min-labels", "0"],
+                                    ["--merge-threshold", "nan"], ["--max-side", "0"]])  # fmt: skip
+def test_bad_cluster_settings_are_one_line_before_any_work(cli, tmp_path, option):
+    write_bands(tmp_path / "in" / "a.png", 0)
+    code, _, err = cli("cluster", tmp_path / "in", "--out", tmp_path / "out", "-q", *option)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "clustering settings" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_one_pixel_image_is_one_line(cli, tmp_path):
+    Image.fromarray(np.zeros((1, 1, 3), np.uint8)).save(tmp_path / "dot.png")
+    code, _, err = cli("cluster", tmp_path / "dot.png", "--out", tmp_path / "out", "-q")
+    assert code == 2 and "at least 4 x 4" in err and len(err.strip().splitlines()) == 1

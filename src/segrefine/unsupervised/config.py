@@ -5,9 +5,12 @@ an image and its scribble map.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 import numpy as np
+
+from ..errors import InputError
 
 __all__ = ["NO_SCRIBBLE", "ClusterConfig", "validate_image", "validate_scribbles"]
 
@@ -49,6 +52,34 @@ class ClusterConfig:
     min_region: float = 0.0  # cluster output: merge regions below this fraction of the image
     seed: int = 0
 
+    def __post_init__(self):
+        finite = all(math.isfinite(v) for v in (self.lr, self.momentum, self.mu_sim, self.mu_con,
+                                                 self.mu_scr, self.sp_scale, self.merge_threshold,
+                                                 self.response_weight, self.hist_weight,
+                                                 self.edge_weight, self.scribble_sp_scale,
+                                                 self.min_region))  # fmt: skip
+        checks = {
+            "numbers (must be finite)": finite,
+            "channels (1..512)": 1 <= self.channels <= 512,
+            "width (1..512 or none)": self.width is None or 1 <= self.width <= 512,
+            "n_conv (1..16)": 1 <= self.n_conv <= 16,
+            "max_iter (1..100000)": 1 <= self.max_iter <= 100_000,
+            "min_labels (1..254)": 1 <= self.min_labels <= 254,
+            "lr (in (0, 10])": 0 < self.lr <= 10,
+            "momentum (in [0, 1))": 0 <= self.momentum < 1,
+            "max_side (8..8192 or none)": self.max_side is None or 8 <= self.max_side <= 8192,
+            "max_input_side (8..16384 or none)":
+                self.max_input_side is None or 8 <= self.max_input_side <= 16384,
+            "superpixel settings (positive)": self.sp_scale > 0 and self.sp_min_size >= 1
+                and self.scribble_sp_scale > 0,
+            "merge_threshold (0 or more)": self.merge_threshold >= 0,
+            "hist_bins (1..64)": 1 <= self.hist_bins <= 64,
+            "min_region (in [0, 1))": 0 <= self.min_region < 1,
+        }  # fmt: skip
+        for name, ok in checks.items():
+            if not ok:
+                raise InputError(f"clustering settings: invalid {name}")
+
     @classmethod
     def paper(cls, **overrides) -> ClusterConfig:
         """The published recipe: D=100, full size, up to 1000 steps, stop at 3 labels (with
@@ -70,7 +101,10 @@ class ClusterConfig:
 def validate_image(image: np.ndarray) -> np.ndarray:
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8 or 0 in image.shape:
-        raise ValueError(f"image must be RGB uint8 (H, W, 3), got {image.dtype} {image.shape}")
+        raise InputError(f"image must be RGB uint8 (H, W, 3), got {image.dtype} {image.shape}")
+    if min(image.shape[:2]) < 4:
+        raise InputError(f"image is {image.shape[1]}x{image.shape[0]}; clustering needs at "
+                         "least 4 x 4 pixels")  # fmt: skip
     return image
 
 
