@@ -188,3 +188,33 @@ def test_training_into_an_existing_run_without_resume(run_cli, tmp_path, trained
 def test_unknown_option_is_a_usage_error(run_cli):
     code, _, err = run_cli("predict", "--no-such-option")
     assert code == 2
+
+
+def test_atomic_writes_follow_the_umask_and_stale_temporaries_are_cleared(tmp_path):
+    import os
+
+    from segrefine.data.io import atomic_path, remove_stale_temporaries
+
+    with atomic_path(tmp_path / "out.txt") as tmp:
+        tmp.write_text("done")
+    mode = (tmp_path / "out.txt").stat().st_mode & 0o777
+    umask = os.umask(0)
+    os.umask(umask)
+    assert mode == 0o666 & ~umask  # not mkstemp's 0600
+    (tmp_path / ".model.safetensors.abc123.tmp").write_bytes(b"half")  # a killed write
+    assert remove_stale_temporaries(tmp_path) == 1 and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_resume_works_from_another_folder(run_cli, tmp_path, synthetic_root, monkeypatch):
+    import shutil as sh
+
+    data = tmp_path / "data"
+    sh.copytree(synthetic_root, data)
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli("train-segmenter", "--data", "data", "--out", "run", "--size", "32",
+                           "--width", "4", "--depth", "2", "--epochs", "1", "--batch-size", "4",
+                           "--device", "cpu", "-q")  # fmt: skip
+    assert code == 0, err
+    monkeypatch.chdir(tmp_path / "run")
+    code, _, err = run_cli("train-segmenter", "--out", ".", "--resume", "--device", "cpu", "-q")
+    assert code == 0, err

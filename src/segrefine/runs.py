@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 import torch
 
 from . import checkpoint
+from .data.io import remove_stale_temporaries
 from .errors import InputError
 
 
@@ -170,9 +171,11 @@ class RunFolder:
             )
 
     def create(self, spec: RunSpec) -> None:
-        """Write the run's config (the folder is made now, after every input was checked)."""
+        """Write the run's config (the folder is made now, after every input was checked);
+        a resumed folder is first cleared of the temporaries a killed run left."""
         if self.main:
             self.path.mkdir(parents=True, exist_ok=True)
+            remove_stale_temporaries(self.path)
             checkpoint.write_config(self.path, spec.to_json())
 
     def restore(self, net: torch.nn.Module, optimizer, resume: bool = True) -> dict | None:

@@ -82,12 +82,13 @@ Resume = Annotated[
 
 
 def data_unless_resuming(data, resume: bool) -> str | None:
-    """``--data`` as a string; required for a new run, ignored when resuming."""
+    """``--data`` as an absolute path (so ``--resume`` works from any folder); required for a
+    new run, ignored when resuming."""
     if resume:
         return None
     if data is None:
         raise InputError("--data is required (unless --resume)")
-    return str(data)
+    return str(data.resolve())
 
 
 def split_classes(classes: str | None) -> list[str] | None:

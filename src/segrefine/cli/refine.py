@@ -95,11 +95,12 @@ def train_refiner_cmd(
     """Train a diffusion refiner (default or paper mode); resumable, logs to log.jsonl."""
     from ..diffusion import RefinerConfig, train_refiner
 
-    cfg = None
-    if data_unless_resuming(data, resume):
+    cfg, root = None, data_unless_resuming(data, resume)
+    if root is not None:
         cfg = RefinerConfig(
-            data=str(data), split=split, val_split=val_split or None, size=size, mode=mode,
-            classes=split_classes(classes), segmenter=str(segmenter) if segmenter else None,
+            data=root, split=split, val_split=val_split or None, size=size, mode=mode,
+            classes=split_classes(classes),
+            segmenter=str(segmenter.resolve()) if segmenter else None,
             iterations=iterations, batch_size=batch_size, crop=crop or None, lr=lr,
             oof_folds=oof_folds, oof_epochs=oof_epochs, band=band, seed=seed,
             mixed_precision=mixed_precision, validate_raw=validate_raw, native=native,

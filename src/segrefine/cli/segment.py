@@ -53,10 +53,10 @@ def train_segmenter_cmd(
     """Train a segmenter; keeps the best validation epoch, logs every epoch, resumable."""
     from ..train import TrainConfig, train_segmenter
 
-    cfg = None
-    if data_unless_resuming(data, resume):
+    cfg, root = None, data_unless_resuming(data, resume)
+    if root is not None:
         cfg = TrainConfig(
-            data=str(data), split=split, val_split=val_split or None,
+            data=root, split=split, val_split=val_split or None,
             classes=split_classes(classes), binary_per_class=binary_per_class, size=size,
             model=model, width=width, depth=depth, epochs=epochs, batch_size=batch_size, lr=lr,
             augment=augment, seed=seed,

@@ -161,10 +161,32 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        # mkstemp makes the file 0600; a result should be readable like any file made here
+        os.chmod(tmp_path, 0o666 & ~_UMASK)
+        with open(tmp_path, "rb") as f:  # on disk before the rename: a power cut between the
+            os.fsync(f.fileno())  # two leaves the old file or the new one, never an empty one
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
+def remove_stale_temporaries(folder: str | Path) -> int:
+    """Delete the hidden ``.<name>.*.tmp`` files :func:`atomic_path` leaves when a process
+    is killed mid-write; returns how many were removed."""
+    stale = list(Path(folder).glob(".*.tmp"))
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return len(stale)
 
 
 def write_label_png(path: str | Path, labels: np.ndarray) -> None:
