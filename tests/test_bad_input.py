@@ -168,6 +168,7 @@ def test_corrupt_image_while_predicting_leaves_no_partial_files(run_cli, tmp_pat
     leftovers = sorted(p.name for p in out.iterdir()) if out.exists() else []
     assert all(not name.startswith(".") for name in leftovers)  # no temp files
     assert not any(name.startswith("img1") for name in leftovers)
+    assert leftovers == []  # every input is checked before the first output is written
 
 
 def test_prediction_missing_for_an_image(run_cli, tmp_path, synthetic_root):

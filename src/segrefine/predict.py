@@ -23,7 +23,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .data.datasets import detect_layout, load_split
-from .data.io import list_images, read_image, write_label_png, write_npy
+from .data.io import check_image_file, list_images, read_image, write_label_png, write_npy
 from .errors import InputError
 from .segmenter import Segmenter
 
@@ -91,7 +91,10 @@ def iter_inputs(
     paths = [source] if source.is_file() else list_images(source)
     if not paths:
         raise InputError("no images found (jpg, png, bmp, tif, webp)", source)
-    return Inputs(process_share(paths), lambda path: InputImage(path.stem, read_image(path)))
+    mine = process_share(paths)
+    for path in mine:  # a broken file fails now, before the first output is written
+        check_image_file(path)
+    return Inputs(mine, lambda path: InputImage(path.stem, read_image(path)))
 
 
 def predict_to_folder(

@@ -58,6 +58,24 @@ def _open(path: Path) -> Image.Image:
     return ImageOps.exif_transpose(img)
 
 
+def check_image_file(path: str | Path) -> None:
+    """Check that ``path`` is a readable image from its header and, for formats that have
+    them, its chunk checksums, without decoding it: cheap enough to run over a whole folder
+    before the first output is written."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("no such file", path)
+    if path.stat().st_size == 0:
+        raise InputError("file is empty (0 bytes)", path)
+    try:
+        with Image.open(path) as img:
+            img.verify()
+    except Image.DecompressionBombError as err:
+        raise InputError(f"image is too large to read safely ({err})", path) from err
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise InputError(f"cannot read image ({err})", path) from err
+
+
 def read_image(path: str | Path) -> np.ndarray:
     """Read an image as RGB ``uint8`` (H, W, 3).
 
