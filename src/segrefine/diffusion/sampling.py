@@ -8,6 +8,8 @@ built from the same config, inside each mode's sampling loop (``modes/default.py
 
 from __future__ import annotations
 
+import functools
+import json
 import math
 
 import numpy as np
@@ -39,13 +41,24 @@ def ddim_schedule(scheduler, t_start: int, steps: int, **config):
     ``t_start`` (the image-to-image convention of starting part-way down the schedule).
     ``config`` overrides the DDIM config (``prediction_type``, ``clip_sample``).
     """
-    from diffusers import DDIMScheduler
-
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
     total = scheduler.config.num_train_timesteps
     steps = min(steps, t_start + 1)
-    ddim = DDIMScheduler.from_config(scheduler.config, set_alpha_to_one=True, **config)
-    ddim.set_timesteps(min(total, math.ceil(total * steps / (t_start + 1))))
+    n = min(total, math.ceil(total * steps / (t_start + 1)))
+    key = json.dumps(dict(scheduler.config), sort_keys=True, default=str)
+    ddim = _ddim(key, json.dumps(config, sort_keys=True), n)
     stride = total // ddim.num_inference_steps
     return ddim, [t_start - i * stride for i in range(steps)]
+
+
+@functools.lru_cache(maxsize=64)
+def _ddim(base: str, overrides: str, num_inference_steps: int):
+    """One DDIMScheduler per configuration: building one costs ~10 ms, a refinement pass
+    needs one, and ``step`` keeps no state between calls."""
+    from diffusers import DDIMScheduler
+
+    ddim = DDIMScheduler.from_config(json.loads(base), set_alpha_to_one=True,
+                                     **json.loads(overrides))  # fmt: skip
+    ddim.set_timesteps(num_inference_steps)
+    return ddim
