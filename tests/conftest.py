@@ -102,3 +102,25 @@ def trained_refiner(tmp_path_factory, synthetic_root):
                         val_every=150, band=0)
     best = train_refiner(cfg, out, device="cpu", progress=False)
     return out, best
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, trained_run, trained_refiner):
+    """The web app on a free port, serving the tiny fixture runs (or SEGREFINE_WEB_RUNS)."""
+    import os
+    import shutil
+
+    from web_helpers import running
+
+    from segrefine.web import create_app
+
+    runs = os.environ.get("SEGREFINE_WEB_RUNS")
+    if runs is None:
+        root = tmp_path_factory.mktemp("webruns")
+        shutil.copytree(trained_run, root / "tiny_unet")
+        shutil.copytree(trained_refiner[0], root / "tiny_refiner")
+        (root / "not_a_run").mkdir()
+        (root / "not_a_run" / "config.json").write_text('{"kind": "something else"}')
+        runs = root
+    with running(create_app(runs, max_megapixels=1.0)) as url:
+        yield url

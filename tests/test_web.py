@@ -1,10 +1,5 @@
-"""The web app: its pipeline without a server, its API over HTTP, and the page in Chromium.
-
-The browser test drives Debian's /usr/bin/chromium through Playwright (nothing is downloaded)
-and is skipped, with the reason, where either is missing. Set ``SEGREFINE_SCREENSHOT=PATH``
-to keep its screenshot (the README's picture is made that way), and
-``SEGREFINE_WEB_RUNS=DIR`` / ``SEGREFINE_WEB_IMAGE=FILE`` to drive it with real runs.
-"""
+"""The web app: its pipeline without a server and its API over HTTP (the page in Chromium is
+tests/test_web_page.py; the server's defences tests/test_web_security.py)."""
 
 from __future__ import annotations
 
@@ -16,12 +11,10 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
-from web_helpers import running
 
 from segrefine.data.synthetic import generate_scene
 from segrefine.errors import InputError
@@ -34,8 +27,6 @@ from segrefine.web.pipeline import (
     segment_and_refine,
 )
 from segrefine.web.runs import ModelCache, scan_runs
-
-CHROMIUM = Path("/usr/bin/chromium")
 
 
 def _png(arr: np.ndarray) -> bytes:
@@ -199,23 +190,6 @@ def test_job_queue_drops_old_results_over_its_memory_budget():
 # --- the server over HTTP -----------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory, trained_run, trained_refiner):
-    """The app on a free port, serving the tiny fixture runs (or SEGREFINE_WEB_RUNS)."""
-    from segrefine.web import create_app
-
-    runs = os.environ.get("SEGREFINE_WEB_RUNS")
-    if runs is None:
-        root = tmp_path_factory.mktemp("webruns")
-        shutil.copytree(trained_run, root / "tiny_unet")
-        shutil.copytree(trained_refiner[0], root / "tiny_refiner")
-        (root / "not_a_run").mkdir()
-        (root / "not_a_run" / "config.json").write_text('{"kind": "something else"}')
-        runs = root
-    with running(create_app(runs, max_megapixels=1.0)) as url:
-        yield url
-
-
 def _get(url: str) -> tuple[int, bytes]:
     try:
         with urllib.request.urlopen(url, timeout=30) as r:
@@ -307,112 +281,3 @@ def test_api_bad_input_is_one_readable_message(server, fields, files, message):
     code, body = _post(f"{server}/api/segment", fields, files)
     assert code == 400 and message in body["error"] and "\n" not in body["error"]
     assert _get(f"{server}/api/runs")[0] == 200  # and the server keeps serving
-
-
-# --- the page in a real browser -------------------------------------------------------------
-
-
-def _browser():
-    if not CHROMIUM.exists():
-        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-    return sync_api
-
-
-BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                "--no-first-run", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync"]  # fmt: skip
-
-
-def test_page_segments_refines_and_reports_bad_files(server, tmp_path):
-    sync_api = _browser()
-    image_path = os.environ.get("SEGREFINE_WEB_IMAGE")
-    if image_path is None:
-        image_path = tmp_path / "scene.png"
-        Image.fromarray(generate_scene(4, size=96)[0]).save(image_path)
-    (tmp_path / "notes.txt").write_text("not an image\n")
-    requests: list[str] = []
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=BROWSER_ARGS)
-        # the test's own polling evaluates strings, which the page's CSP forbids; the CSP
-        # itself is checked by test_page_runs_under_its_content_security_policy
-        page = browser.new_page(viewport={"width": 1280, "height": 860}, bypass_csp=True)
-        page.on("request", lambda r: requests.append(r.url))
-        page.goto(server)
-        page.wait_for_selector("#segmenter option", state="attached")
-        page.set_input_files("#file", str(image_path))
-        page.click("#run-segment")
-        page.wait_for_selector("#results:not([hidden])", timeout=60_000)
-        for fig in ("#result-segmenter", "#result-refined", "#result-uncertainty"):
-            page.wait_for_function(
-                f"document.querySelector('{fig} img').naturalWidth > 0", timeout=10_000
-            )
-        timings = page.inner_text("#timings")
-        assert "segmenter" in timings and "refiner" in timings and "denoiser evaluations" in timings
-        assert page.locator("#downloads a").count() == 5
-        # a click on the refined figure shows that spot at full resolution, before and after
-        page.click("#result-refined img", position={"x": 60, "y": 60})
-        page.wait_for_function("document.querySelector('#zoom-img').naturalWidth > 0",
-                               timeout=10_000)  # fmt: skip
-        assert page.is_visible("#zoom") and "(" in page.inner_text("#zoom-at")
-        page.select_option("#zoom-side", "128")
-        page.wait_for_function("document.querySelector('#zoom-img').src.includes('side=128')"
-                               " && document.querySelector('#zoom-img').complete")
-        page.wait_for_timeout(300)
-        shot = os.environ.get("SEGREFINE_SCREENSHOT")
-        page.screenshot(path=shot or str(tmp_path / "page.png"), full_page=True)
-
-        page.check("#view-instances")
-        assert "instances" in page.inner_text("#instances-table")
-
-        page.set_input_files("#file", str(tmp_path / "notes.txt"))
-        page.click("#run-segment")
-        page.wait_for_selector("#error:not([hidden])", timeout=10_000)
-        assert "notes.txt: is not an image" in page.inner_text("#error")
-        browser.close()
-    assert all(u.startswith(server) or u.startswith("blob:") for u in requests), requests
-
-
-def test_page_runs_under_its_content_security_policy(server):
-    sync_api = _browser()
-    problems: list[str] = []
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=BROWSER_ARGS)
-        page = browser.new_page()
-        page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-        page.goto(server)
-        page.wait_for_selector("#segmenter option", state="attached")
-        page.click(".example >> nth=0")
-        page.click("#run-segment")
-        page.wait_for_selector("#results:not([hidden])", timeout=60_000)
-        page.wait_for_selector("#legend span", state="attached")  # drawn with inline styles
-        browser.close()
-    assert not [m for m in problems if "Content Security Policy" in m], problems
-
-
-def test_page_clusters_with_scribbles_drawn_in_the_browser(server):
-    sync_api = _browser()
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=BROWSER_ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 860}, bypass_csp=True)
-        page.goto(server)
-        page.click("#tab-cluster")
-        page.click(".example >> nth=1")
-        page.wait_for_function("document.querySelector('#preview').naturalWidth > 0")
-        canvas = page.locator("#scribble-canvas")
-        box = canvas.bounding_box()
-        for k, fy in enumerate((0.2, 0.8)):
-            page.click(f".swatch >> nth={k}")
-            page.mouse.move(box["x"] + box["width"] * 0.2, box["y"] + box["height"] * fy)
-            page.mouse.down()
-            page.mouse.move(box["x"] + box["width"] * 0.8, box["y"] + box["height"] * fy,
-                            steps=5)  # fmt: skip
-            page.mouse.up()
-        page.fill("#max-iter", "10")
-        page.click("#run-cluster")
-        page.wait_for_selector("#cluster-results:not([hidden])", timeout=60_000)
-        assert "guided by 2 scribble labels" in page.inner_text("#cluster-timings")
-        page.wait_for_function(
-            "document.querySelector('#cluster-result img').naturalWidth > 0", timeout=10_000
-        )
-        browser.close()

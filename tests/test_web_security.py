@@ -93,7 +93,7 @@ def test_a_wide_stroke_is_drawn_as_before_but_only_where_it_is():
     from scipy import ndimage
     from skimage.draw import line
 
-    from segrefine.web.pipeline import _disk
+    from segrefine.web.scribbles import _disk
 
     stroke = {"label": 2, "width": 20, "points": [[5, 8], [120, 40], [60, 90]]}
     mask = np.zeros((100, 150), bool)  # the whole-image dilation it replaces

@@ -1,0 +1,122 @@
+"""The page in a real browser: Debian's /usr/bin/chromium driven by Playwright (nothing is
+downloaded); skipped, with the reason, where either is missing. Set
+``SEGREFINE_SCREENSHOT=PATH`` to keep the screenshot (the README's picture is made that way),
+and ``SEGREFINE_WEB_RUNS=DIR`` / ``SEGREFINE_WEB_IMAGE=FILE`` to drive it with real runs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from segrefine.data.synthetic import generate_scene
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def _browser():
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    return sync_api
+
+
+BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync"]  # fmt: skip
+
+
+def test_page_segments_refines_and_reports_bad_files(server, tmp_path):
+    sync_api = _browser()
+    image_path = os.environ.get("SEGREFINE_WEB_IMAGE")
+    if image_path is None:
+        image_path = tmp_path / "scene.png"
+        Image.fromarray(generate_scene(4, size=96)[0]).save(image_path)
+    (tmp_path / "notes.txt").write_text("not an image\n")
+    requests: list[str] = []
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=BROWSER_ARGS)
+        # the test's own polling evaluates strings, which the page's CSP forbids; the CSP
+        # itself is checked by test_page_runs_under_its_content_security_policy
+        page = browser.new_page(viewport={"width": 1280, "height": 860}, bypass_csp=True)
+        page.on("request", lambda r: requests.append(r.url))
+        page.goto(server)
+        page.wait_for_selector("#segmenter option", state="attached")
+        page.set_input_files("#file", str(image_path))
+        page.click("#run-segment")
+        page.wait_for_selector("#results:not([hidden])", timeout=60_000)
+        for fig in ("#result-segmenter", "#result-refined", "#result-uncertainty"):
+            page.wait_for_function(
+                f"document.querySelector('{fig} img').naturalWidth > 0", timeout=10_000
+            )
+        timings = page.inner_text("#timings")
+        assert "segmenter" in timings and "refiner" in timings and "denoiser evaluations" in timings
+        assert page.locator("#downloads a").count() == 5
+        # a click on the refined figure shows that spot at full resolution, before and after
+        page.click("#result-refined img", position={"x": 60, "y": 60})
+        page.wait_for_function("document.querySelector('#zoom-img').naturalWidth > 0",
+                               timeout=10_000)  # fmt: skip
+        assert page.is_visible("#zoom") and "(" in page.inner_text("#zoom-at")
+        page.select_option("#zoom-side", "128")
+        page.wait_for_function("document.querySelector('#zoom-img').src.includes('side=128')"
+                               " && document.querySelector('#zoom-img').complete")
+        page.wait_for_timeout(300)
+        shot = os.environ.get("SEGREFINE_SCREENSHOT")
+        page.screenshot(path=shot or str(tmp_path / "page.png"), full_page=True)
+
+        page.check("#view-instances")
+        assert "instances" in page.inner_text("#instances-table")
+
+        page.set_input_files("#file", str(tmp_path / "notes.txt"))
+        page.click("#run-segment")
+        page.wait_for_selector("#error:not([hidden])", timeout=10_000)
+        assert "notes.txt: is not an image" in page.inner_text("#error")
+        browser.close()
+    assert all(u.startswith(server) or u.startswith("blob:") for u in requests), requests
+
+
+def test_page_runs_under_its_content_security_policy(server):
+    sync_api = _browser()
+    problems: list[str] = []
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=BROWSER_ARGS)
+        page = browser.new_page()
+        page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+        page.goto(server)
+        page.wait_for_selector("#segmenter option", state="attached")
+        page.click(".example >> nth=0")
+        page.click("#run-segment")
+        page.wait_for_selector("#results:not([hidden])", timeout=60_000)
+        page.wait_for_selector("#legend span", state="attached")  # drawn with inline styles
+        browser.close()
+    assert not [m for m in problems if "Content Security Policy" in m], problems
+
+
+def test_page_clusters_with_scribbles_drawn_in_the_browser(server):
+    sync_api = _browser()
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=BROWSER_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 860}, bypass_csp=True)
+        page.goto(server)
+        page.click("#tab-cluster")
+        page.click(".example >> nth=1")
+        page.wait_for_function("document.querySelector('#preview').naturalWidth > 0")
+        canvas = page.locator("#scribble-canvas")
+        box = canvas.bounding_box()
+        for k, fy in enumerate((0.2, 0.8)):
+            page.click(f".swatch >> nth={k}")
+            page.mouse.move(box["x"] + box["width"] * 0.2, box["y"] + box["height"] * fy)
+            page.mouse.down()
+            page.mouse.move(box["x"] + box["width"] * 0.8, box["y"] + box["height"] * fy,
+                            steps=5)  # fmt: skip
+            page.mouse.up()
+        page.fill("#max-iter", "10")
+        page.click("#run-cluster")
+        page.wait_for_selector("#cluster-results:not([hidden])", timeout=60_000)
+        assert "guided by 2 scribble labels" in page.inner_text("#cluster-timings")
+        page.wait_for_function(
+            "document.querySelector('#cluster-result img').naturalWidth > 0", timeout=10_000
+        )
+        browser.close()
