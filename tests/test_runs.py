@@ -115,3 +115,22 @@ def test_refinement_settings_are_bounded():
         ref.settings(samples=5000)
     with pytest.raises(InputError, match="steps must be in 1..1000"):
         ref.settings(steps=0)
+
+
+def test_export_copies_a_run_without_its_training_state(run_cli, tmp_path, trained_refiner):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_refiner[0], run)
+    (run / "oof").mkdir()
+    (run / "oof" / "views.safetensors").write_bytes(b"x" * 1000)  # a cache left behind
+    code, out, err = run_cli("export", "--run", run, "--out", tmp_path / "shared")
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "shared").iterdir()) == [
+        "config.json", "log.jsonl", "model.safetensors"]
+    shared = Refiner.load(tmp_path / "shared", "cpu")
+    assert shared.class_names == Refiner.load(run, "cpu").class_names
+    code, _, err = run_cli("export", "--run", run, "--out", tmp_path / "shared")
+    assert code == 2 and "already holds a run" in err
+    code, _, err = run_cli("export", "--run", tmp_path / "nothing", "--out", tmp_path / "x")
+    assert code == 2 and "no such run folder" in err

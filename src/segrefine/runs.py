@@ -11,6 +11,7 @@ protocol size) and the settings it was trained with. :class:`RunFolder` is the t
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -18,7 +19,7 @@ from typing import Any, ClassVar
 import torch
 
 from . import checkpoint
-from .data.io import remove_stale_temporaries
+from .data.io import atomic_path, remove_stale_temporaries
 from .errors import InputError
 
 
@@ -133,6 +134,33 @@ class LoadableRun:
         checkpoint.load_weights(model.module(), run_dir)
         model.module().eval()
         return model
+
+
+SHARED_FILES = (checkpoint.CONFIG, checkpoint.WEIGHTS, checkpoint.LOG)
+
+
+def export_run(run_dir: str | Path, out: str | Path) -> list[Path]:
+    """Copy what a run needs to be used elsewhere -- ``config.json``, ``model.safetensors``
+    and ``log.jsonl`` -- into ``out``, leaving the training state and caches behind (a
+    refiner's out-of-fold cache is hundreds of MB). The run is loaded first, so a broken run
+    is not exported; ``out`` must not hold a run already."""
+    run_dir, out = Path(run_dir), Path(out)
+    checkpoint.read_config(run_dir, kind=("segmenter", "refiner"))
+    if not (run_dir / checkpoint.WEIGHTS).is_file():
+        raise InputError(f"no {checkpoint.WEIGHTS} (training not finished?)", run_dir)
+    checkpoint.load_tensors(run_dir / checkpoint.WEIGHTS)  # readable, or a one-line error
+    if (out / checkpoint.CONFIG).exists():
+        raise InputError("already holds a run", out)
+    if out.exists() and not out.is_dir():
+        raise InputError("output folder is a file", out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name in SHARED_FILES:
+        if (run_dir / name).is_file():
+            with atomic_path(out / name) as tmp:
+                shutil.copyfile(run_dir / name, tmp)
+            written.append(out / name)
+    return written
 
 
 def make_accelerator(device: torch.device, mixed_precision: bool):

@@ -1,5 +1,5 @@
 """The ``segrefine`` command line: a thin layer over the Python API, one module per group of
-commands (``segment``, ``refine``, ``cluster``, ``serve``) and the options they share
+commands (``segment``, ``refine``, ``cluster``, ``serve``, ``runs``) and the options they share
 (``options``).
 
 Every command validates its inputs through the library; an :class:`InputError` becomes one
@@ -15,7 +15,7 @@ import typer
 
 from .. import __version__
 from ..errors import InputError
-from . import cluster, refine, segment, serve
+from . import cluster, refine, runs, segment, serve
 
 app = typer.Typer(
     name="segrefine",
@@ -44,7 +44,7 @@ def _root(
     """segrefine: better masks from any segmenter, with the evidence."""
 
 
-for _group in (segment, refine, serve, cluster):
+for _group in (segment, refine, serve, cluster, runs):
     _group.register(app)
 
 

@@ -1,0 +1,25 @@
+"""``export``: a run folder as it should be shared."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def export_cmd(
+    run: Annotated[Path, typer.Option(help="A segmenter or refiner run folder.")],
+    out: Annotated[Path, typer.Option(help="New folder for the shareable copy.")],
+) -> None:
+    """Copy a run without its training state and caches (config, weights, log): what
+    Segmenter.load / Refiner.load and the web app need."""
+    from ..runs import export_run
+
+    written = export_run(run, out)
+    size = sum(p.stat().st_size for p in written) / 1e6
+    typer.echo(f"exported {len(written)} files ({size:.1f} MB) to {out}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("export")(export_cmd)
