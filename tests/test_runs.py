@@ -134,3 +134,15 @@ def test_export_copies_a_run_without_its_training_state(run_cli, tmp_path, train
     assert code == 2 and "already holds a run" in err
     code, _, err = run_cli("export", "--run", tmp_path / "nothing", "--out", tmp_path / "x")
     assert code == 2 and "no such run folder" in err
+
+
+def test_save_pretrained_and_from_pretrained_round_trip(tmp_path, trained_run):
+    import numpy as np
+
+    seg = Segmenter.load(trained_run, "cpu")
+    seg.save_pretrained(tmp_path / "copy")
+    again = Segmenter.from_pretrained(tmp_path / "copy", "cpu")
+    image = np.random.default_rng(0).integers(0, 255, (32, 40, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(again.predict(image), seg.predict(image))
+    with pytest.raises(InputError, match="already holds a run"):
+        seg.save_pretrained(tmp_path / "copy")

@@ -135,6 +135,22 @@ class LoadableRun:
         model.module().eval()
         return model
 
+    @classmethod
+    def from_pretrained(cls, path: str | Path, device: str = "auto"):
+        """:meth:`load` under the name the ecosystem uses (a local folder only: nothing is
+        ever downloaded)."""
+        return cls.load(path, device)
+
+    def save_pretrained(self, path: str | Path) -> None:
+        """Write this model as a run folder (``config.json`` and ``model.safetensors``) that
+        :meth:`from_pretrained` reads back; refuses a folder that holds a run already."""
+        path = Path(path)
+        if (path / checkpoint.CONFIG).exists():
+            raise InputError("already holds a run", path)
+        path.mkdir(parents=True, exist_ok=True)
+        checkpoint.save_tensors(path / checkpoint.WEIGHTS, self.module().state_dict())
+        checkpoint.write_config(path, self.spec.to_json())
+
 
 SHARED_FILES = (checkpoint.CONFIG, checkpoint.WEIGHTS, checkpoint.LOG)
 
