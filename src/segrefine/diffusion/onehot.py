@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from ..data.io import VOID
+from ..data.transforms import resize_probs
 from ..errors import InputError
 
 
@@ -150,6 +151,4 @@ def prior_for_image(
         p = probs_from_labels(np.asarray(labels), num_classes)
     if (h, w) == (H, W):
         return p
-    t = torch.from_numpy(np.ascontiguousarray(p))[None]
-    up = F.interpolate(t, size=(H, W), mode="bilinear", align_corners=False)[0]
-    return (up / up.sum(0, keepdim=True)).numpy()
+    return resize_probs(torch.from_numpy(np.ascontiguousarray(p)), (H, W)).numpy()
