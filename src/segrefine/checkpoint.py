@@ -14,6 +14,7 @@ Every file is written to a temporary name and renamed into place.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -32,26 +33,44 @@ LAST = "last.safetensors"
 LOG = "log.jsonl"
 
 
+def _digest(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over names, dtypes, shapes and bytes, in name order."""
+    h = hashlib.sha256()
+    for k in sorted(tensors):
+        v = tensors[k].contiguous().reshape(-1)  # 0-d tensors cannot be viewed as bytes
+        h.update(f"{k}|{v.dtype}|{tuple(v.shape)}|".encode())
+        h.update(v.view(torch.uint8).numpy().tobytes() if v.numel() else b"")
+    return h.hexdigest()
+
+
 def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict | None = None):
-    """Write tensors (+ optional JSON-able ``meta``) to one safetensors file, atomically."""
+    """Write tensors (+ optional JSON-able ``meta``) to one safetensors file, atomically, with a
+    checksum of the tensors in the file's metadata."""
     flat = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    metadata = {"segrefine": json.dumps(meta or {})}
+    metadata = {"segrefine": json.dumps(meta or {}), "sha256": _digest(flat)}
     with atomic_path(path) as tmp:
         save_file(flat, str(tmp), metadata=metadata)
 
 
 def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
-    """Read a file written by :func:`save_tensors`: (tensors, meta)."""
+    """Read a file written by :func:`save_tensors`: (tensors, meta). A file whose tensors no
+    longer match its checksum (a flipped bit, an edit) is refused; files written before
+    checksums existed carry none and are read as they are."""
     path = Path(path)
     if not path.is_file():
         raise InputError("no such checkpoint file", path)
     try:
         tensors = load_file(str(path))
         with safe_open(str(path), framework="pt") as f:
-            raw = (f.metadata() or {}).get("segrefine", "{}")
+            header = f.metadata() or {}
+        meta = json.loads(header.get("segrefine", "{}"))
     except (SafetensorError, OSError, ValueError) as err:
         raise InputError(f"not a readable safetensors checkpoint ({err})", path) from err
-    return tensors, json.loads(raw)
+    if not isinstance(meta, dict):
+        raise InputError("checkpoint metadata is not a JSON object", path)
+    if "sha256" in header and header["sha256"] != _digest(tensors):
+        raise InputError("tensors do not match the file's checksum (altered or damaged)", path)
+    return tensors, meta
 
 
 def optimizer_to_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
@@ -79,6 +98,11 @@ def optimizer_from_tensors(
             state.setdefault(int(pid), {})[name] = value
     for pid, values in meta.get("scalars", {}).items():
         state.setdefault(int(pid), {}).update(values)
+    # load_state_dict takes a partial state and the first step fails later: check it whole
+    kinds = {frozenset(v) for v in state.values()}
+    params = sum(len(g["params"]) for g in meta["param_groups"])
+    if len(kinds) > 1 or (state and len(state) != params):
+        raise ValueError("optimizer state is incomplete")
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
@@ -87,9 +111,7 @@ def load_weights(model: torch.nn.Module, run_dir: str | Path) -> None:
     fit the architecture described by the run's config is an input error."""
     path = Path(run_dir) / WEIGHTS
     tensors, _ = load_tensors(path)
-    broken = [k for k, v in tensors.items() if v.is_floating_point() and not v.isfinite().all()]
-    if broken:  # a corrupted or diverged file would predict garbage without a word
-        raise InputError(f"weights hold NaN or infinite values (first in {broken[0]})", path)
+    _refuse_non_finite(tensors, path)
     try:
         model.load_state_dict(tensors)
     except RuntimeError as err:
@@ -112,11 +134,24 @@ def load_training_state(run_dir: str | Path, model: torch.nn.Module,
                         optimizer: torch.optim.Optimizer) -> dict:
     """Restore what :func:`save_training_state` wrote; returns its ``meta``, with the
     ``extra`` tensors under ``meta["extra"]`` (empty when none were saved)."""
-    tensors, meta = load_tensors(Path(run_dir) / LAST)
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    optimizer_from_tensors(optimizer, tensors, meta["optimizer"])
+    path = Path(run_dir) / LAST
+    tensors, meta = load_tensors(path)
+    _refuse_non_finite(tensors, path)
+    try:
+        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        optimizer_from_tensors(optimizer, tensors, meta["optimizer"])
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as err:
+        # an edited or foreign file: whatever broke, resuming from it is impossible
+        raise InputError(f"training state does not fit this run ({type(err).__name__}); "
+                         "remove it to start over from the kept weights", path) from err
     meta["extra"] = {k[6:]: v for k, v in tensors.items() if k.startswith("extra.")}
     return meta
+
+
+def _refuse_non_finite(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    broken = [k for k, v in tensors.items() if v.is_floating_point() and not v.isfinite().all()]
+    if broken:  # a corrupted or diverged file would predict garbage without a word
+        raise InputError(f"weights hold NaN or infinite values (first in {broken[0]})", path)
 
 
 def write_config(run_dir: str | Path, config: dict) -> None:

@@ -222,14 +222,16 @@ class RunFolder:
             remove_stale_temporaries(self.path)
             checkpoint.write_config(self.path, spec.to_json())
 
-    def restore(self, net: torch.nn.Module, optimizer, resume: bool = True) -> dict | None:
+    def restore(self, net: torch.nn.Module, optimizer, resume: bool = True,
+                counter: str = "epoch") -> dict | None:
         """With ``resume``, load the newest training state into ``net`` and ``optimizer`` and
-        return its meta (``best``, ``history`` and the trainer's own keys); None for a fresh
-        run. The log is rebuilt from it, so a crash between the two never leaves a period
-        logged that the resumed run will train again."""
+        return its meta (``best``, ``history``, the trainer's ``counter`` and its own keys);
+        None for a fresh run. The log is rebuilt from it, so a crash between the two never
+        leaves a period logged that the resumed run will train again."""
         meta = None
         if resume and (self.path / checkpoint.LAST).exists():
             meta = checkpoint.load_training_state(self.path, net, optimizer)
+            _check_progress(meta, counter, self.path / checkpoint.LAST)
             self.best, self.history = meta["best"], meta["history"]
         if self.main:
             (self.path / checkpoint.LOG).unlink(missing_ok=True)
@@ -269,6 +271,18 @@ class RunFolder:
         if self.best is None:
             return {}
         return next(r for r in self.history if r[key] == self.best[key])
+
+
+def _check_progress(meta: dict, counter: str, path: Path) -> None:
+    """The trainer's progress in a training state is input too (the file may be edited)."""
+    ok = (isinstance(meta.get(counter), int) and not isinstance(meta[counter], bool)
+          and meta[counter] >= 0 and isinstance(meta.get("history"), list)
+          and all(isinstance(r, dict) for r in meta["history"])
+          and (meta.get("best") is None or isinstance(meta["best"], dict)
+               and isinstance(meta["best"].get("score"), (int, float))))  # fmt: skip
+    if not ok:
+        raise InputError(f"training state lacks a valid '{counter}', 'best' or 'history'; "
+                         "remove it to start over from the kept weights", path)
 
 
 def check_same_classes(first: tuple[str, Sequence[str]], second: tuple[str, Sequence[str]],

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from .. import checkpoint
 from ..data.datasets import load_split
 from ..data.transforms import to_tensor
+from ..errors import InputError
 from ..evaluate import score_split
 from ..runs import RunFolder, check_same_classes, make_accelerator
 from ..segmenter import resolve_device
@@ -56,9 +57,13 @@ def _ema_tensors(ema) -> tuple[dict[str, torch.Tensor], dict]:
     return {f"ema.{i}": p for i, p in enumerate(shadows)}, state
 
 
-def _ema_load(ema, tensors: dict[str, torch.Tensor], scalars: dict, device) -> None:
-    shadows = [tensors[f"ema.{i}"].to(device) for i in range(len(ema.shadow_params))]
-    ema.load_state_dict({**scalars, "shadow_params": shadows})
+def _ema_load(ema, tensors: dict[str, torch.Tensor], scalars, where: Path, device) -> None:
+    try:
+        shadows = [tensors[f"ema.{i}"].to(device) for i in range(len(ema.shadow_params))]
+        ema.load_state_dict({**scalars, "shadow_params": shadows})
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+        raise InputError(f"training state's moving average does not fit this run "
+                         f"({type(err).__name__})", where / checkpoint.LAST) from err
 
 
 def evaluate_refiner(refiner: Refiner, val, priors: np.ndarray, batch_size: int = 16,
@@ -130,14 +135,14 @@ def train_refiner(
         if main and progress and coarse:
             print(f"encoder initialised from the segmenter: {copied} tensors copied")
     optimizer = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    restored = folder.restore(net, optimizer, resume)
+    restored = folder.restore(net, optimizer, resume, counter="step")
     start = restored["step"] if restored else 0
     net, optimizer = accelerator.prepare(net, optimizer)
     ema = None
     if cfg.ema_decay > 0:
         ema = make_ema(accelerator.unwrap_model(net).parameters(), cfg)
         if restored is not None:
-            _ema_load(ema, restored["extra"], restored["ema"], accelerator.device)
+            _ema_load(ema, restored["extra"], restored.get("ema"), Path(out), accelerator.device)
     # the refiner used for validation shares the network being trained
     refiner = Refiner(accelerator.unwrap_model(net), spec, accelerator.device)
     net.train()
