@@ -137,6 +137,24 @@ def test_an_untrained_default_refiner_returns_the_prior():
     assert out.nfe == 2
 
 
+
+def test_outside_the_band_probabilities_and_uncertainty_are_the_priors():
+    """A trained head rescales the prior's log-probabilities (a learned temperature); where it
+    may not correct, that must not turn a confident prior into an unsure-looking one."""
+    ref = tiny_refiner(classes=("a", "b"), band=2)
+    with torch.no_grad():
+        ref.net.prior_scale.fill_(0.2)  # what training learned in a real run (0.14-0.46)
+    image = np.full((32, 32, 3), 128, np.uint8)
+    probs = np.full((2, 32, 32), 0.01, np.float32)
+    probs[0, :, :16], probs[1, :, 16:] = 0.99, 0.99  # confident, one vertical boundary
+    out = ref.refine(image, probs, samples=2)
+    far = np.s_[:, :10]  # more than the band's 2 px from the boundary
+    assert np.allclose(out.probs[(slice(None), *far)], probs[(slice(None), *far)], atol=1e-5)
+    entropy = -(probs * np.log(probs)).sum(0) / np.log(2)
+    assert np.allclose(out.uncertainty[far], entropy[far], atol=1e-4)
+    assert out.uncertainty[far].max() < 0.1  # sure is shown as sure
+    assert np.array_equal(out.labels, probs.argmax(0))
+
 @pytest.mark.parametrize("mode", ["default", "paper"])
 def test_refinement_is_deterministic_under_a_seed(mode):
     ref = tiny_refiner(mode)

@@ -75,7 +75,13 @@ class DefaultMode(RefinerMode):
             p = torch.softmax(net.head(features, x, tt, prior).float(), dim=1)
             if i + 1 < len(timesteps):  # the last step's prediction is the result
                 x = ddim.step(p * 2 - 1, t, x).prev_sample
-        return p
+        band = prior[1]
+        if band is None:
+            return p
+        # outside the band the head can only rescale the prior's log-probabilities (a learned
+        # temperature, ~0.1-0.5, that softens a confident 0.99 towards 0.8): the labels there
+        # are the prior's, so the probabilities and the uncertainty are the prior's too
+        return torch.where(band.repeat_interleave(samples, 0) > 0, p, probs.float())
 
     def denoiser_passes(self, scheduler, strength, steps):
         return min(steps, start_timestep(scheduler, strength) + 1)
