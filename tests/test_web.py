@@ -102,6 +102,10 @@ def test_segment_and_refine_times_each_stage_and_keeps_image_size(trained_run, t
     labels = Image.open(io.BytesIO(out.files["refined_labels.png"][0]))
     assert labels.mode == "P" and labels.size == (60, 40)
     assert np.array_equal(np.asarray(labels), probs.astype(np.float32).argmax(0))
+    layer = np.asarray(Image.open(io.BytesIO(out.files["refined_layer.png"][0])))
+    assert layer.shape == (40, 60, 4)  # display size (the image is small) with an alpha
+    background = seg.class_names.index("background")
+    assert np.array_equal(layer[..., 3] > 0, np.asarray(labels) != background)
 
 
 def test_segment_and_refine_refuses_a_refiner_of_other_classes(trained_run):
@@ -125,6 +129,11 @@ def test_cluster_figures_follow_the_scribbles():
     assert ids.shape == (40, 40) and out.info["scribble_labels"] == 2
     assert ids[20, 5] != ids[20, 30]
     assert "scribbles.png" in out.files and out.timings["cluster_s"] > 0
+    legend = out.info["legend"]  # each segment's colour and share, largest first
+    assert sorted(seg["id"] for seg in legend) == sorted(np.unique(ids).tolist())
+    assert abs(sum(seg["fraction"] for seg in legend) - 1) < 1e-6
+    shown = np.asarray(Image.open(io.BytesIO(out.files["clusters.png"][0])))
+    assert all(len(seg["colour"]) == 3 for seg in legend) and shown.shape == (40, 40, 3)
 
 
 def test_scan_runs_lists_runs_and_explains_folders_that_are_not(tmp_path, trained_run,

@@ -28,6 +28,17 @@ BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                 "--disable-component-update", "--disable-sync"]  # fmt: skip
 
 
+DROP_AN_IMAGE = """async () => {
+  const c = document.createElement('canvas'); c.width = 40; c.height = 30;
+  c.getContext('2d').fillRect(0, 0, 20, 20);
+  const blob = await new Promise((r) => c.toBlob(r, 'image/png'));
+  const dt = new DataTransfer();
+  dt.items.add(new File([blob], 'dropped.png', {type: 'image/png'}));
+  document.querySelector('#input-panel').dispatchEvent(
+    new DragEvent('drop', {dataTransfer: dt, bubbles: true, cancelable: true}));
+}"""
+
+
 def test_page_segments_refines_and_reports_bad_files(server, tmp_path):
     sync_api = _browser()
     image_path = os.environ.get("SEGREFINE_WEB_IMAGE")
@@ -53,7 +64,17 @@ def test_page_segments_refines_and_reports_bad_files(server, tmp_path):
             )
         timings = page.inner_text("#timings")
         assert "segmenter" in timings and "refiner" in timings and "denoiser evaluations" in timings
-        assert page.locator("#downloads a").count() == 5
+        assert page.locator("#downloads a").count() == 8  # labels, probs, overlays, uncertainty
+        # labels are a layer over the image: the opacity slider and the before/after switch
+        page.fill("#opacity", "20")
+        assert page.evaluate("getComputedStyle(document.querySelector('#result-refined .layer'))"
+                             ".opacity") == "0.2"  # fmt: skip
+        page.check("#before")
+        assert "segmenter_layer" in page.get_attribute("#result-refined .layer", "src")
+        assert "before" in page.inner_text("#refined-caption")
+        page.uncheck("#before")
+        assert "refined_layer" in page.get_attribute("#result-refined .layer", "src")
+        page.fill("#opacity", "55")
         # a click on the refined figure shows that spot at full resolution, before and after
         page.click("#result-refined img", position={"x": 60, "y": 60})
         page.wait_for_function("document.querySelector('#zoom-img').naturalWidth > 0",
@@ -73,6 +94,12 @@ def test_page_segments_refines_and_reports_bad_files(server, tmp_path):
         page.click("#run-segment")
         page.wait_for_selector("#error:not([hidden])", timeout=10_000)
         assert "notes.txt: is not an image" in page.inner_text("#error")
+        assert page.is_hidden("#results")  # no old result under the new error
+
+        # a file dropped on the image panel is taken like an upload
+        page.evaluate(DROP_AN_IMAGE)
+        page.wait_for_function("document.querySelector('#preview').naturalWidth === 40")
+        assert "dropped.png" in page.inner_text("#input-name")
         browser.close()
     assert all(u.startswith(server) or u.startswith("blob:") for u in requests), requests
 
@@ -116,6 +143,8 @@ def test_page_clusters_with_scribbles_drawn_in_the_browser(server):
         page.click("#run-cluster")
         page.wait_for_selector("#cluster-results:not([hidden])", timeout=60_000)
         assert "guided by 2 scribble labels" in page.inner_text("#cluster-timings")
+        assert page.locator("#cluster-legend span").count() >= 2  # colour and share per segment
+        assert "segment" in page.inner_text("#cluster-legend")
         page.wait_for_function(
             "document.querySelector('#cluster-result img').naturalWidth > 0", timeout=10_000
         )

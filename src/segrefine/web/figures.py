@@ -12,7 +12,9 @@ from PIL import Image
 from scipy import ndimage
 
 from ..data.datasets import resize_image, resize_mask
+from ..data.io import VOID
 from ..errors import InputError
+from ..report import colorize
 from ..report import overlay as blend
 
 DISPLAY_SIDE = 512  # figures on the page are at most this many pixels on their longest side
@@ -32,6 +34,14 @@ def overlay(
     size = display_size(image.shape[:2])
     return blend(resize_image(image, size), resize_mask(labels.astype(np.uint8), size), clear,
                  alpha)  # fmt: skip
+
+
+def layer(labels: np.ndarray, clear: int | None = 0) -> np.ndarray:
+    """The label colours alone at display size, RGBA: transparent where ``clear`` or void, so
+    the page can lay it over the image at any opacity."""
+    small = resize_mask(labels.astype(np.uint8), display_size(labels.shape))
+    alpha = small != VOID if clear is None else (small != clear) & (small != VOID)
+    return np.dstack([colorize(small), np.where(alpha, 255, 0).astype(np.uint8)])
 
 
 def uncertainty_image(uncertainty: np.ndarray) -> np.ndarray:

@@ -25,6 +25,7 @@ from .figures import (
     Figures,
     display_size,
     instances,
+    layer,
     npy_bytes,
     overlay,
     png_bytes,
@@ -106,6 +107,7 @@ def segment_and_refine(
     """Segment ``image`` (and refine the result when a refiner is given), timing each stage.
 
     Files produced (name -> PNG/NPY bytes): ``input.png``, ``segmenter.png`` (overlay),
+    ``segmenter_layer.png`` (the label colours alone, transparent background),
     ``segmenter_instances.png``, ``segmenter_labels.png`` (VOC-palette label map at the
     image's size), ``segmenter_probs.npy`` (float16 C x H x W); with a refiner also
     ``refined.png``, ``refined_instances.png``, ``refined_labels.png``, ``refined_probs.npy``
@@ -144,6 +146,7 @@ def segment_and_refine(
 def _add_label_files(out: Figures, prefix: str, image, labels, probs, names) -> None:
     clear = names.index("background") if "background" in names else None
     out.files[f"{prefix}.png"] = (png_bytes(overlay(image, labels, clear)), "image/png")
+    out.files[f"{prefix}_layer.png"] = (png_bytes(layer(labels, clear)), "image/png")
     fig, rows = instances(image, labels, names)
     out.files[f"{prefix}_instances.png"] = (png_bytes(fig), "image/png")
     out.files[f"{prefix}_labels.png"] = (png_bytes(labels, palette=VOC_PALETTE), "image/png")
@@ -199,8 +202,14 @@ def cluster_figures(
         sc = (image.astype(np.float32) * 0.5).astype(np.uint8)
         sc[drawn] = colorize((scribbles[drawn].astype(int) % 254) + 1)
         out.files["scribbles.png"] = (png_bytes(resize_mask(sc, size)), "image/png")
+    # the legend: each segment's colour and share, largest first (64 at most)
+    ids, first, counts = np.unique(labels.ravel(), return_index=True, return_counts=True)
+    swatches = colour.reshape(-1, 3)[first]
+    legend = [{"id": int(ids[k]), "colour": [int(v) for v in swatches[k]],
+               "fraction": float(counts[k] / labels.size)}
+              for k in np.argsort(-counts, kind="stable")[:64]]  # fmt: skip
     out.info.update(
-        segments=int(len(np.unique(labels))),
+        segments=int(len(ids)), legend=legend,
         scribble_labels=int(len(marked)),
         width=int(image.shape[1]), height=int(image.shape[0]),
     )

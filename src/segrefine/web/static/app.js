@@ -111,13 +111,30 @@ function setPreview(url, name) {
   showError("");
 }
 
-$("#file").addEventListener("change", (ev) => {
-  const file = ev.target.files[0];
+function takeFile(file) {
   if (!file) return;
   state.file = file; state.example = null;
   document.querySelectorAll(".example").forEach((e) => e.classList.remove("chosen"));
   setPreview(URL.createObjectURL(file), `${file.name} (${(file.size / 1024).toFixed(0)} KB)`);
-});
+}
+
+$("#file").addEventListener("change", (ev) => takeFile(ev.target.files[0]));
+
+// drop a file on the image panel, or paste one anywhere (a screenshot, a copied image)
+(function dropAndPaste() {
+  const panel = $("#input-panel");
+  panel.addEventListener("dragover", (ev) => { ev.preventDefault(); panel.classList.add("dropping"); });
+  panel.addEventListener("dragleave", () => panel.classList.remove("dropping"));
+  panel.addEventListener("drop", (ev) => {
+    ev.preventDefault();
+    panel.classList.remove("dropping");
+    takeFile(ev.dataTransfer.files[0]);
+  });
+  document.addEventListener("paste", (ev) => {
+    const file = [...(ev.clipboardData?.files || [])].find((f) => f.type.startsWith("image/"));
+    if (file) { ev.preventDefault(); takeFile(file); }
+  });
+})();
 
 function imageForm() {
   const form = new FormData();
@@ -144,6 +161,9 @@ async function runJob(url, form, button, onDone) {
       await new Promise((r) => setTimeout(r, 250));
     }
   } catch (err) {
+    // an old result under a new error would read as this input's result
+    $("#results").hidden = true;
+    $("#cluster-results").hidden = true;
     showError(err.message);
   } finally {
     wrap.hidden = true;
@@ -202,6 +222,11 @@ function showSegment(s) {
     downloadLink(box, s.files["refined_probs.npy"], "refined probabilities (.npy)");
     downloadLink(box, s.files["uncertainty.npy"], "uncertainty (.npy)");
   }
+  downloadLink(box, s.files["segmenter.png"], "segmenter overlay (PNG)");
+  if (s.files["refined.png"]) {
+    downloadLink(box, s.files["refined.png"], "refined overlay (PNG)");
+    downloadLink(box, s.files["uncertainty.png"], "uncertainty map (PNG)");
+  }
   drawView();
 }
 
@@ -210,9 +235,18 @@ function drawView() {
   if (!s) return;
   const inst = $("#view-instances").checked;
   const suffix = inst ? "_instances" : "";
+  // semantic view: the labels' colours as a layer over the image, at the chosen opacity
+  const before = $("#before").checked;
   $("#result-input img").src = s.files["input.png"];
-  $("#result-segmenter img").src = s.files[`segmenter${suffix}.png`];
-  if (s.files["refined.png"]) $("#result-refined img").src = s.files[`refined${suffix}.png`];
+  $("#result-segmenter img").src = inst ? s.files["segmenter_instances.png"] : s.files["input.png"];
+  $("#result-segmenter .layer").src = s.files["segmenter_layer.png"];
+  if (s.files["refined.png"]) {
+    const shown = before ? "segmenter" : "refined";
+    $("#result-refined img").src = inst ? s.files[`${shown}_instances.png`] : s.files["input.png"];
+    $("#result-refined .layer").src = s.files[`${shown}_layer.png`];
+    $("#refined-caption").textContent = before ? "Segmenter (before), for comparison" : "Refined";
+  }
+  document.querySelectorAll(".stack .layer").forEach((l) => { l.hidden = inst; });
   if (s.files["uncertainty.png"]) $("#result-uncertainty img").src = s.files["uncertainty.png"];
   $("#legend").hidden = inst;
   const table = $("#instances-table");
@@ -257,6 +291,10 @@ for (const id of ["#result-input", "#result-segmenter", "#result-refined", "#res
 $("#zoom-side").addEventListener("change", showZoom);
 
 document.querySelectorAll("input[name=view]").forEach((r) => r.addEventListener("change", drawView));
+$("#before").addEventListener("change", drawView);
+$("#opacity").addEventListener("input", () => {
+  $("#results").style.setProperty("--layer-opacity", $("#opacity").value / 100);
+});
 $("#refiner").addEventListener("change", updateDefaults);
 $("#segmenter").addEventListener("change", matchRefiners);
 
@@ -353,9 +391,19 @@ function showCluster(s) {
   $("#cluster-result img").src = s.files["clusters.png"];
   $("#cluster-scribbles").hidden = !s.files["scribbles.png"];
   if (s.files["scribbles.png"]) $("#cluster-scribbles img").src = s.files["scribbles.png"];
+  const legend = $("#cluster-legend");
+  legend.innerHTML = "";
+  for (const seg of s.info.legend) {
+    const span = document.createElement("span");
+    const swatch = document.createElement("i");
+    swatch.style.background = `rgb(${seg.colour.join(",")})`;
+    span.append(swatch, `segment ${seg.id}: ${(100 * seg.fraction).toFixed(1)} %`);
+    legend.appendChild(span);
+  }
   const box = $("#cluster-downloads");
   box.innerHTML = "";
   downloadLink(box, s.files["cluster_labels.png"], "segment ids (16-bit PNG)");
+  downloadLink(box, s.files["clusters.png"], "segments over the image (PNG)");
 }
 
 // ---- tabs --------------------------------------------------------------------------------
