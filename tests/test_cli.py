@@ -51,3 +51,12 @@ def test_a_bad_shared_option_is_one_line_and_exit_2(run_cli, tmp_path, command, 
                            tmp_path / "o", *bad)  # fmt: skip
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert bad[0] in err
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_help_shows_flags_as_flags(run_cli, name):
+    code, out, _ = run_cli(name, "--help")
+    assert code == 0 and f"{name} [OPTIONS]" in out
+    assert "<bool>" not in out, f"{name}: a flag is shown as taking a value"
+    for param in COMMANDS[name].params:
+        assert param.help, f"{name}: {param.name} has no help"
