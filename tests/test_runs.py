@@ -127,7 +127,10 @@ def test_export_copies_a_run_without_its_training_state(run_cli, tmp_path, train
     code, out, err = run_cli("export", "--run", run, "--out", tmp_path / "shared")
     assert code == 0, err
     assert sorted(p.name for p in (tmp_path / "shared").iterdir()) == [
-        "config.json", "log.jsonl", "model.safetensors"]
+        "config.json", "examples", "log.jsonl", "model.safetensors"]
+    examples = sorted(p.name for p in (tmp_path / "shared" / "examples").iterdir())
+    assert examples == sorted(p.name for p in (run / "examples").iterdir())
+    assert 1 <= len(examples) <= 4 and all(n.endswith(".jpg") for n in examples)
     shared = Refiner.load(tmp_path / "shared", "cpu")
     assert shared.class_names == Refiner.load(run, "cpu").class_names
     code, _, err = run_cli("export", "--run", run, "--out", tmp_path / "shared")

@@ -9,6 +9,7 @@ import os
 import shutil
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 
@@ -268,6 +269,26 @@ def test_api_segment_refine_and_download(server):
     assert code == 200, body
     status = _wait(server, body["job"])
     assert status["state"] == "done" and status["info"]["nfe"] == 2, status
+
+
+def test_runs_carry_example_images_from_their_validation_split(server):
+    code, data = _get(f"{server}/api/examples")
+    listed = json.loads(data)
+    from_runs = [ex for ex in listed if ex["id"].startswith("run:")]
+    assert code == 200 and from_runs and len(listed) == len(from_runs) + 4  # + synthetic
+    assert from_runs[0]["id"].startswith("run:tiny_unet:val_")
+    code, data = _get(server + from_runs[0]["url"])
+    image = Image.open(io.BytesIO(data))
+    assert code == 200 and image.format == "JPEG" and max(image.size) <= 256
+    code, body = _post(f"{server}/api/segment", {"segmenter": "tiny_unet",
+                                                 "example": from_runs[0]["id"]})  # fmt: skip
+    assert code == 200 and _wait(server, body["job"])["state"] == "done"
+    for forged in ("run:tiny_unet:../config.json", "run:tiny_unet:model.safetensors",
+                   "run:elsewhere:val_0000.jpg"):  # only files a run lists  # fmt: skip
+        code, data = _get(f"{server}/api/example?id={urllib.parse.quote(forged)}")
+        assert code == 404 and "no example" in json.loads(data)["error"]
+        code, body = _post(f"{server}/api/segment", {"segmenter": "tiny_unet", "example": forged})
+        assert code == 400 and "no example" in body["error"]
 
 
 @pytest.mark.parametrize(

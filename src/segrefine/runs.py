@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 import torch
 
 from . import checkpoint
+from .data.datasets import open_dataset
 from .data.io import atomic_path, remove_stale_temporaries
 from .errors import InputError
 
@@ -155,11 +156,47 @@ class LoadableRun:
 SHARED_FILES = (checkpoint.CONFIG, checkpoint.WEIGHTS, checkpoint.LOG)
 
 
+EXAMPLES = "examples"  # a run's folder of example images
+MAX_EXAMPLES, EXAMPLE_SIDE = 4, 256
+
+
+def example_sources(data: str | Path, split: str) -> list[Path]:
+    """Up to :data:`MAX_EXAMPLES` image files of a validation ``split``, evenly spread."""
+    if not split:
+        return []
+    samples = open_dataset(data, split).samples
+    picks = sorted({round(i * (len(samples) - 1) / max(MAX_EXAMPLES - 1, 1))
+                    for i in range(min(MAX_EXAMPLES, len(samples)))})  # fmt: skip
+    return [samples[i].image for i in picks]
+
+
+def write_examples(folder: Path, sources: Sequence[Path]) -> None:
+    """``<id>.jpg`` per source image, its longest side shrunk to :data:`EXAMPLE_SIDE`."""
+    from PIL import Image
+
+    from .data.io import read_image
+
+    for src in sources:
+        image = Image.fromarray(read_image(src))
+        image.thumbnail((EXAMPLE_SIDE, EXAMPLE_SIDE))
+        folder.mkdir(exist_ok=True)
+        with atomic_path(folder / f"{Path(src).stem}.jpg") as tmp:
+            image.save(tmp, format="JPEG", quality=90)
+
+
+def list_examples(run_dir: Path) -> list[str]:
+    """The example images a run carries (file names under ``examples/``)."""
+    folder = Path(run_dir) / EXAMPLES
+    if not folder.is_dir():
+        return []
+    return sorted(p.name for p in folder.glob("*.jpg") if p.is_file())[: 2 * MAX_EXAMPLES]
+
+
 def export_run(run_dir: str | Path, out: str | Path) -> list[Path]:
-    """Copy what a run needs to be used elsewhere -- ``config.json``, ``model.safetensors``
-    and ``log.jsonl`` -- into ``out``, leaving the training state and caches behind (a
-    refiner's out-of-fold cache is hundreds of MB). The run is loaded first, so a broken run
-    is not exported; ``out`` must not hold a run already."""
+    """Copy what a run needs to be used elsewhere -- ``config.json``, ``model.safetensors``,
+    ``log.jsonl`` and its example images -- into ``out``, leaving the training state and
+    caches behind (a refiner's out-of-fold cache is hundreds of MB). The run is loaded first,
+    so a broken run is not exported; ``out`` must not hold a run already."""
     run_dir, out = Path(run_dir), Path(out)
     checkpoint.read_config(run_dir, kind=("segmenter", "refiner"))
     if not (run_dir / checkpoint.WEIGHTS).is_file():
@@ -171,8 +208,10 @@ def export_run(run_dir: str | Path, out: str | Path) -> list[Path]:
         raise InputError("output folder is a file", out)
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for name in SHARED_FILES:
+    names = [*SHARED_FILES, *(f"{EXAMPLES}/{n}" for n in list_examples(run_dir))]
+    for name in names:
         if (run_dir / name).is_file():
+            (out / name).parent.mkdir(exist_ok=True)
             with atomic_path(out / name) as tmp:
                 shutil.copyfile(run_dir / name, tmp)
             written.append(out / name)
@@ -214,13 +253,15 @@ class RunFolder:
                 self.path,
             )
 
-    def create(self, spec: RunSpec) -> None:
-        """Write the run's config (the folder is made now, after every input was checked);
-        a resumed folder is first cleared of the temporaries a killed run left."""
+    def create(self, spec: RunSpec, examples: Sequence[Path] = ()) -> None:
+        """Write the run's config (the folder is made now, after every input was checked)
+        and small copies of a few ``examples`` images (what the web app offers to try the
+        run on); a resumed folder is first cleared of the temporaries a killed run left."""
         if self.main:
             self.path.mkdir(parents=True, exist_ok=True)
             remove_stale_temporaries(self.path)
             checkpoint.write_config(self.path, spec.to_json())
+            write_examples(self.path / EXAMPLES, examples)
 
     def restore(self, net: torch.nn.Module, optimizer, resume: bool = True,
                 counter: str = "epoch") -> dict | None:

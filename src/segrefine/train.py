@@ -31,7 +31,7 @@ from .data.transforms import AugmentConfig, augment_batch, to_tensor
 from .errors import InputError
 from .evaluate import score_split
 from .models import available_segmenters
-from .runs import RunFolder, TrainingData, check_settings, make_accelerator
+from .runs import RunFolder, TrainingData, check_settings, example_sources, make_accelerator
 from .segmenter import Segmenter, SegmenterSpec, predict_probs, resolve_device
 
 
@@ -148,7 +148,7 @@ def train_segmenter(
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     # every process has checked the folder before the main one creates the run in it
     accelerator.wait_for_everyone()
-    folder.create(spec)
+    folder.create(spec, example_sources(cfg.data, cfg.val_split) if not resume else ())
     meta = folder.restore(model, optimizer, resume)
     start_epoch = meta["epoch"] + 1 if meta else 0
 

@@ -24,7 +24,7 @@ from ..data.datasets import load_split
 from ..data.transforms import to_tensor
 from ..errors import InputError
 from ..evaluate import score_split
-from ..runs import RunFolder, check_same_classes, make_accelerator
+from ..runs import RunFolder, check_same_classes, example_sources, make_accelerator
 from ..segmenter import resolve_device
 from .batches import BatchSource, validation_priors
 from .config import RefinerConfig, learning_rate
@@ -118,7 +118,7 @@ def train_refiner(
     spec = cfg.spec(train.class_names)
     # every process has checked the folder before the main one creates the run in it
     accelerator.wait_for_everyone()
-    folder.create(spec)
+    folder.create(spec, example_sources(cfg.data, cfg.val_split) if not resume else ())
 
     t0 = time.perf_counter()
     views = None

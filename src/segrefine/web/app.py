@@ -5,7 +5,8 @@ Endpoints (all under ``/api``; errors are ``{"error": "one line"}`` with status 
 ``security.py`` for what the server trusts):
 
 ``GET  /api/runs``                 segmenter and refiner runs under ``--runs``, plus notes
-``GET  /api/examples``             the bundled synthetic examples; ``/api/examples/N.png`` each
+``GET  /api/examples``             examples: the runs' own (``/api/example?id=run:RUN:FILE``)
+                                   and the bundled synthetic ones (``/api/examples/N.png``)
 ``POST /api/segment``              form: ``file`` or ``example``, ``segmenter``, ``refiner``
                                    (empty = none), ``steps``, ``strength``, ``samples``,
                                    ``flip`` (1 = mirror half of the samples) -> job id
@@ -27,6 +28,7 @@ import json
 import re
 from functools import lru_cache
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 from starlette.applications import Starlette
@@ -113,10 +115,18 @@ def create_app(
         return JSONResponse({**cache.index.as_json(), "max_megapixels": max_megapixels})
 
     async def list_examples(request: Request) -> Response:
-        return JSONResponse([
-            {"id": i, "name": f"synthetic scene {seed}", "url": f"/api/examples/{i}.png"}
-            for i, seed in enumerate(EXAMPLE_SEEDS)
-        ])  # fmt: skip
+        synthetic = [{"id": str(i), "name": f"synthetic scene {seed}",
+                      "url": f"/api/examples/{i}.png"} for i, seed in enumerate(EXAMPLE_SEEDS)]
+        from_runs = [{**ex, "url": f"/api/example?id={quote(ex['id'])}"}
+                     for ex in cache.index.examples()]  # fmt: skip
+        return JSONResponse(from_runs + synthetic)
+
+    async def run_example(request: Request) -> Response:
+        try:
+            path = cache.index.example_path(request.query_params.get("id", ""))
+        except InputError as err:
+            return _error(err.message, 404)
+        return FileResponse(path, media_type="image/jpeg")
 
     async def example_png(request: Request) -> Response:
         i = request.path_params["i"]
@@ -132,6 +142,11 @@ def create_app(
             image = await run_in_threadpool(decode_upload, data, upload.filename, max_megapixels)
             return image, upload.filename
         example = form.get("example")
+        if isinstance(example, str) and example.startswith("run:"):
+            path = cache.index.example_path(example)  # only a file a run lists
+            data = await run_in_threadpool(path.read_bytes)
+            image = await run_in_threadpool(decode_upload, data, path.name, max_megapixels)
+            return image, path.name
         if example not in (None, ""):
             i = _number(form, "example", int, 0, len(EXAMPLE_SEEDS) - 1)
             return _example(i), f"example{i}.png"
@@ -230,6 +245,7 @@ def create_app(
             Route("/api/runs", list_runs),
             Route("/api/examples", list_examples),
             Route("/api/examples/{i:int}.png", example_png),
+            Route("/api/example", run_example),
             Route("/api/segment", segment, methods=["POST"]),
             Route("/api/cluster", cluster, methods=["POST"]),
             Route("/api/jobs/{job}", job_status),

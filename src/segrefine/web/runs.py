@@ -15,6 +15,7 @@ from pathlib import Path
 
 from .. import checkpoint
 from ..errors import InputError
+from ..runs import EXAMPLES, list_examples
 
 __all__ = ["RunIndex", "ModelCache", "scan_runs"]
 
@@ -29,6 +30,26 @@ class RunIndex:
     segmenters: dict[str, dict] = field(default_factory=dict)
     refiners: dict[str, dict] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+
+    def example_path(self, example_id: str) -> Path:
+        """The file behind ``run:<run name>:<file>``, an id :meth:`examples` gave; anything
+        else (another run, another file, a path) is an input error."""
+        _, _, rest = example_id.partition("run:")
+        name, _, file = rest.rpartition(":")
+        info = self.segmenters.get(name) or self.refiners.get(name)
+        if not example_id.startswith("run:") or info is None or file not in info["examples"]:
+            raise InputError(f"no example {example_id!r}")
+        return self.root / name / EXAMPLES / file
+
+    def examples(self) -> list[dict]:
+        """The example images the runs carry (from their validation splits), one entry each."""
+        seen, out = set(), []
+        for name, info in [*self.segmenters.items(), *self.refiners.items()]:
+            for file in info["examples"]:
+                if (name, file) not in seen:
+                    seen.add((name, file))
+                    out.append({"id": f"run:{name}:{file}", "name": f"{name}: {file}"})
+        return out
 
     def as_json(self) -> dict:
         return {
@@ -50,6 +71,7 @@ def _describe(run: Path, config: dict) -> dict:
                             for k in ("steps", "strength", "samples")}  # fmt: skip
     if not (run / checkpoint.WEIGHTS).is_file():
         raise InputError(f"no {checkpoint.WEIGHTS} (training not finished?)", run)
+    info["examples"] = list_examples(run)
     return info
 
 
