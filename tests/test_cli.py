@@ -60,3 +60,18 @@ def test_help_shows_flags_as_flags(run_cli, name):
     assert "<bool>" not in out, f"{name}: a flag is shown as taking a value"
     for param in COMMANDS[name].params:
         assert param.help, f"{name}: {param.name} has no help"
+
+
+@pytest.mark.parametrize("folders, expected", [(["demo_out"], "demo_out"),
+                                               (["runs", "demo_out"], "runs"), ([], "runs")])
+def test_serve_finds_the_demos_runs_without_being_told(run_cli, tmp_path, monkeypatch,
+                                                       folders, expected):  # fmt: skip
+    import segrefine.web
+
+    served = {}
+    monkeypatch.setattr(segrefine.web, "serve", lambda runs, *a: served.setdefault("runs", runs))
+    monkeypatch.chdir(tmp_path)
+    for name in folders:
+        (tmp_path / name).mkdir()
+    code, _, err = run_cli("serve", "--device", "cpu")
+    assert code == 0 and str(served["runs"]) == expected, err

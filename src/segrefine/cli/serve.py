@@ -34,8 +34,9 @@ def demo_cmd(
 
 
 def serve_cmd(
-    runs: Annotated[Path, typer.Option(help="Folder searched (3 levels deep) for segmenter and "
-                                       "refiner runs to offer on the page.")] = Path("runs"),
+    runs: Annotated[Path | None, typer.Option(
+        help="Folder searched (3 levels deep) for segmenter and refiner runs to offer on the "
+             "page (default: runs/, or demo_out/ when only that exists).")] = None,
     host: Annotated[str, typer.Option(help="Address to listen on; 127.0.0.1 = this machine "
                                       "only.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 7860,
@@ -63,6 +64,10 @@ def serve_cmd(
         raise InputError(f"--max-upload-mb must be in (0, 4096], got {max_upload_mb:g}")
     if not 1 <= max_pending <= 1000:
         raise InputError(f"--max-pending must be in 1..1000, got {max_pending}")
+    if runs is None:  # after `make demo` the only runs are the demo's
+        runs = Path("demo_out") if Path("demo_out").is_dir() and not Path("runs").is_dir() \
+            else Path("runs")
+        typer.echo(f"serving the runs in {runs}/ (--runs to choose)", err=True)
     if not runs.is_dir():
         typer.echo(f"segrefine: note: {runs}: no such folder yet; the page will say so", err=True)
     serve_app(runs, host, port, max_megapixels, str(resolve_device(device)),
