@@ -50,6 +50,22 @@ def test_decode_upload_reads_images_and_names_bad_files():
         decode_upload(_png(image)[:200], "cut.png")
     with pytest.raises(InputError, match=r"^big\.png: image is 32x32 .* over the server's limit"):
         decode_upload(_png(image), "big.png", max_megapixels=0.001)
+    # a header claiming 40000 x 40000 trips Pillow's own bomb guard while opening: still ours
+    with pytest.raises(InputError, match=r"^bomb\.png: image is 40000x40000 = 1600\.0 MP"):
+        decode_upload(_png_header(40000, 40000), "bomb.png")
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG whose header claims ``width`` x ``height`` (greyscale) and holds no pixels."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data)))  # fmt: skip
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
 
 
 def test_instances_count_connected_components_per_class():

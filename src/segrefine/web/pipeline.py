@@ -9,6 +9,7 @@ timings, and clustering with the browser's scribbles. The figures are drawn in
 from __future__ import annotations
 
 import io
+import threading
 import time
 from collections.abc import Callable
 
@@ -59,27 +60,32 @@ def decode_upload(data: bytes, name: str, max_megapixels: float = DEFAULT_MAX_ME
     """An uploaded file -> RGB ``uint8`` (H, W, 3), or :class:`InputError` naming the file.
 
     The pixel count is checked from the header, before the image is decoded, so an oversized
-    upload costs no memory. Truncated files fail here (the image is decoded in full).
+    upload costs no memory. Truncated files fail here (the image is decoded in full). One
+    upload is decoded at a time: that bounds the memory decoding takes, and Pillow's own bomb
+    guard (a process-wide setting, replaced by our limit here) is switched safely.
     """
     if not data:
         raise InputError("file is empty (0 bytes)", name)
-    try:
-        img = Image.open(io.BytesIO(data))
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise InputError("is not an image (cannot identify its format)", name) from err
-    w, h = img.size
-    if w * h > max_megapixels * 1e6:
-        raise InputError(
-            f"image is {w}x{h} = {w * h / 1e6:.1f} MP, over the server's limit of "
-            f"{max_megapixels:g} MP (segrefine serve --max-megapixels)",
-            name,
-        )
-    try:
-        with _no_bomb_check():
+    with _DECODE_LOCK, _no_bomb_check():
+        try:
+            img = Image.open(io.BytesIO(data))
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+            raise InputError("is not an image (cannot identify its format)", name) from err
+        w, h = img.size
+        if w * h > max_megapixels * 1e6:
+            raise InputError(
+                f"image is {w}x{h} = {w * h / 1e6:.1f} MP, over the server's limit of "
+                f"{max_megapixels:g} MP (segrefine serve --max-megapixels)",
+                name,
+            )
+        try:
             img.load()
-    except (OSError, SyntaxError, ValueError) as err:
-        raise InputError(f"cannot decode image, truncated or corrupt ({err})", name) from err
+        except (OSError, SyntaxError, ValueError) as err:
+            raise InputError(f"cannot decode image, truncated or corrupt ({err})", name) from err
     return as_rgb(img)
+
+
+_DECODE_LOCK = threading.Lock()
 
 
 class _no_bomb_check:
