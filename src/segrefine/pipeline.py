@@ -36,7 +36,10 @@ class Segmentation:
 
 def check_pair(segmenter: Segmenter, refiner: Refiner, where: str | Path | None = None) -> None:
     """A refiner reads a segmenter's probabilities channel by channel: refuse a pair whose
-    classes differ (in name or order) before any work is done."""
+    classes differ (in name or order) before any work is done. A class-agnostic refiner
+    takes any classes (one against the rest)."""
+    if getattr(refiner.spec, "class_agnostic", False):
+        return
     check_same_classes(("the segmenter", segmenter.class_names),
                        ("the refiner", refiner.class_names), where)  # fmt: skip
 

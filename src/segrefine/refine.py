@@ -41,12 +41,13 @@ class _Priors:
 
     def __init__(self, folder: Path, refiner: Refiner, notice):
         self.folder, self.refiner, self.notice = folder, refiner, notice
-        self.colours, self.noticed = None, False
+        self.colours, self.noticed, self.names = None, False, None
         table = folder / "classes.txt"
         if table.is_file():
-            names, self.colours = read_class_table(table)
-            check_same_classes(("the masks' classes.txt", names),
-                               ("the refiner", refiner.class_names), table)  # fmt: skip
+            self.names, self.colours = read_class_table(table)
+            if not refiner.spec.class_agnostic:  # that one takes any classes
+                check_same_classes(("the masks' classes.txt", self.names),
+                                   ("the refiner", refiner.class_names), table)  # fmt: skip
 
     def read(self, item_id: str):
         """(probs, labels, path) for one input."""
@@ -123,6 +124,9 @@ def refine_to_folder(
         )
         written.append(inp.id)
     out.mkdir(parents=True, exist_ok=True)
-    if is_main_process():
-        (out / "classes.txt").write_text("\n".join(refiner.class_names) + "\n")
+    names = refiner.class_names
+    if refiner.spec.class_agnostic:  # the output keeps the input's classes
+        names = segmenter.class_names if segmenter is not None else priors.names
+    if is_main_process() and names:
+        (out / "classes.txt").write_text("\n".join(names) + "\n")
     return written

@@ -87,6 +87,12 @@ def train_refiner_cmd(
                             "truth itself as their coarse input (to learn to leave a good "
                             "boundary alone).")
     ] = 0.2,
+    class_agnostic: Annotated[
+        bool, typer.Option("--class-agnostic", help="One refiner for any classes: every class "
+                           "of the data is learned as object vs the rest (no --segmenter; "
+                           "coarse masks from degradations), and refinement runs one class "
+                           "against the rest on any label map.")
+    ] = False,
     resume: Resume = False,
     device: Device = "auto",
     threads: Threads = None,
@@ -104,7 +110,7 @@ def train_refiner_cmd(
             iterations=iterations, batch_size=batch_size, crop=crop or None, lr=lr,
             oof_folds=oof_folds, oof_epochs=oof_epochs, band=band, seed=seed,
             mixed_precision=mixed_precision, validate_raw=validate_raw, native=native,
-            truth_share=truth_share,
+            truth_share=truth_share, class_agnostic=class_agnostic,
             **({} if ema_decay is None else {"ema_decay": ema_decay}),
         )  # fmt: skip
     best = train_refiner(cfg, out, resume=resume, device=device, progress=not quiet)

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 
 from ..runs import TrainingData, check_settings
 from .modes import get_mode
-from .refiner import RefinerSpec
+from .refiner import AGNOSTIC_CLASSES, RefinerSpec
 
 
 @dataclass
@@ -60,6 +60,9 @@ class RefinerConfig(TrainingData):
     native: bool = False
     native_share: float = 0.5
     truth_share: float = 0.2
+    # one refiner for any classes: every class of the data becomes its own object-vs-rest
+    # task (background / object), and refinement runs one-vs-rest on any label map
+    class_agnostic: bool = False
     seed: int = 0
     inference: dict = field(default_factory=dict)  # steps, strength, samples
 
@@ -100,17 +103,24 @@ class RefinerConfig(TrainingData):
             "truth share (must be in [0, 1])": 0 <= self.truth_share <= 1,
             "native refinement (needs default mode)":
                 not self.native or method.learns_from_coarse_masks,
+            "class-agnostic training (needs default mode and no segmenter: its coarse "
+            "masks are degradations, for any class)":
+                not self.class_agnostic or (method.learns_from_coarse_masks
+                                            and not self.segmenter),
             "inference strength (must be in (0, 1])":
                 isinstance(strength, int | float) and 0 < strength <= 1,
         }, "refiner settings")  # fmt: skip
 
     def spec(self, class_names) -> RefinerSpec:
         """The run spec a training run with these settings writes as its config.json."""
+        agnostic = self.class_agnostic  # its classes are "background" and "any object"
         return RefinerSpec(
-            class_names=tuple(class_names), size=self.size, classes=self.classes,
-            binary_per_class=self.binary_per_class, train=asdict(self), mode=self.mode,
-            network=get_mode(self.mode).network_settings(self), timesteps=self.timesteps,
-            beta_schedule=self.beta_schedule, inference=self.inference,
+            class_names=AGNOSTIC_CLASSES if agnostic else tuple(class_names), size=self.size,
+            classes=None if agnostic else self.classes,
+            binary_per_class=self.binary_per_class and not agnostic, train=asdict(self),
+            mode=self.mode, network=get_mode(self.mode).network_settings(self),
+            timesteps=self.timesteps, beta_schedule=self.beta_schedule,
+            inference=self.inference, class_agnostic=agnostic,
         )  # fmt: skip
 
 

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.datasets import resize_image
+from ..data.io import VOID
 from ..data.transforms import pad_to_multiple, resize_probs, to_tensor, working_size
 from ..errors import InputError
 from ..runs import LoadableRun, RunSpec, check_network
@@ -44,6 +45,7 @@ class Refinement:
 
 
 MAX_SAMPLES, MAX_STEPS, MAX_TIMESTEPS = 64, 1000, 10_000  # bounds on what a request may ask
+AGNOSTIC_CLASSES = ("background", "object")
 
 
 @dataclass(frozen=True)
@@ -57,9 +59,12 @@ class RefinerSpec(RunSpec):
     timesteps: int = 1000
     beta_schedule: str = "linear"
     inference: dict = field(default_factory=dict)
+    class_agnostic: bool = False  # refines any label map, one class against the rest at a time
 
     def check(self) -> None:
         super().check()
+        if self.class_agnostic and tuple(self.class_names) != AGNOSTIC_CLASSES:
+            raise ValueError(f"a class-agnostic refiner's classes are {AGNOSTIC_CLASSES}")
         if self.mode not in MODES:
             raise ValueError(f"unknown mode {self.mode!r}")
         check_network(self.network, MODES[self.mode].network_keys)
@@ -253,10 +258,54 @@ class Refiner(LoadableRun):
         (:mod:`segrefine.diffusion.native`)."""
         if (probs is None) == (labels is None):
             raise InputError("give either probability maps or label masks, not both or neither")
+        if self.spec.class_agnostic:
+            return self._one_vs_rest(images, probs, labels, steps, strength, samples, seed,
+                                     batch_size, flip, native)  # fmt: skip
         priors = [prior_for_image(im.shape[:2], self.num_classes,
                                   None if probs is None else probs[i],
                                   None if labels is None else labels[i])
                   for i, im in enumerate(images)]  # fmt: skip
+        return self._refine_priors(images, priors, steps, strength, samples, seed, batch_size,
+                                   flip, native)  # fmt: skip
+
+    def _one_vs_rest(self, images, probs, labels, steps, strength, samples, seed, batch_size,
+                     flip, native) -> list[Refinement]:  # fmt: skip
+        """A class-agnostic refiner on C-class inputs: each class present in an image's
+        argmax is refined as object against the rest (all of them batched together); its
+        probability is replaced by the refined object probability and the map renormalised,
+        so where two refined classes overlap the more confident wins. Classes absent from the
+        argmax keep their probabilities. Two classes take one pass (class 1 is the object)."""
+        priors = []
+        for i, im in enumerate(images):
+            given = probs[i] if probs is not None else labels[i]
+            if probs is not None:
+                c = np.asarray(given).shape[0]
+            else:
+                ids = np.asarray(given)
+                c = max(2, int(ids[ids != VOID].max(initial=0)) + 1)
+            priors.append(prior_for_image(im.shape[:2], c, None if probs is None else given,
+                                          None if labels is None else given))  # fmt: skip
+        owners = [(i, k) for i, p in enumerate(priors)
+                  for k in ([1] if len(p) == 2 else np.unique(p.argmax(0)).tolist())]
+        binary = [np.stack([1 - priors[i][k], priors[i][k]]) for i, k in owners]
+        refined = self._refine_priors([images[i] for i, _ in owners], binary, steps, strength,
+                                      samples, seed, batch_size, flip, native)  # fmt: skip
+        out = []
+        for i, p in enumerate(priors):
+            q, nfe = p.copy(), 0
+            for (j, k), r in zip(owners, refined, strict=True):
+                if j == i:
+                    q[k], nfe = r.probs[1], nfe + r.nfe
+            if len(q) == 2:
+                q[0] = 1 - q[1]
+            q /= np.clip(q.sum(0, keepdims=True), 1e-8, None)
+            entropy = -(q * np.log(np.clip(q, 1e-8, None))).sum(0) / np.log(len(q))
+            out.append(Refinement(q.argmax(0).astype(np.uint8), q,
+                                  np.clip(entropy, 0, 1).astype(np.float32), nfe))  # fmt: skip
+        return out
+
+    def _refine_priors(self, images, priors, steps, strength, samples, seed, batch_size, flip,
+                       native) -> list[Refinement]:  # fmt: skip
         s = self.settings(steps, strength, samples, flip, native)  # fails before any work
         passes = {k: s[k] for k in ("steps", "strength", "samples", "flip")}
         nfe = self.nfe(steps, samples, strength)

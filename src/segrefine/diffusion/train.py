@@ -20,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import checkpoint
-from ..data.datasets import load_split
+from ..data.datasets import load_split, open_dataset
 from ..data.transforms import to_tensor
 from ..errors import InputError
 from ..evaluate import score_split
@@ -106,6 +106,10 @@ def train_refiner(
         seg_cfg = checkpoint.read_config(cfg.segmenter, kind="segmenter")
         cfg = dataclasses.replace(cfg, classes=seg_cfg["classes"], size=seg_cfg["size"],
                                   binary_per_class=seg_cfg["binary_per_class"])  # fmt: skip
+    if cfg.class_agnostic:  # every class against the rest, one binary task per class
+        names = open_dataset(cfg.data, cfg.split).class_names
+        cfg = dataclasses.replace(cfg, classes=[c for c in names if c != "background"],
+                                  binary_per_class=True)  # fmt: skip
     train = load_split(cfg.data, cfg.split, cfg.classes, cfg.binary_per_class, cfg.size)
     val = (load_split(cfg.data, cfg.val_split, cfg.classes, cfg.binary_per_class, cfg.size)
            if cfg.val_split else None)  # fmt: skip

@@ -67,6 +67,7 @@ def _describe(run: Path, config: dict) -> dict:
         info["model"] = model.get("name", "?") if isinstance(model, dict) else str(model)
     else:
         info["mode"] = config.get("mode", "default")
+        info["class_agnostic"] = bool(config.get("class_agnostic", False))
         info["defaults"] = {k: config.get("inference", {}).get(k)
                             for k in ("steps", "strength", "samples")}  # fmt: skip
     if not (run / checkpoint.WEIGHTS).is_file():

@@ -61,7 +61,7 @@ function matchRefiners() {
   for (const option of ref.options) {
     const r = state.runs.refiners.find((x) => x.name === option.value);
     if (!r) continue;
-    const fits = seg && r.classes.join("/") === seg.classes.join("/");
+    const fits = seg && (r.class_agnostic || r.classes.join("/") === seg.classes.join("/"));
     option.disabled = !fits;
     option.textContent = `${r.name}  (${r.mode}, ${r.classes.join("/")})` + (fits ? "" : " - other classes");
     if (fits && first === null) first = option.value;

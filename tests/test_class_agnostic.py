@@ -1,0 +1,106 @@
+"""A class-agnostic refiner: trained on every class against the rest, it refines any label
+map one class at a time."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from refiner_helpers import TINY, tiny_config
+
+from segrefine.diffusion import Refiner, RefinerConfig, train_refiner
+from segrefine.diffusion.onehot import prior_for_image
+from segrefine.errors import InputError
+
+
+def _agnostic(band: int = 2) -> Refiner:
+    torch.manual_seed(0)
+    cfg = RefinerConfig(data="unused", band=band, class_agnostic=True, **TINY)
+    return Refiner.from_spec(cfg.spec(("ignored",)), "cpu")
+
+
+def test_its_classes_are_background_and_object_and_it_needs_no_segmenter():
+    ref = _agnostic()
+    assert ref.class_names == ("background", "object") and ref.spec.class_agnostic
+    with pytest.raises(InputError, match="class-agnostic"):
+        RefinerConfig(data="d", class_agnostic=True, segmenter="some_run")
+    with pytest.raises(InputError, match="class-agnostic"):
+        RefinerConfig(data="d", class_agnostic=True, mode="paper")
+
+
+def test_an_untrained_one_returns_any_label_map_it_is_given():
+    """Each class is refined against the rest and recombined; a head that changes nothing
+    (an untrained one starts at zero) must give back the input, whatever its class count."""
+    ref = _agnostic()
+    rng = np.random.default_rng(0)
+    # at the working size (short side 32), so no resizing round trip blurs small regions
+    image = rng.integers(0, 255, (32, 40, 3), dtype=np.uint8)
+    for c in (2, 3, 7):
+        labels = np.zeros((32, 40), np.uint8)
+        for k in range(1, c):
+            labels[rng.integers(0, 24) :][:, rng.integers(0, 32) :][:10, :8] = k
+        out = ref.refine(image, labels=labels, samples=2)
+        assert out.probs.shape == (c, 32, 40)
+        prior = prior_for_image(labels.shape, c, labels=labels)  # the mask, softened
+        assert np.array_equal(out.labels, prior.argmax(0))
+        np.testing.assert_allclose(out.probs, prior, atol=1e-3)
+        np.testing.assert_allclose(out.probs.sum(0), 1, atol=1e-5)
+        present = len(np.unique(labels))
+        assert out.nfe == (1 if c == 2 else present) * ref.nfe(None, 2, None)
+
+
+def test_one_vs_rest_replaces_each_present_class_by_its_refinement(monkeypatch):
+    ref = _agnostic()
+    probs = np.zeros((3, 8, 8), np.float32)
+    probs[0], probs[1, :, :4], probs[2, :, 4:] = 0.2, 0.8, 0.8
+    probs[0, :, :4], probs[0, :, 4:] = 0.1, 0.1
+    probs[2, :, :4], probs[1, :, 4:] = 0.1, 0.1
+    seen = []
+
+    def fake(images, priors, *args):  # class 2 is refined to "everywhere"
+        from segrefine.diffusion.refiner import Refinement
+
+        seen.extend(p.shape for p in priors)
+        out = []
+        for p in priors:
+            q = p.copy()
+            if np.allclose(p[1], probs[2]):
+                q[1], q[0] = 0.99, 0.01
+            out.append(Refinement(q.argmax(0), q, np.zeros(p.shape[1:], np.float32), 1))
+        return out
+
+    monkeypatch.setattr(ref, "_refine_priors", fake)
+    out = ref.refine(np.zeros((8, 8, 3), np.uint8), probs)
+    assert seen == [(2, 8, 8), (2, 8, 8)]  # classes 1 and 2 present; 0 is not in the argmax
+    assert (out.labels == 2).all()  # the more confident refinement wins the overlap
+
+
+def test_trains_on_every_class_against_the_rest(tmp_path, synthetic_root):
+    cfg = tiny_config(synthetic_root, class_agnostic=True, iterations=4, val_every=4, band=2)
+    best = train_refiner(cfg, tmp_path / "run", device="cpu", progress=False)
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["class_names"] == ["background", "object"] and config["class_agnostic"]
+    assert config["classes"] is None and best["val"]["num_images"] > 8  # one per (image, class)
+    ref = Refiner.load(tmp_path / "run", "cpu")
+    image = np.asarray(Image.open(sorted((synthetic_root / "images" / "val").iterdir())[0]))
+    mask = np.asarray(Image.open(sorted((synthetic_root / "masks" / "val").iterdir())[0]))
+    assert ref.refine(image, labels=mask).probs.shape[0] >= mask.max() + 1
+
+
+def test_refine_cli_keeps_the_masks_classes(run_cli, tmp_path, synthetic_root):
+    ref = _agnostic()
+    ref.save_pretrained(tmp_path / "agnostic")
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    for src in sorted((synthetic_root / "masks" / "val").iterdir()):
+        (masks / src.name).write_bytes(src.read_bytes())
+    (masks / "classes.txt").write_text((synthetic_root / "classes.txt").read_text())
+    code, _, err = run_cli("refine", "--refiner", tmp_path / "agnostic", "--images",
+                           synthetic_root, "--probs", masks, "--out", tmp_path / "out",
+                           "--device", "cpu", "-q")  # fmt: skip
+    assert code == 0, err
+    assert (tmp_path / "out" / "classes.txt").read_text() == (
+        synthetic_root / "classes.txt").read_text()
