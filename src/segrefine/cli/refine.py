@@ -122,7 +122,6 @@ def train_refiner_cmd(
 
 
 def refine_cmd(
-    refiner: Annotated[Path, typer.Option(help="Run folder of a trained refiner.")],
     images: Annotated[
         Path, typer.Option(help="Folder of images, one image, or a dataset root (then --split "
                            "picks the images).")
@@ -130,6 +129,10 @@ def refine_cmd(
     out: Annotated[
         Path, typer.Option(help="Folder for refined <id>.png, <id>.npy and <id>_uncertainty.png.")
     ],
+    refiner: Annotated[
+        Path | None, typer.Option(help="Run folder of a trained refiner (default: the "
+                                  "general class-agnostic refiner shipped with segrefine).")
+    ] = None,
     segmenter: Annotated[
         Path | None, typer.Option(help="Segmenter run giving the coarse probabilities.")
     ] = None,
@@ -162,7 +165,8 @@ def refine_cmd(
 
     if (segmenter is None) == (probs is None):
         raise InputError("give exactly one of --segmenter or --probs")
-    ref = Refiner.load(refiner, device)
+    ref = Refiner.load(refiner, device) if refiner is not None else Refiner.pretrained(
+        device=device)
     seg = Segmenter.load(segmenter, device) if segmenter is not None else None
     ids = refine_to_folder(ref, images, out, segmenter=seg, probs_dir=probs, split=split,
                            protocol=protocol,

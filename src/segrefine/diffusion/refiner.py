@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -46,6 +47,7 @@ class Refinement:
 
 MAX_SAMPLES, MAX_STEPS, MAX_TIMESTEPS = 64, 1000, 10_000  # bounds on what a request may ask
 AGNOSTIC_CLASSES = ("background", "object")
+PRETRAINED = Path(__file__).resolve().parents[1] / "pretrained"  # refiners shipped with us
 
 
 @dataclass(frozen=True)
@@ -125,6 +127,18 @@ class Refiner(LoadableRun):
         """An untrained refiner with the architecture ``spec`` describes."""
         dev = device if isinstance(device, torch.device) else resolve_device(device)
         return cls(get_mode(spec.mode).build_network(spec.num_classes, spec.network), spec, dev)
+
+    @classmethod
+    def pretrained(cls, name: str = "general", device: str = "auto") -> Refiner:
+        """A refiner shipped inside the package (no download): ``general`` is class-agnostic
+        and refines any mask at any size (its model card is in the README)."""
+        folder = PRETRAINED / name
+        if not (folder / "model.safetensors").is_file():
+            shipped = sorted(p.name for p in PRETRAINED.glob("*/model.safetensors"))
+            raise InputError(f"no pretrained refiner {name!r} in this installation (shipped: "
+                             f"{', '.join(p.parent.name for p in shipped) or 'none'}); "
+                             "pass --refiner RUN")  # fmt: skip
+        return cls.load(folder, device)
 
     def nfe(
         self, steps: int | None = None, samples: int | None = None, strength: float | None = None

@@ -1,0 +1,74 @@
+"""Retrain the general (class-agnostic) refiner from scratch: one command, fixed seeds.
+
+It sees synthetic scenes only (our own generator: no data terms attached), rendered at several
+sizes so that native refinement learns every scale between the working size and the original
+one, each of its classes as object against the rest, with coarse masks from degradations:
+
+    python benchmarks/train_general_refiner.py --out runs/general
+
+writes ``OUT/data`` (the scenes, folder layout) and the run ``OUT/run``; ``segrefine export
+--run OUT/run --out DIR`` then copies what loading needs. The shipped model
+(``segrefine/pretrained/general``) was made this way; docs/benchmarks.md ("General refiner")
+has the machine, the time and what it scores on data it never saw.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from PIL import Image
+
+from segrefine.data.synthetic import SYNTHETIC_CLASSES
+from segrefine.data.synthetic_scene import generate_scene
+from segrefine.diffusion import RefinerConfig, train_refiner
+
+SIZES = (256, 512, 768, 1024)  # scene sides, in turn
+
+
+def write_scenes(root: Path, n_train: int, n_val: int, seed: int) -> Path:
+    """Scenes of :data:`SIZES` px in turn, in the folder layout (skipped when present)."""
+    done = root / "scenes.json"
+    params = {"n_train": n_train, "n_val": n_val, "seed": seed, "sizes": SIZES}
+    if done.is_file() and json.loads(done.read_text()) == params:
+        return root
+    for split, n, offset in (("train", n_train, 0), ("val", n_val, 1_000_000)):
+        (root / "images" / split).mkdir(parents=True, exist_ok=True)
+        (root / "masks" / split).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            image, mask = generate_scene(seed * 10_000_019 + offset + i, SIZES[i % len(SIZES)])
+            Image.fromarray(image).save(root / "images" / split / f"{split}_{i:04d}.png")
+            Image.fromarray(mask).save(root / "masks" / split / f"{split}_{i:04d}.png")
+    (root / "classes.txt").write_text("\n".join(SYNTHETIC_CLASSES) + "\n")
+    done.write_text(json.dumps(params))
+    return root
+
+
+def general_config(data: Path, iterations: int, seed: int) -> RefinerConfig:
+    """The shipped refiner's settings: the default network, native scales, class-agnostic."""
+    return RefinerConfig(data=str(data), class_agnostic=True, native=True, truth_share=0.3,
+                         iterations=iterations, seed=seed)  # fmt: skip
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--n-train", type=int, default=240)
+    p.add_argument("--n-val", type=int, default=16)
+    p.add_argument("--iterations", type=int, default=6000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    args = p.parse_args()
+    t0 = time.perf_counter()
+    data = write_scenes(args.out / "data", args.n_train, args.n_val, args.seed)
+    t1 = time.perf_counter()
+    print(f"scenes: {t1 - t0:.0f} s")
+    best = train_refiner(general_config(data, args.iterations, args.seed), args.out / "run",
+                         device=args.device)  # fmt: skip
+    print(f"trained in {time.perf_counter() - t1:.0f} s; best validation: {best}")
+
+
+if __name__ == "__main__":
+    main()
