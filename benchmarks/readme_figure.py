@@ -16,20 +16,10 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 
 from segrefine import Refiner, Segmenter, segment_and_refine
 from segrefine.data.datasets import load_split
-from segrefine.report import overlay, save_grid
-
-
-def _crop(changed: np.ndarray, side: int) -> tuple[slice, slice]:
-    density = ndimage.uniform_filter(changed.astype(np.float32), side // 2)
-    y, x = np.unravel_index(np.argmax(density), changed.shape)
-    h, w = changed.shape
-    top = int(np.clip(y - side // 2, 0, max(h - side, 0)))
-    left = int(np.clip(x - side // 2, 0, max(w - side, 0)))
-    return slice(top, top + side), slice(left, left + side)
+from segrefine.report import densest_window, overlay, save_grid
 
 
 def main() -> None:
@@ -49,7 +39,7 @@ def main() -> None:
     results = segment_and_refine([it.image for it in chosen], seg, ref, seed=0)
     rows, names = [], []
     for it, r in zip(chosen, results, strict=True):
-        win = _crop(r.labels != r.refined.labels, args.crop)
+        win = densest_window(r.labels != r.refined.labels, args.crop)
         before, after = overlay(it.image, r.labels), overlay(it.image, r.refined.labels)
         unc = (np.clip(r.refined.uncertainty, 0, 1) * 255).astype(np.uint8)
         rows.append([it.image, before, after, unc, before[win], after[win]])

@@ -25,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy import ndimage
 
 from .data.datasets import load_split, resize_image
 from .data.io import VOID, write_json
@@ -34,7 +33,7 @@ from .diffusion.refiner import Refiner
 from .evaluate import score_split
 from .metrics import in_percent
 from .pipeline import check_pair, segment_and_refine
-from .report import colorize, metrics_table, rounded_scores, save_grid
+from .report import colorize, densest_window, metrics_table, rounded_scores, save_grid
 from .segmenter import Segmenter
 
 
@@ -123,13 +122,8 @@ def _boundary_figure(path: Path, val, results, examples: int, side: int = 96) ->
     changed = [(r.labels != r.refined.labels).mean() for r in results]
     for i in np.argsort(changed)[::-1][:examples]:
         r, item = results[i], val.items[i]
-        diff = (r.labels != r.refined.labels).astype(np.float32)
-        density = ndimage.uniform_filter(diff, side // 2)
-        y, x = np.unravel_index(np.argmax(density), diff.shape)
-        h, w = diff.shape
-        top = int(np.clip(y - side // 2, 0, max(h - side, 0)))
-        left = int(np.clip(x - side // 2, 0, max(w - side, 0)))
-        win = (slice(top, top + side), slice(left, left + side))
+        win = densest_window(r.labels != r.refined.labels, side)
+        top, left = win[0].start, win[1].start
         rows.append([item.image[win], colorize(item.mask[win]), colorize(r.labels[win]),
                      colorize(r.refined.labels[win]), r.refined.uncertainty[win]])  # fmt: skip
         names.append(f"{item.id}\n({left}, {top})")

@@ -93,3 +93,16 @@ def per_class_table(summary: dict) -> str:
     for name, value in summary["per_class_iou"].items():
         lines.append(f"| {name} | {'n/a' if value is None else f'{value:.2f}'} |")
     return "\n".join(lines)
+
+
+def densest_window(mask: np.ndarray, side: int) -> tuple[slice, slice]:
+    """The ``side`` x ``side`` window (clipped to the array) centred where ``mask`` is
+    densest: where a refinement changed most, for full-resolution close-ups."""
+    from scipy import ndimage
+
+    density = ndimage.uniform_filter(mask.astype(np.float32), max(side // 2, 1))
+    y, x = np.unravel_index(np.argmax(density), mask.shape)
+    h, w = mask.shape
+    top = int(np.clip(y - side // 2, 0, max(h - side, 0)))
+    left = int(np.clip(x - side // 2, 0, max(w - side, 0)))
+    return slice(top, top + side), slice(left, left + side)
