@@ -11,11 +11,11 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-import uuid
 
 import numpy as np
 import pytest
 from PIL import Image
+from web_helpers import get, post, wait
 
 from segrefine.data.synthetic import generate_scene
 from segrefine.errors import InputError
@@ -216,94 +216,55 @@ def test_job_queue_drops_old_results_over_its_memory_budget():
 # --- the server over HTTP -----------------------------------------------------------------------
 
 
-def _get(url: str) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=30) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as err:
-        return err.code, err.read()
-
-
-def _post(url: str, fields: dict, files: dict | None = None) -> tuple[int, dict]:
-    boundary = uuid.uuid4().hex
-    body = io.BytesIO()
-    for name, value in fields.items():
-        body.write(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'
-                   f"{value}\r\n".encode())  # fmt: skip
-    for name, (filename, data) in (files or {}).items():
-        body.write(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; '
-                   f'filename="{filename}"\r\nContent-Type: application/octet-stream\r\n\r\n'
-                   .encode())  # fmt: skip
-        body.write(data + b"\r\n")
-    body.write(f"--{boundary}--\r\n".encode())
-    req = urllib.request.Request(url, data=body.getvalue(), method="POST",
-                                 headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})  # noqa: E501
-    try:
-        with urllib.request.urlopen(req, timeout=30) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read())
-
-
-def _wait(server: str, job: str) -> dict:
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        status = json.loads(_get(f"{server}/api/jobs/{job}")[1])
-        if status["state"] in ("done", "error"):
-            return status
-        time.sleep(0.05)
-    raise AssertionError(f"job {job} did not finish")
-
-
 @pytest.mark.skipif("SEGREFINE_WEB_RUNS" in os.environ, reason="checks the fixture runs")
 def test_api_segment_refine_and_download(server):
-    code, runs = _get(f"{server}/api/runs")
+    code, runs = get(f"{server}/api/runs")
     runs = json.loads(runs)
     assert [s["name"] for s in runs["segmenters"]] == ["tiny_unet"]
     assert [r["name"] for r in runs["refiners"]] == ["tiny_refiner"]
     assert any("not_a_run: not a usable segrefine run" in n for n in runs["notes"])
-    code, body = _post(f"{server}/api/segment",
+    code, body = post(f"{server}/api/segment",
                        {"segmenter": "tiny_unet", "refiner": "tiny_refiner", "samples": "2"},
                        {"file": ("scene.png", _png(generate_scene(9, 40)[0]))})  # fmt: skip
     assert code == 200, body
-    status = _wait(server, body["job"])
+    status = wait(server, body["job"])
     assert status["state"] == "done", status
     assert status["info"]["nfe"] == 2 and status["timings"]["refine_s"] > 0
-    code, data = _get(server + status["files"]["refined_probs.npy"] + "?download=1")
+    code, data = get(server + status["files"]["refined_probs.npy"] + "?download=1")
     assert code == 200 and np.load(io.BytesIO(data)).shape == (5, 40, 40)
     zoom = f"{server}/api/jobs/{body['job']}/zoom"
-    code, data = _get(f"{zoom}?x=20&y=5&side=32")
+    code, data = get(f"{zoom}?x=20&y=5&side=32")
     strip = np.asarray(Image.open(io.BytesIO(data)))
     assert code == 200 and strip.shape == (256, 3 * 256 + 2 * 6, 3)  # image | segmenter | refined
     for bad, message in (("x=99&y=5", "outside the 40x40 image"), ("x=1&y=1&side=33", "one of"),
                          ("x=a&y=1", "integer")):  # fmt: skip
-        code, data = _get(f"{zoom}?{bad}")
+        code, data = get(f"{zoom}?{bad}")
         assert code == 400 and message in json.loads(data)["error"]
-    code, body = _post(f"{server}/api/segment",
+    code, body = post(f"{server}/api/segment",
                        {"segmenter": "tiny_unet", "refiner": "tiny_refiner", "example": "1",
                         "samples": "2", "flip": "1"})  # fmt: skip
     assert code == 200, body
-    status = _wait(server, body["job"])
+    status = wait(server, body["job"])
     assert status["state"] == "done" and status["info"]["nfe"] == 2, status
 
 
 def test_runs_carry_example_images_from_their_validation_split(server):
-    code, data = _get(f"{server}/api/examples")
+    code, data = get(f"{server}/api/examples")
     listed = json.loads(data)
     from_runs = [ex for ex in listed if ex["id"].startswith("run:")]
     assert code == 200 and from_runs and len(listed) == len(from_runs) + 4  # + synthetic
     assert from_runs[0]["id"].startswith("run:tiny_unet:val_")
-    code, data = _get(server + from_runs[0]["url"])
+    code, data = get(server + from_runs[0]["url"])
     image = Image.open(io.BytesIO(data))
     assert code == 200 and image.format == "JPEG" and max(image.size) <= 256
-    code, body = _post(f"{server}/api/segment", {"segmenter": "tiny_unet",
+    code, body = post(f"{server}/api/segment", {"segmenter": "tiny_unet",
                                                  "example": from_runs[0]["id"]})  # fmt: skip
-    assert code == 200 and _wait(server, body["job"])["state"] == "done"
+    assert code == 200 and wait(server, body["job"])["state"] == "done"
     for forged in ("run:tiny_unet:../config.json", "run:tiny_unet:model.safetensors",
                    "run:elsewhere:val_0000.jpg"):  # only files a run lists  # fmt: skip
-        code, data = _get(f"{server}/api/example?id={urllib.parse.quote(forged)}")
+        code, data = get(f"{server}/api/example?id={urllib.parse.quote(forged)}")
         assert code == 404 and "no example" in json.loads(data)["error"]
-        code, body = _post(f"{server}/api/segment", {"segmenter": "tiny_unet", "example": forged})
+        code, body = post(f"{server}/api/segment", {"segmenter": "tiny_unet", "example": forged})
         assert code == 400 and "no example" in body["error"]
 
 
@@ -324,6 +285,6 @@ def test_runs_carry_example_images_from_their_validation_split(server):
 def test_api_bad_input_is_one_readable_message(server, fields, files, message):
     if files and files["file"][1] is None:  # a 1.2 MP image against the 1 MP test limit
         files = {"file": ("huge.png", _png(np.zeros((1000, 1200, 3), np.uint8)))}
-    code, body = _post(f"{server}/api/segment", fields, files)
+    code, body = post(f"{server}/api/segment", fields, files)
     assert code == 400 and message in body["error"] and "\n" not in body["error"]
-    assert _get(f"{server}/api/runs")[0] == 200  # and the server keeps serving
+    assert get(f"{server}/api/runs")[0] == 200  # and the server keeps serving

@@ -89,6 +89,18 @@ def test_page_segments_refines_and_reports_bad_files(server, tmp_path):
 
         page.check("#view-instances")
         assert "instances" in page.inner_text("#instances-table")
+        page.check("input[value=semantic]")
+
+        if os.environ.get("SEGREFINE_WEB_IMAGE") is None:  # refine my own mask, same image
+            mask = tmp_path / "mask.png"
+            Image.fromarray(generate_scene(4, size=96)[1]).save(mask)
+            page.set_input_files("#mask", str(mask))
+            assert page.is_disabled("#segmenter") and page.is_visible("#mask-note")
+            page.click("#run-segment")
+            page.wait_for_function("document.querySelector('#result-segmenter figcaption')"
+                                   ".textContent === 'Your mask'", timeout=60_000)  # fmt: skip
+            page.click("#clear-mask")
+            assert not page.is_disabled("#segmenter")
 
         page.set_input_files("#file", str(tmp_path / "notes.txt"))
         page.click("#run-segment")

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import io
+import json
 import socket
 import threading
 import time
+import urllib.error
+import urllib.request
+import uuid
 
 
 def free_port() -> int:
@@ -50,3 +55,42 @@ def raw_request(base: str, method: str, path: str, headers: dict | None = None,
     data = resp.read()
     conn.close()
     return resp.status, {k.lower(): v for k, v in resp.getheaders()}, data
+
+
+def get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=30) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read()
+
+
+def post(url: str, fields: dict, files: dict | None = None) -> tuple[int, dict]:
+    boundary = uuid.uuid4().hex
+    body = io.BytesIO()
+    for name, value in fields.items():
+        body.write(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'
+                   f"{value}\r\n".encode())  # fmt: skip
+    for name, (filename, data) in (files or {}).items():
+        body.write(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; '
+                   f'filename="{filename}"\r\nContent-Type: application/octet-stream\r\n\r\n'
+                   .encode())  # fmt: skip
+        body.write(data + b"\r\n")
+    body.write(f"--{boundary}--\r\n".encode())
+    req = urllib.request.Request(url, data=body.getvalue(), method="POST",
+                                 headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})  # noqa: E501
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def wait(server: str, job: str) -> dict:
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        status = json.loads(get(f"{server}/api/jobs/{job}")[1])
+        if status["state"] in ("done", "error"):
+            return status
+        time.sleep(0.05)
+    raise AssertionError(f"job {job} did not finish")

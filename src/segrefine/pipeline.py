@@ -38,7 +38,7 @@ def check_pair(segmenter: Segmenter, refiner: Refiner, where: str | Path | None 
     """A refiner reads a segmenter's probabilities channel by channel: refuse a pair whose
     classes differ (in name or order) before any work is done. A class-agnostic refiner
     takes any classes (one against the rest)."""
-    if getattr(refiner.spec, "class_agnostic", False):
+    if getattr(getattr(refiner, "spec", None), "class_agnostic", False):
         return
     check_same_classes(("the segmenter", segmenter.class_names),
                        ("the refiner", refiner.class_names), where)  # fmt: skip

@@ -105,7 +105,12 @@ def read_mask(path: str | Path, colours: np.ndarray | None = None) -> np.ndarray
     not in the table is an input error naming it.
     """
     path = Path(path)
-    img = _open(path)
+    return mask_ids(_open(path), colours, path)
+
+
+def mask_ids(img: Image.Image, colours: np.ndarray | None = None,
+             path: str | Path | None = None) -> np.ndarray:  # fmt: skip
+    """An opened mask image -> ``uint8`` (H, W) class ids, as :func:`read_mask` reads them."""
     if img.mode in ("RGB", "RGBA"):
         return _ids_from_colours(np.asarray(img.convert("RGB")), colours, path)
     if img.mode in ("P", "L"):

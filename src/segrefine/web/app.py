@@ -7,7 +7,8 @@ Endpoints (all under ``/api``; errors are ``{"error": "one line"}`` with status 
 ``GET  /api/runs``                 segmenter and refiner runs under ``--runs``, plus notes
 ``GET  /api/examples``             examples: the runs' own (``/api/example?id=run:RUN:FILE``)
                                    and the bundled synthetic ones (``/api/examples/N.png``)
-``POST /api/segment``              form: ``file`` or ``example``, ``segmenter``, ``refiner``
+``POST /api/segment``              form: ``file`` or ``example``, ``segmenter`` (or ``mask``: a
+                                   mask to refine), ``refiner``
                                    (empty = none), ``steps``, ``strength``, ``samples``,
                                    ``flip`` (1 = mirror half of the samples) -> job id
 ``POST /api/cluster``              form: ``file`` or ``example``, ``scribbles`` (JSON strokes),
@@ -44,7 +45,9 @@ from .jobs import JobQueue, QueueFull
 from .pipeline import (
     DEFAULT_MAX_MEGAPIXELS,
     cluster_figures,
+    decode_mask,
     decode_upload,
+    mask_class_names,
     png_bytes,
     segment_and_refine,
     zoom_view,
@@ -162,18 +165,30 @@ def create_app(
             flip = True if form.get("flip") in ("1", "true", "on") else None
             seg_name = form.get("segmenter") or ""
             ref_name = form.get("refiner") or ""
-            if not seg_name:
+            upload = form.get("mask")
+            mask = None
+            if upload is not None and not isinstance(upload, str) and upload.filename:
+                # "refine my mask": the uploaded mask replaces the segmenter
+                data = await upload.read()
+                mask = await run_in_threadpool(decode_mask, data, upload.filename,
+                                               image.shape[:2])  # fmt: skip
+                if not ref_name:
+                    raise InputError("choose a refiner run to refine your mask")
+            elif not seg_name:
                 raise InputError("choose a segmenter run")
             # load now so a broken run is reported at once (and cached for the job)
-            segmenter = cache.get("segmenter", seg_name)
+            segmenter = cache.get("segmenter", seg_name) if mask is None else None
             refiner = cache.get("refiner", ref_name) if ref_name else None
             if refiner is not None:  # a mismatched pair or bad settings: an error now
-                check_pair(segmenter, refiner)
+                if mask is None:
+                    check_pair(segmenter, refiner)
+                else:
+                    mask_class_names(mask, refiner)
                 refiner.settings(steps, strength, samples, flip)
         except InputError as err:
             return _error(str(err))
         return _submit("segment", name, segment_and_refine, image, segmenter, refiner,
-                       steps=steps, strength=strength, samples=samples, flip=flip)
+                       steps=steps, strength=strength, samples=samples, flip=flip, mask=mask)
 
     async def cluster(request: Request) -> Response:
         try:

@@ -17,9 +17,10 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ..data.datasets import resize_image, resize_mask
-from ..data.io import VOC_PALETTE, as_rgb
+from ..data.io import VOC_PALETTE, VOID, as_rgb, mask_ids
+from ..diffusion.onehot import prior_for_image
 from ..errors import InputError
-from ..pipeline import check_pair
+from ..pipeline import Segmentation, check_pair
 from ..pipeline import segment_and_refine as run_pipeline
 from ..report import colorize
 from .figures import (
@@ -38,7 +39,9 @@ from .scribbles import rasterize_scribbles
 __all__ = [
     "DEFAULT_MAX_MEGAPIXELS",
     "Figures",
+    "decode_mask",
     "decode_upload",
+    "mask_class_names",
     "display_size",
     "instances",
     "overlay",
@@ -86,6 +89,36 @@ def decode_upload(data: bytes, name: str, max_megapixels: float = DEFAULT_MAX_ME
 
 
 _DECODE_LOCK = threading.Lock()
+MAX_MASK_CLASSES = 32  # classes one uploaded mask may hold (each is one refinement pass)
+
+
+def decode_mask(data: bytes, name: str, shape: tuple[int, int]) -> np.ndarray:
+    """An uploaded mask -> class ids (h, w) for an image of ``shape`` (H, W), or
+    :class:`InputError` naming the file. Read as ``read_mask`` reads files (class ids, VOC
+    colours); a 0/255 mask is object/background. It may be smaller than the image (it is
+    upsampled), never larger, and its size is checked from the header first."""
+    if not data:
+        raise InputError("file is empty (0 bytes)", name)
+    with _DECODE_LOCK, _no_bomb_check():
+        try:
+            img = Image.open(io.BytesIO(data))
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+            raise InputError("is not an image (cannot identify its format)", name) from err
+        w, h = img.size
+        if h > shape[0] or w > shape[1]:
+            raise InputError(f"mask is {w}x{h}, larger than its {shape[1]}x{shape[0]} image",
+                             name)  # fmt: skip
+        try:
+            img.load()
+        except (OSError, SyntaxError, ValueError) as err:
+            raise InputError(f"cannot decode mask, truncated or corrupt ({err})", name) from err
+    ids = mask_ids(img, path=name)
+    values = np.unique(ids)
+    if set(values.tolist()) == {0, 255}:  # what rembg, SAM exports and thresholds write
+        return (ids == 255).astype(np.uint8)
+    if len(values[values != VOID]) > MAX_MASK_CLASSES:
+        raise InputError(f"mask holds {len(values)} classes; at most {MAX_MASK_CLASSES}", name)
+    return ids
 
 
 class _no_bomb_check:
@@ -109,8 +142,10 @@ def segment_and_refine(
     flip: bool | None = None,
     seed: int = 0,
     progress: Progress | None = None,
+    mask: np.ndarray | None = None,
 ) -> Figures:
-    """Segment ``image`` (and refine the result when a refiner is given), timing each stage.
+    """Segment ``image`` (and refine the result when a refiner is given), timing each stage;
+    with a ``mask`` (class ids, at most the image's size) instead of a segmenter, refine that.
 
     Files produced (name -> PNG/NPY bytes): ``input.png``, ``segmenter.png`` (overlay),
     ``segmenter_layer.png`` (the label colours alone, transparent background),
@@ -120,19 +155,28 @@ def segment_and_refine(
     and ``uncertainty.png`` / ``uncertainty.npy``.
     """
     report = progress or (lambda stage, fraction: None)
-    names = tuple(segmenter.class_names)
-    if refiner is not None:
-        check_pair(segmenter, refiner)
     out = Figures()
-    report("segmenting", 0.1)
-    (coarse,) = run_pipeline([image], segmenter, timings=out.timings)
+    if mask is not None:  # the user's own mask is the coarse input
+        names = mask_class_names(mask, refiner)
+        probs = prior_for_image(image.shape[:2], len(names), labels=mask)
+        coarse = Segmentation(probs, probs.argmax(0).astype(np.uint8))
+        coarse_input = {"labels": [mask]}
+        out.info["coarse"] = "mask"
+    else:
+        names = tuple(segmenter.class_names)
+        if refiner is not None:
+            check_pair(segmenter, refiner)
+        report("segmenting", 0.1)
+        (coarse,) = run_pipeline([image], segmenter, timings=out.timings)
+        coarse_input = {"probs": [coarse.probs]}
+        out.info["coarse"] = "segmenter"
     _add_label_files(out, "segmenter", image, coarse.labels, coarse.probs, names)
     out.arrays.update(image=image, segmenter=coarse.labels)
     if refiner is not None:
         report("refining", 0.4)
-        (result,) = run_pipeline([image], refiner=refiner, probs=[coarse.probs], steps=steps,
-                                 strength=strength, samples=samples, flip=flip, seed=seed,
-                                 timings=out.timings)  # fmt: skip
+        (result,) = run_pipeline([image], refiner=refiner, steps=steps, strength=strength,
+                                 samples=samples, flip=flip, seed=seed, timings=out.timings,
+                                 **coarse_input)  # fmt: skip
         ref = result.refined
         _add_label_files(out, "refined", image, ref.labels, ref.probs, names)
         out.arrays["refined"] = ref.labels
@@ -147,6 +191,21 @@ def segment_and_refine(
                               "image/png")  # fmt: skip
     out.info.update(classes=list(names), width=int(image.shape[1]), height=int(image.shape[0]))
     return out
+
+
+def mask_class_names(mask: np.ndarray, refiner) -> tuple[str, ...]:
+    """Class names for an uploaded mask: the refiner's, or for a class-agnostic refiner
+    background / object for two classes and background / class 1 / ... for more. Ids the
+    refiner does not know are an input error."""
+    top = int(mask[mask != VOID].max(initial=0))
+    if not refiner.spec.class_agnostic:
+        if top >= refiner.num_classes:
+            raise InputError(f"mask has class id {top} but the refiner knows "
+                             f"{refiner.num_classes} classes")  # fmt: skip
+        return tuple(refiner.class_names)
+    if top <= 1:
+        return tuple(refiner.class_names)
+    return ("background", *(f"class {k}" for k in range(1, top + 1)))
 
 
 def _add_label_files(out: Figures, prefix: str, image, labels, probs, names) -> None:

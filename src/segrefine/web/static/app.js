@@ -56,12 +56,14 @@ async function loadRuns() {
 // pick the first one that fits (or none).
 function matchRefiners() {
   const seg = (state.runs?.segmenters || []).find((s) => s.name === $("#segmenter").value);
+  const ownMask = Boolean($("#mask").files[0]);
   const ref = $("#refiner");
   let first = null;
   for (const option of ref.options) {
     const r = state.runs.refiners.find((x) => x.name === option.value);
     if (!r) continue;
-    const fits = seg && (r.class_agnostic || r.classes.join("/") === seg.classes.join("/"));
+    // a class-agnostic refiner takes any classes; an uploaded mask is checked by the server
+    const fits = r.class_agnostic || ownMask || (seg && r.classes.join("/") === seg.classes.join("/"));
     option.disabled = !fits;
     option.textContent = `${r.name}  (${r.mode}, ${r.classes.join("/")})` + (fits ? "" : " - other classes");
     if (fits && first === null) first = option.value;
@@ -182,8 +184,22 @@ function downloadLink(box, href, text) {
 // ---- segment + refine --------------------------------------------------------------------
 let lastSegment = null;
 
+// "refine my mask": an uploaded mask replaces the segmenter
+$("#mask").addEventListener("change", () => {
+  const own = Boolean($("#mask").files[0]);
+  $("#mask-note").hidden = !own;
+  $("#segmenter").disabled = own;
+  matchRefiners();
+});
+$("#clear-mask").addEventListener("click", () => {
+  $("#mask").value = "";
+  $("#mask").dispatchEvent(new Event("change"));
+});
+
 $("#run-segment").addEventListener("click", () => {
   const form = imageForm();
+  const mask = $("#mask").files[0];
+  if (mask) form.append("mask", mask, mask.name);
   form.append("segmenter", $("#segmenter").value);
   form.append("refiner", $("#refiner").value);
   for (const key of ["steps", "strength", "samples"]) form.append(key, $(`#${key}`).value);
@@ -198,11 +214,13 @@ function showSegment(s) {
   $("#results").hidden = false;
   $("#cluster-results").hidden = true;
   const t = s.timings;
-  let text = `segmenter ${fmt(t.segment_s)}`;
+  let text = t.segment_s !== undefined ? `segmenter ${fmt(t.segment_s)}` : "your mask";
   if (t.refine_s !== undefined) text += ` · refiner ${fmt(t.refine_s)} (${s.info.nfe} denoiser evaluations)`;
   text += ` · ${s.info.width}x${s.info.height} px`;
   $("#timings").textContent = text;
   $("#result-refined").hidden = t.refine_s === undefined;
+  const own = s.info.coarse === "mask";
+  $("#result-segmenter figcaption").textContent = own ? "Your mask" : "Segmenter";
   $("#result-uncertainty").hidden = t.refine_s === undefined;
   const legend = $("#legend");
   legend.innerHTML = "";

@@ -1,0 +1,67 @@
+"""The page's "refine my mask": a mask from any tool, uploaded beside the image, is refined
+instead of a segmenter's output."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+from web_helpers import post, wait
+
+from segrefine.data.io import VOC_PALETTE
+from segrefine.data.synthetic import generate_scene
+from segrefine.errors import InputError
+from segrefine.web.pipeline import decode_mask
+
+
+def _png(array: np.ndarray, palette: bool = False) -> bytes:
+    img = Image.fromarray(array)
+    if palette:
+        img = img.convert("P")
+        img.putpalette(VOC_PALETTE)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_masks_are_read_as_other_tools_write_them():
+    ids = np.zeros((20, 30), np.uint8)
+    ids[5:15, 5:20] = 2
+    assert np.array_equal(decode_mask(_png(ids), "ids.png", (20, 30)), ids)
+    binary = np.where(ids > 0, 255, 0).astype(np.uint8)  # rembg, SAM, a threshold
+    assert np.array_equal(decode_mask(_png(binary), "sam.png", (20, 30)), ids > 0)
+    colours = np.asarray(VOC_PALETTE, np.uint8).reshape(256, 3)[ids]  # VOC colours, RGB
+    assert np.array_equal(decode_mask(_png(colours), "rgb.png", (20, 30)), ids)
+    small = decode_mask(_png(ids[::2, ::2]), "half.png", (20, 30))
+    assert small.shape == (10, 15)  # upsampled later, with the image
+    for data, name, message in (
+        (_png(ids), "big.png", "mask is 30x20, larger than its 20x10 image"),
+        (b"not a png", "notes.txt", "is not an image"),
+        (b"", "empty.png", "file is empty"),
+        (_png(np.arange(600, dtype=np.uint8).reshape(20, 30) % 40), "many.png", "at most 32"),
+    ):  # fmt: skip
+        shape = (10, 20) if name == "big.png" else (20, 30)
+        with pytest.raises(InputError, match=message):
+            decode_mask(data, name, shape)
+
+
+def test_an_uploaded_mask_is_refined_in_place_of_the_segmenter(server):
+    image, truth = generate_scene(9, 40)
+    code, body = post(f"{server}/api/segment", {"refiner": "tiny_refiner"},
+                       {"file": ("scene.png", _png(image)),
+                        "mask": ("mask.png", _png(truth))})  # fmt: skip
+    assert code == 200, body
+    status = wait(server, body["job"])
+    assert status["state"] == "done", status
+    assert status["info"]["coarse"] == "mask" and "segment_s" not in status["timings"]
+    assert status["info"]["classes"][0] == "background" and status["timings"]["refine_s"] > 0
+    bad = truth.copy()
+    bad[0, 0] = 9  # the tiny refiner knows 5 classes
+    code, body = post(f"{server}/api/segment", {"refiner": "tiny_refiner"},
+                       {"file": ("scene.png", _png(image)), "mask": ("mask.png", _png(bad))})
+    assert code == 400 and "class id 9 but the refiner knows 5" in body["error"]
+    code, body = post(f"{server}/api/segment", {},
+                       {"file": ("scene.png", _png(image)), "mask": ("mask.png", _png(truth))})
+    assert code == 400 and "choose a refiner run to refine your mask" in body["error"]
