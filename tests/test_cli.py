@@ -18,7 +18,7 @@ def _options(name: str) -> dict[str, click.Parameter]:
 
 
 def test_every_command_is_walked():
-    assert set(COMMANDS) == NETWORK | {"evaluate", "export"}
+    assert set(COMMANDS) == NETWORK | {"evaluate", "export", "pseudo-masks"}
 
 
 @pytest.mark.parametrize("name", sorted(NETWORK))

@@ -1,0 +1,52 @@
+"""Weak supervision: ``pseudo-masks`` (a dataset root of pseudo-masks from cheap labels)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .options import Classes, Quiet, split_classes
+
+__all__ = ["register"]
+
+
+def pseudo_masks_cmd(
+    data: Annotated[Path, typer.Option(help="Dataset root (VOC or folder layout).")],
+    out: Annotated[Path, typer.Option(help="New dataset root (folder layout) to write: the "
+                                      "images, their pseudo-masks, the real validation split.")],
+    source: Annotated[str, typer.Option("--from", help="The cheap labels: boxes (tags and "
+                                        "scribbles are not implemented yet).")] = "boxes",
+    boxes: Annotated[Path | None, typer.Option(
+        help='Boxes file (JSON): {"<image id>": [{"class": NAME, "x": .., "y": .., "w": .., '
+             '"h": ..}, ...]}, pixels, (x, y) the top-left corner.')] = None,
+    simulate_from_masks: Annotated[bool, typer.Option(
+        "--simulate-from-masks", help="Derive the boxes from the split's real masks (one per "
+        "connected component of each class), for benchmarks.")] = False,
+    method: Annotated[str, typer.Option(help="grabcut (GrabCut inside each box), or the "
+                                        "baselines box (the box itself) and ellipse (the "
+                                        "inscribed ellipse).")] = "grabcut",
+    classes: Classes = None,
+    split: Annotated[str, typer.Option(help="Split to make pseudo-masks for.")] = "train",
+    val_split: Annotated[str, typer.Option(help="Split copied with its real masks ('' = "
+                                           "none).")] = "val",
+    quiet: Quiet = False,
+) -> None:
+    """Pseudo-masks from boxes: a dataset root that train-segmenter trains on unchanged."""
+    from ..weak import write_pseudo_dataset
+
+    report = write_pseudo_dataset(data, out, source=source, boxes=boxes,
+                                  simulate=simulate_from_masks, method=method,
+                                  classes=split_classes(classes), split=split,
+                                  val_split=val_split or None, progress=not quiet)  # fmt: skip
+    q = report.get("quality")
+    if q:
+        typer.echo(f"pseudo-masks vs the real masks: per-image IoU {q['mean_image_iou']:.2f}, "
+                   f"mIoU {q['miou']:.2f}, void {q['void_share']:.1f}% of pixels")  # fmt: skip
+    typer.echo(f"{report['num_images']} pseudo-masks in {report['seconds']} s; train with: "
+               f"segrefine train-segmenter --data {out} --out RUN")  # fmt: skip
+
+
+def register(app: typer.Typer) -> None:
+    app.command("pseudo-masks")(pseudo_masks_cmd)
