@@ -1,0 +1,70 @@
+"""Weak supervision on Weizmann Horse: pseudo-masks from boxes, and the segmenter they train,
+beside the fully supervised one.
+
+Pseudo-masks are made for the training split from boxes simulated from its masks (GrabCut, and
+the trivial baselines box-as-mask and inscribed ellipse) and scored against the real masks;
+the segmenter trained on the GrabCut pseudo-masks and the fully supervised one (same command,
+real masks) are read from their runs (best validation epoch, 128-px protocol):
+
+    python benchmarks/weak_weizmann.py --data ../shared/data/weizmann_horse_voc \\
+        --work runs/weak --full ../shared/runs/weizmann_unet --boxes-run runs/weak/unet_boxes \\
+        --out docs/results/weak_weizmann.json
+
+The box-trained segmenter is trained with the fully supervised run's command on the pseudo
+root: ``segrefine train-segmenter --data runs/weak/wz_grabcut --classes horse --model unet
+--epochs 60 --out runs/weak/unet_boxes``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from segrefine.data.datasets import load_split
+from segrefine.data.io import read_mask
+from segrefine.weak import pseudo_mask_quality, write_pseudo_dataset
+
+KEYS = ("mean_image_iou", "miou", "boundary_iou")
+
+
+def _best_val(run: Path) -> dict:
+    """The kept epoch's validation scores of a segmenter run (percent)."""
+    records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    best = [r for r in records if r.get("best")][-1]
+    return {"epoch": best["epoch"], **{k: round(best["val"][k], 2) for k in KEYS}}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--work", type=Path, required=True, help="folder for the pseudo roots")
+    p.add_argument("--full", type=Path, required=True, help="the fully supervised run")
+    p.add_argument("--boxes-run", type=Path, help="the run trained on GrabCut pseudo-masks")
+    p.add_argument("--out", type=Path, required=True)
+    args = p.parse_args()
+    pseudo = {}
+    train = load_split(args.data, "train", ["horse"], False, size=None)
+    for method in ("grabcut", "box", "ellipse"):
+        root = args.work / f"wz_{method}"
+        if not (root / "pseudo.json").is_file():
+            write_pseudo_dataset(args.data, root, simulate=True, method=method,
+                                 classes=["horse"])  # fmt: skip
+        report = json.loads((root / "pseudo.json").read_text())
+        masks = [read_mask(root / "masks" / "train" / f"{it.id}.png") for it in train.items]
+        quality = pseudo_mask_quality(masks, [it.mask for it in train.items], train.class_names)
+        pseudo[method] = {**quality, "seconds_per_image": report["seconds_per_image"]}
+    full = _best_val(args.full)
+    result = {"data": str(args.data), "protocol": "128-px val, best validation epoch",
+              "full": full, "pseudo_masks": {"train": pseudo}}  # fmt: skip
+    if args.boxes_run:
+        boxes = _best_val(args.boxes_run)
+        boxes["share_of_full"] = round(100 * boxes["mean_image_iou"] / full["mean_image_iou"], 1)
+        result["boxes"] = boxes
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
