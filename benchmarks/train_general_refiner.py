@@ -31,7 +31,7 @@ SIZES = (256, 512, 768, 1024)  # scene sides, in turn
 def write_scenes(root: Path, n_train: int, n_val: int, seed: int) -> Path:
     """Scenes of :data:`SIZES` px in turn, in the folder layout (skipped when present)."""
     done = root / "scenes.json"
-    params = {"n_train": n_train, "n_val": n_val, "seed": seed, "sizes": SIZES}
+    params = {"n_train": n_train, "n_val": n_val, "seed": seed, "sizes": list(SIZES)}
     if done.is_file() and json.loads(done.read_text()) == params:
         return root
     for split, n, offset in (("train", n_train, 0), ("val", n_val, 1_000_000)):
