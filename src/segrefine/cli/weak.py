@@ -16,14 +16,20 @@ def pseudo_masks_cmd(
     data: Annotated[Path, typer.Option(help="Dataset root (VOC or folder layout).")],
     out: Annotated[Path, typer.Option(help="New dataset root (folder layout) to write: the "
                                       "images, their pseudo-masks, the real validation split.")],
-    source: Annotated[str, typer.Option("--from", help="The cheap labels: boxes (tags and "
-                                        "scribbles are not implemented yet).")] = "boxes",
+    source: Annotated[str, typer.Option("--from", help="The cheap labels: boxes or tags "
+                                        "(scribbles are not implemented yet).")] = "boxes",
     boxes: Annotated[Path | None, typer.Option(
         help='Boxes file (JSON): {"<image id>": [{"class": NAME, "x": .., "y": .., "w": .., '
              '"h": ..}, ...]}, pixels, (x, y) the top-left corner.')] = None,
+    tags: Annotated[Path | None, typer.Option(
+        help="Tags file: one line per image, '<image id> <class> [<class> ...]'.")] = None,
+    negatives: Annotated[Path | None, typer.Option(
+        help="With --from tags: a folder of images showing none of the classes (they teach "
+             "the classifier what no class looks like; a one-class dataset needs them).")] = None,
     simulate_from_masks: Annotated[bool, typer.Option(
-        "--simulate-from-masks", help="Derive the boxes from the split's real masks (one per "
-        "connected component of each class), for benchmarks.")] = False,
+        "--simulate-from-masks", help="Derive the boxes (one per connected component of each "
+        "class) or tags (the classes present) from the split's real masks, for benchmarks.")
+    ] = False,
     method: Annotated[str, typer.Option(help="grabcut (GrabCut inside each box), or the "
                                         "baselines box (the box itself) and ellipse (the "
                                         "inscribed ellipse).")] = "grabcut",
@@ -33,13 +39,14 @@ def pseudo_masks_cmd(
                                            "none).")] = "val",
     quiet: Quiet = False,
 ) -> None:
-    """Pseudo-masks from boxes: a dataset root that train-segmenter trains on unchanged."""
+    """Pseudo-masks from boxes or image tags: a dataset root train-segmenter trains on."""
     from ..weak import write_pseudo_dataset
 
     report = write_pseudo_dataset(data, out, source=source, boxes=boxes,
                                   simulate=simulate_from_masks, method=method,
                                   classes=split_classes(classes), split=split,
-                                  val_split=val_split or None, progress=not quiet)  # fmt: skip
+                                  val_split=val_split or None, progress=not quiet, tags=tags,
+                                  negatives=negatives)  # fmt: skip
     q = report.get("quality")
     if q:
         typer.echo(f"pseudo-masks vs the real masks: per-image IoU {q['mean_image_iou']:.2f}, "

@@ -1,9 +1,10 @@
 """Weak supervision: segmenters trained from cheap labels through pseudo-masks.
 
-Boxes (read from a file or simulated from masks) become pseudo-masks by GrabCut inside each
-box (:mod:`.boxes`); :func:`write_pseudo_dataset` writes them as a dataset root that
-``train-segmenter`` trains on unchanged (:mod:`.pseudo`). Image tags (class activation maps)
-and scribbles are not implemented yet.
+Boxes become pseudo-masks by GrabCut inside each box (:mod:`.boxes`); image tags by class
+activation maps grown to image edges (:mod:`.tags`); either read from a file or simulated from
+masks (:mod:`.annotations`). :func:`write_pseudo_dataset` writes them as a dataset root that
+``train-segmenter`` trains on unchanged (:mod:`.pseudo`). Scribbles and the simple-to-complex
+rounds are not implemented yet.
 """
 
 from .annotations import Box, boxes_from_mask, read_boxes

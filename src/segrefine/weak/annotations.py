@@ -106,3 +106,37 @@ def boxes_to_json(boxes: dict[str, list[Box]], class_names: tuple[str, ...]) -> 
     """The boxes file's form of ``boxes`` (what :func:`read_boxes` reads back)."""
     return {image_id: [{"class": class_names[b.label], "x": b.x, "y": b.y, "w": b.w, "h": b.h}
                        for b in bs] for image_id, bs in boxes.items()}  # fmt: skip
+
+
+def read_tags(path: str | Path, class_names: tuple[str, ...],
+              ids: list[str]) -> dict[str, set[int]]:  # fmt: skip
+    """Tags file: one line per image, ``<image id> <class> [<class> ...]`` (spaces or commas;
+    ``#`` starts a comment). Returns image id -> class ids; an image without a line has none."""
+    path = Path(path)
+    try:
+        lines = path.read_text().splitlines()
+    except FileNotFoundError:
+        raise InputError("no such tags file", path) from None
+    except UnicodeDecodeError:
+        raise InputError("tags file is not text", path) from None
+    known, out = set(ids), {}
+    for n, line in enumerate(lines, start=1):
+        words = line.split("#")[0].replace(",", " ").split()
+        if not words:
+            continue
+        image_id, names = words[0], words[1:]
+        if image_id not in known:
+            raise InputError(f"line {n}: no image {image_id!r} in the split", path)
+        bad = [c for c in names if c not in class_names or c == "background"]
+        if bad:
+            raise InputError(f"line {n}: unknown class {bad[0]!r}", path)
+        out[image_id] = {class_names.index(c) for c in names}
+    return out
+
+
+def tags_from_mask(mask: np.ndarray) -> set[int]:
+    """Simulated tags: the classes (not background or void) covering at least
+    :data:`MIN_COMPONENT` of the image."""
+    ids, counts = np.unique(mask, return_counts=True)
+    return {int(i) for i, c in zip(ids, counts, strict=True)
+            if i not in (0, VOID) and c >= MIN_COMPONENT * mask.size}  # fmt: skip

@@ -1,14 +1,16 @@
 """Write a dataset of pseudo-masks that ``train-segmenter`` trains on unchanged.
 
 ``write_pseudo_dataset`` reads a split of a dataset root (either layout), makes a pseudo-mask
-per image from cheap labels, and writes a new root in the folder layout:
+per image from cheap labels -- boxes (:mod:`.boxes`) or image tags (:mod:`.tags`) -- and
+writes a new root in the folder layout:
 
 * ``images/<split>/<id>.png`` and ``masks/<split>/<id>.png`` (the pseudo-masks, VOC palette,
   255 = void where unsure);
 * the validation split copied with its *real* masks when it has them, so training is
   validated against the truth as usual;
 * ``classes.txt``; ``pseudo.json`` (settings, timing and, when the split has real masks, how
-  good the pseudo-masks are); ``boxes.json`` (the boxes used, simulated or read).
+  good the pseudo-masks are); ``boxes.json`` or ``tags.txt`` (the labels used, simulated or
+  read, in the form the command reads).
 
 The new root is written beside its final place and renamed into it, so an interrupted run
 leaves nothing half-written.
@@ -27,11 +29,12 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..data.datasets import load_split
-from ..data.io import VOID, write_image, write_json, write_label_png
+from ..data.io import VOID, list_images, read_image, write_image, write_json, write_label_png
 from ..errors import InputError
 from ..metrics import SegmentationScores
-from .annotations import boxes_from_mask, boxes_to_json, read_boxes
+from .annotations import boxes_from_mask, boxes_to_json, read_boxes, read_tags, tags_from_mask
 from .boxes import METHODS, pseudo_mask_from_boxes
+from .tags import TagSettings, class_maps, pseudo_mask_from_tags, train_classifier
 
 
 def pseudo_mask_quality(pseudo: list[np.ndarray], truth: list[np.ndarray],
@@ -50,6 +53,9 @@ def pseudo_mask_quality(pseudo: list[np.ndarray], truth: list[np.ndarray],
             "void_share": round(100 * void / max(len(pseudo), 1), 2)}  # fmt: skip
 
 
+SOURCES = ("boxes", "tags")
+
+
 def write_pseudo_dataset(
     data: str | Path,
     out: str | Path,
@@ -61,25 +67,40 @@ def write_pseudo_dataset(
     split: str = "train",
     val_split: str | None = "val",
     progress: bool = True,
+    tags: str | Path | None = None,
+    negatives: str | Path | None = None,
+    tag_settings: TagSettings | None = None,
 ) -> dict:
-    """Pseudo-masks for ``split`` of ``data`` from ``source`` labels (``boxes``: a boxes file,
-    or with ``simulate`` boxes derived from the real masks), written as a new root ``out``.
-    Returns what ``pseudo.json`` holds."""
-    if source != "boxes":
-        raise InputError(f"--from {source}: only boxes are implemented so far")
-    if method not in METHODS:
+    """Pseudo-masks for ``split`` of ``data`` from ``source`` labels, written as a new root
+    ``out``: ``boxes`` (a boxes file) or ``tags`` (a tags file, plus ``negatives``, a folder
+    of images showing none of the classes), or with ``simulate`` either derived from the real
+    masks. Returns what ``pseudo.json`` holds."""
+    if source not in SOURCES:
+        raise InputError(f"--from must be one of {', '.join(SOURCES)} (scribbles are not "
+                         f"implemented yet), got {source!r}")  # fmt: skip
+    if source == "boxes" and method not in METHODS:
         raise InputError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
-    if simulate == (boxes is not None):
-        raise InputError("give either a boxes file (--boxes) or --simulate-from-masks")
+    given_file = boxes if source == "boxes" else tags
+    if simulate == (given_file is not None):
+        raise InputError(f"give either a {source} file (--{source}) or --simulate-from-masks")
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise InputError("output exists and is not empty; pick another --out", out)
     train = load_split(data, split, classes, False, size=None, require_masks=simulate)
     names = train.class_names
-    if simulate:
-        given = {it.id: boxes_from_mask(it.mask) for it in train.items}
+    negative_images = [read_image(f) for f in list_images(negatives)] if negatives else []
+    if source == "boxes":
+        if simulate:
+            given = {it.id: boxes_from_mask(it.mask) for it in train.items}
+        else:
+            given = read_boxes(boxes, names, {it.id: it.image.shape[:2] for it in train.items})
+
+        def make(it):
+            return pseudo_mask_from_boxes(it.image, given.get(it.id, []), method)
     else:
-        given = read_boxes(boxes, names, {it.id: it.image.shape[:2] for it in train.items})
+        given = ({it.id: tags_from_mask(it.mask) for it in train.items} if simulate
+                 else read_tags(tags, names, [it.id for it in train.items]))  # fmt: skip
+        make = _tag_maker(train, given, negative_images, tag_settings or TagSettings(), progress)
     val = load_split(data, val_split, classes, False, size=None) if val_split else None
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -87,9 +108,10 @@ def write_pseudo_dataset(
     try:
         t0 = time.perf_counter()
         pseudo = []
-        for it in tqdm(train.items, desc=f"pseudo-masks ({method})", disable=not progress,
+        what = method if source == "boxes" else "tags"
+        for it in tqdm(train.items, desc=f"pseudo-masks ({what})", disable=not progress,
                        leave=False):  # fmt: skip
-            mask = pseudo_mask_from_boxes(it.image, given.get(it.id, []), method)
+            mask = make(it)
             pseudo.append(mask)
             write_image(tmp / "images" / split / f"{it.id}.png", it.image)
             write_label_png(tmp / "masks" / split / f"{it.id}.png", mask)
@@ -100,14 +122,20 @@ def write_pseudo_dataset(
         (tmp / "classes.txt").write_text("\n".join(names) + "\n")
         report = {
             "data": str(data), "split": split, "val_split": val_split, "source": source,
-            "boxes": "simulated from the masks" if simulate else str(boxes), "method": method,
+            "labels": "simulated from the masks" if simulate else str(given_file),
+            "method": method if source == "boxes" else "cam+random-walker",
+            "negatives": len(negative_images),
             "classes": list(names), "num_images": len(train.items),
             "seconds": round(seconds, 1), "seconds_per_image": round(seconds / len(pseudo), 3),
         }  # fmt: skip
         if all(it.mask is not None for it in train.items):
             report["quality"] = pseudo_mask_quality(pseudo, [it.mask for it in train.items],
                                                     names)  # fmt: skip
-        write_json(tmp / "boxes.json", boxes_to_json(given, names))
+        if source == "boxes":
+            write_json(tmp / "boxes.json", boxes_to_json(given, names))
+        else:
+            (tmp / "tags.txt").write_text("".join(
+                f"{i} {' '.join(names[c] for c in sorted(t))}\n" for i, t in given.items()))
         write_json(tmp / "pseudo.json", report)
         if out.exists():
             out.rmdir()  # empty, checked above
@@ -116,3 +144,29 @@ def write_pseudo_dataset(
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return json.loads((out / "pseudo.json").read_text())
+
+
+def _tag_maker(train, tags: dict, negatives: list, settings: TagSettings, progress: bool):
+    """Train the tag classifier on the split (+ negatives) and return the per-image maker."""
+    images = [it.image for it in train.items] + negatives
+    targets = [{c - 1 for c in tags.get(it.id, set())} for it in train.items]
+    targets += [set()] * len(negatives)
+    if not any(targets):
+        raise InputError("no image has a tag: nothing to learn the classes from")
+    bar = tqdm(total=1, desc="tag classifier", disable=not progress, leave=False)
+
+    def report(step, steps, loss):
+        bar.total = steps
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.3f}")
+
+    net = train_classifier(images, targets, train.num_classes - 1, settings, report)  # tag k:
+    # class k + 1
+    bar.close()
+
+    def make(it):
+        cams = class_maps(net, it.image, settings.size)
+        return pseudo_mask_from_tags(it.image, {c - 1 for c in tags.get(it.id, set())}, cams,
+                                     settings)  # fmt: skip
+
+    return make
