@@ -37,6 +37,8 @@ def main() -> None:
     p.add_argument("--split", default="val")
     p.add_argument("--refiner", type=Path, required=True)
     p.add_argument("--coarse", type=int, default=128, help="short side of the coarse mask")
+    p.add_argument("--classes", default=None, help="with a class-agnostic refiner: the "
+                   "dataset's classes to keep, e.g. horse")
     p.add_argument("--samples", type=int, default=None)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", type=Path, required=True)
@@ -44,15 +46,18 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     ref = Refiner.load(args.refiner, "cpu")
-    # the refiner's classes, picked from the dataset's (e.g. horse out of the 21 VOC classes)
+    # the refiner's classes, picked from the dataset's (e.g. horse out of the 21 VOC classes);
+    # a class-agnostic refiner takes the dataset's (or --classes)
     classes = [c for c in ref.spec.class_names if c != "background"]
+    if ref.spec.class_agnostic:
+        classes = args.classes.split(",") if args.classes else None
     split = load_split(args.data, args.split, classes, False, None)
     rows: dict[str, list[np.ndarray]] = {"upsampled": [], "refined": []}
     seconds, megapixels = 0.0, 0.0
     for item in split.items:
         truth = np.where(item.mask == VOID, 0, item.mask).astype(np.uint8)
         small = resize_mask(truth, working_size(truth.shape, args.coarse))
-        prior = prior_for_image(truth.shape, ref.num_classes, labels=small)
+        prior = prior_for_image(truth.shape, split.num_classes, labels=small)
         rows["upsampled"].append(prior.argmax(0))
         t0 = time.perf_counter()
         out = ref.refine(item.image, labels=small, samples=args.samples)
