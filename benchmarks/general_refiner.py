@@ -47,6 +47,7 @@ def _scores(labels, truths, names) -> dict:
 
 def weizmann(args, seg: Segmenter, ref: Refiner) -> dict:
     split = load_split(args.data, args.split, args.classes.split(","), False, None)
+    split.items = split.items[: args.limit]
     images, truths = [it.image for it in split.items], [it.mask for it in split.items]
     names = split.class_names
     clock: dict[str, float] = {}
@@ -68,6 +69,7 @@ def weizmann(args, seg: Segmenter, ref: Refiner) -> dict:
 
 def camvid(args, seg: Segmenter, ref: Refiner) -> dict:
     split = load_split(args.data, args.split, None, False, None)
+    split.items = split.items[: args.limit]
     names = split.class_names
     images = [it.image for it in split.items]
     probs = [r.probs for r in segment_and_refine(images, seg, seed=0)]
@@ -99,6 +101,7 @@ def main() -> None:
     p.add_argument("--segmenter", type=Path, required=True)
     p.add_argument("--refiner", type=Path, required=True)
     p.add_argument("--coarse", type=int, default=64)
+    p.add_argument("--limit", type=int, default=None, help="first N images only (smoke test)")
     p.add_argument("--out", type=Path, default=Path("docs/results/general_refiner.json"))
     args = p.parse_args()
     seg, ref = Segmenter.load(args.segmenter, "cpu"), Refiner.load(args.refiner, "cpu")
