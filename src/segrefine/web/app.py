@@ -69,6 +69,15 @@ def _example(i: int) -> np.ndarray:
     return generate_scene(EXAMPLE_SEEDS[i], size=128)[0]
 
 
+def _decoding(fn, name: str, max_megapixels: float):
+    """``fn`` taking the encoded image in place of the decoded one."""
+
+    def run(data: bytes, *args, **kwargs):
+        return fn(decode_upload(data, name, max_megapixels), *args, **kwargs)
+
+    return run
+
+
 def _error(message: str, status: int = 400) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
@@ -137,28 +146,29 @@ def create_app(
             return _error(f"no example {i}", 404)
         return Response(png_bytes(_example(i)), media_type="image/png")
 
-    async def _image(form) -> tuple[np.ndarray, str]:
+    async def _image(form) -> tuple[np.ndarray, str, bytes | None]:
+        """The request's image, its name and, for an upload, its encoded bytes."""
         upload = form.get("file")
         if upload is not None and not isinstance(upload, str) and upload.filename:
             data = await upload.read()
             # decoding takes seconds for a large image: never on the event loop
             image = await run_in_threadpool(decode_upload, data, upload.filename, max_megapixels)
-            return image, upload.filename
+            return image, upload.filename, data
         example = form.get("example")
         if isinstance(example, str) and example.startswith("run:"):
             path = cache.index.example_path(example)  # only a file a run lists
             data = await run_in_threadpool(path.read_bytes)
             image = await run_in_threadpool(decode_upload, data, path.name, max_megapixels)
-            return image, path.name
+            return image, path.name, data
         if example not in (None, ""):
             i = _number(form, "example", int, 0, len(EXAMPLE_SEEDS) - 1)
-            return _example(i), f"example{i}.png"
+            return _example(i), f"example{i}.png", None
         raise InputError("choose an image to upload or one of the examples")
 
     async def segment(request: Request) -> Response:
         try:
             form = await request.form()
-            image, name = await _image(form)
+            image, name, data = await _image(form)
             steps = _number(form, "steps", int, 1, 1000)
             strength = _number(form, "strength", float, 0.01, 1.0)
             samples = _number(form, "samples", int, 1, 32)
@@ -187,13 +197,13 @@ def create_app(
                 refiner.settings(steps, strength, samples, flip)
         except InputError as err:
             return _error(str(err))
-        return _submit("segment", name, segment_and_refine, image, segmenter, refiner,
+        return _submit("segment", name, segment_and_refine, (image, data), segmenter, refiner,
                        steps=steps, strength=strength, samples=samples, flip=flip, mask=mask)
 
     async def cluster(request: Request) -> Response:
         try:
             form = await request.form()
-            image, name = await _image(form)
+            image, name, data = await _image(form)
             min_labels = _number(form, "min_labels", int, 1, 100, default=3)
             max_iter = _number(form, "max_iter", int, 1, 1000, default=30)
             connected = form.get("connected") in ("1", "true", "on")
@@ -208,12 +218,18 @@ def create_app(
                 raise InputError("scribbles must be a list of strokes")
         except InputError as err:
             return _error(str(err))
-        return _submit("cluster", name, cluster_figures, image, strokes,
+        return _submit("cluster", name, cluster_figures, (image, data), strokes,
                        min_labels=min_labels, max_iter=max_iter, connected=connected)
 
-    def _submit(kind, name, fn, *args, **kwargs) -> Response:
+    def _submit(kind, name, fn, source: tuple[np.ndarray, bytes | None], *args,
+                **kwargs) -> Response:  # fmt: skip
+        image, data = source
+        if data is not None:
+            # a waiting job keeps the upload as it came (a 16 MP photo: a few MB encoded,
+            # 48 MB decoded) and decodes it again when it starts
+            fn, image = _decoding(fn, name, max_megapixels), data
         try:
-            job = queue.submit(kind, name, fn, *args, **kwargs)
+            job = queue.submit(kind, name, fn, image, *args, **kwargs)
         except QueueFull as err:
             return _error(str(err), 429)
         return JSONResponse({"job": job.id})
