@@ -1,0 +1,160 @@
+"""The loaded diffusion model and one-pass segmentation from its attention (StableSeg).
+
+One U-Net evaluation per image: the image's latent, lightly noised at a small timestep, is
+denoised once under a prompt naming the classes; the recorded cross-attention gives one map
+per class and the recorded self-attention sharpens them (:mod:`.maps`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..errors import InputError
+from . import maps as M
+from .capture import AttentionStore, install
+from .prompt import build_prompt, check_classes, token_groups
+
+BACKGROUND = "background"
+
+
+@dataclass
+class CapturedAttention:
+    """What one U-Net pass recorded, batch item 0, float32 on the CPU."""
+
+    prompt: str
+    token_groups: list[list[int]]  # per class, its token positions in the prompt
+    latent_hw: tuple[int, int]
+    cross: list[np.ndarray]  # per cross-attention layer: (HW, tokens)
+    cross_names: list[str]
+    self_attn: list[np.ndarray]  # per self-attention layer with HW <= the bound: (HW, HW)
+    self_names: list[str]
+
+
+@dataclass
+class AttentionSegmentation:
+    """``labels`` (H, W) uint8 index ``class_names``; ``probs`` (K, H, W) float32 sum to 1
+    over K = len(class_names); ``cross`` (C, h, w) the aggregated cross-attention maps of the
+    given classes (before self-attention refinement, each scaled to a maximum of 1)."""
+
+    labels: np.ndarray
+    probs: np.ndarray
+    class_names: tuple[str, ...]
+    cross: np.ndarray
+
+
+class AttentionModel:
+    """A Stable Diffusion model (U-Net, VAE, text encoder, tokenizer, noise schedule) used for
+    training-free segmentation. Build it with :func:`~segrefine.attention.load_attention_model`.
+    """
+
+    def __init__(self, unet, vae, text_encoder, tokenizer, scheduler, device: torch.device,
+                 dtype: torch.dtype, resolution: int = 512, max_self_tokens: int = 32 * 32,
+                 path: Path | None = None):  # fmt: skip
+        self.unet, self.vae, self.text_encoder = unet, vae, text_encoder
+        self.tokenizer, self.scheduler = tokenizer, scheduler
+        self.device, self.dtype, self.path = device, dtype, path
+        self.resolution = resolution
+        self.store = AttentionStore(max_self_tokens=max_self_tokens)
+        install(unet, self.store)
+        # the image must survive the VAE's and then the U-Net's halvings without rounding
+        vae_factor = 2 ** (len(vae.config.block_out_channels) - 1)
+        unet_factor = 2 ** (len(unet.config.block_out_channels) - 1)
+        self.vae_factor, self.size_multiple = vae_factor, vae_factor * unet_factor
+        self.max_length = min(int(tokenizer.model_max_length),
+                              int(text_encoder.config.max_position_embeddings))  # fmt: skip
+
+    # -- the one U-Net pass -------------------------------------------------------------------
+
+    def _check(self, image: np.ndarray, timestep: int, resolution: int) -> None:
+        if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 \
+                or image.shape[2] != 3 or min(image.shape[:2]) < 1:  # fmt: skip
+            shape = getattr(image, "shape", None)
+            raise InputError(f"expected an RGB image array (H, W, 3) of uint8, got {shape} "
+                             f"{getattr(image, 'dtype', type(image).__name__)}")  # fmt: skip
+        steps = int(self.scheduler.config.num_train_timesteps)
+        if not 0 <= int(timestep) < steps:
+            raise InputError(f"timestep {timestep} is outside 0..{steps - 1}")
+        if resolution < self.size_multiple or resolution % self.size_multiple:
+            raise InputError(f"resolution {resolution} must be a positive multiple of "
+                             f"{self.size_multiple} for this model")  # fmt: skip
+
+    @torch.inference_mode()
+    def _latents(self, image: np.ndarray, resolution: int) -> torch.Tensor:
+        resized = Image.fromarray(image).resize((resolution, resolution), Image.BICUBIC)
+        x = torch.from_numpy(np.asarray(resized, dtype=np.float32) / 127.5 - 1.0)
+        x = x.permute(2, 0, 1)[None].to(self.device, self.vae.dtype)
+        latents = self.vae.encode(x).latent_dist.mean * self.vae.config.scaling_factor
+        return latents.to(self.dtype)
+
+    @torch.inference_mode()
+    def _text(self, prompt: str) -> torch.Tensor:
+        ids = self.tokenizer(prompt, padding="max_length", max_length=self.max_length,
+                             truncation=True, return_tensors="pt").input_ids  # fmt: skip
+        return self.text_encoder(ids.to(self.device))[0].to(self.dtype)
+
+    @torch.inference_mode()
+    def capture(self, image: np.ndarray, classes: list[str], timestep: int = 1, seed: int = 0,
+                resolution: int | None = None) -> CapturedAttention:  # fmt: skip
+        """Run the U-Net once on ``image`` under the prompt naming ``classes`` and return the
+        attention it recorded. The noise comes from a CPU generator seeded with ``seed``, so
+        the result is the same on every device."""
+        resolution = int(resolution or self.resolution)
+        self._check(image, timestep, resolution)
+        names = check_classes(classes)
+        prompt = build_prompt(names)
+        groups = token_groups(self.tokenizer, prompt, names, self.max_length)
+        latents = self._latents(image, resolution)
+        noise = torch.randn(latents.shape, generator=torch.Generator().manual_seed(seed))
+        t = torch.tensor([int(timestep)], dtype=torch.long)
+        noisy = self.scheduler.add_noise(latents.float().cpu(), noise, t)
+        text = self._text(prompt)
+        self.store.clear()
+        self.store.active = True
+        try:
+            self.unet(noisy.to(self.device, self.dtype), t.to(self.device),
+                      encoder_hidden_states=text, return_dict=False)  # fmt: skip
+            cross = [(n, a[0].numpy()) for n, a in self.store.cross]
+            selfs = [(n, a[0].numpy()) for n, a in self.store.self_attn]
+        finally:
+            self.store.active = False
+            self.store.clear()
+        return CapturedAttention(
+            prompt=prompt, token_groups=groups, latent_hw=tuple(latents.shape[-2:]),
+            cross=[a for _, a in cross], cross_names=[n for n, _ in cross],
+            self_attn=[a for _, a in selfs], self_names=[n for n, _ in selfs],
+        )  # fmt: skip
+
+    # -- segmentation -------------------------------------------------------------------------
+
+    def segment(self, image: np.ndarray, classes: list[str], threshold: float = 0.3,
+                sar: bool = True, timestep: int = 1, seed: int = 0,
+                resolution: int | None = None) -> AttentionSegmentation:  # fmt: skip
+        """Segment ``image`` (H, W, 3) uint8 into ``classes`` with no training.
+
+        Without a class named ``background`` one is added first (label 0) for pixels whose
+        best class score is below ``threshold``; the given classes are labels 1..C. With one,
+        labels index ``classes`` directly (plain argmax). ``sar`` turns the self-attention
+        refinement on; ``timestep`` and ``seed`` fix the noise added to the latent.
+        """
+        if not 0.0 <= float(threshold) <= 1.0:
+            raise InputError(f"threshold {threshold} is outside [0, 1]")
+        names = check_classes(classes)
+        cap = self.capture(image, list(names), timestep=timestep, seed=seed,
+                           resolution=resolution)  # fmt: skip
+        cross = M.aggregate_cross(cap.cross, cap.token_groups, cap.latent_hw)
+        class_maps = cross
+        if sar:
+            averaged = M.average_self_attention(cap.self_attn, cap.latent_hw)
+            if averaged is not None:  # no layer small enough: the cross maps are used as is
+                class_maps = M.refine_with_self_attention(cross, *averaged)
+        has_background = BACKGROUND in (n.lower() for n in names)
+        labels, probs = M.labels_and_probs(class_maps, image.shape[:2], float(threshold),
+                                           has_background=has_background)  # fmt: skip
+        class_names = names if has_background else (BACKGROUND, *names)
+        return AttentionSegmentation(labels=labels, probs=probs, class_names=class_names,
+                                     cross=cross)  # fmt: skip
