@@ -33,6 +33,10 @@ def pseudo_masks_cmd(
     method: Annotated[str, typer.Option(help="grabcut (GrabCut inside each box), or the "
                                         "baselines box (the box itself) and ellipse (the "
                                         "inscribed ellipse).")] = "grabcut",
+    rounds: Annotated[int, typer.Option(
+        help="Simple-to-complex rounds: segmenters trained out-of-fold on the pseudo-masks "
+             "re-make them (within the boxes / tags) this many times.")] = 0,
+    round_epochs: Annotated[int, typer.Option(help="Epochs of each round's segmenters.")] = 20,
     classes: Classes = None,
     split: Annotated[str, typer.Option(help="Split to make pseudo-masks for.")] = "train",
     val_split: Annotated[str, typer.Option(help="Split copied with its real masks ('' = "
@@ -46,7 +50,10 @@ def pseudo_masks_cmd(
                                   simulate=simulate_from_masks, method=method,
                                   classes=split_classes(classes), split=split,
                                   val_split=val_split or None, progress=not quiet, tags=tags,
-                                  negatives=negatives)  # fmt: skip
+                                  negatives=negatives, rounds=rounds,
+                                  round_epochs=round_epochs)  # fmt: skip
+    for r, q in enumerate(report.get("quality_by_round", [])[:-1]):
+        typer.echo(f"round {r}: per-image IoU {q['mean_image_iou']:.2f}, mIoU {q['miou']:.2f}")
     q = report.get("quality")
     if q:
         typer.echo(f"pseudo-masks vs the real masks: per-image IoU {q['mean_image_iou']:.2f}, "

@@ -32,8 +32,10 @@ from ..data.datasets import load_split
 from ..data.io import VOID, list_images, read_image, write_image, write_json, write_label_png
 from ..errors import InputError
 from ..metrics import SegmentationScores
+from ..train import TrainConfig
 from .annotations import boxes_from_mask, boxes_to_json, read_boxes, read_tags, tags_from_mask
 from .boxes import METHODS, pseudo_mask_from_boxes
+from .rounds import allowed_classes, one_round
 from .tags import TagSettings, class_maps, pseudo_mask_from_tags, train_classifier
 
 
@@ -70,11 +72,20 @@ def write_pseudo_dataset(
     tags: str | Path | None = None,
     negatives: str | Path | None = None,
     tag_settings: TagSettings | None = None,
+    rounds: int = 0,
+    round_epochs: int = 20,
+    round_settings: dict | None = None,
+    device: str = "cpu",
 ) -> dict:
     """Pseudo-masks for ``split`` of ``data`` from ``source`` labels, written as a new root
     ``out``: ``boxes`` (a boxes file) or ``tags`` (a tags file, plus ``negatives``, a folder
     of images showing none of the classes), or with ``simulate`` either derived from the real
-    masks. Returns what ``pseudo.json`` holds."""
+    masks. With ``rounds``, segmenters trained out-of-fold on the pseudo-masks re-make them
+    that many times (:mod:`.rounds`; a U-Net at 128 px by default, ``round_settings`` override
+    its ``TrainConfig`` fields). Returns what ``pseudo.json`` holds."""
+    if not 0 <= rounds <= 10 or round_epochs < 1:
+        raise InputError(f"--rounds must be in 0..10 and --round-epochs positive, got {rounds} "
+                         f"and {round_epochs}")  # fmt: skip
     if source not in SOURCES:
         raise InputError(f"--from must be one of {', '.join(SOURCES)} (scribbles are not "
                          f"implemented yet), got {source!r}")  # fmt: skip
@@ -116,10 +127,26 @@ def write_pseudo_dataset(
             write_image(tmp / "images" / split / f"{it.id}.png", it.image)
             write_label_png(tmp / "masks" / split / f"{it.id}.png", mask)
         seconds = time.perf_counter() - t0
+        (tmp / "classes.txt").write_text("\n".join(names) + "\n")
+        history = []
+        if rounds:
+            allowed = {it.id: allowed_classes(it.image.shape[:2], len(names),
+                                              given.get(it.id) if source == "tags" else None,
+                                              given.get(it.id) if source == "boxes" else None)
+                       for it in train.items}  # fmt: skip
+            for r in range(rounds):
+                cfg = TrainConfig(**{"data": str(tmp), "epochs": round_epochs, "seed": r,
+                                     **(round_settings or {})})  # fmt: skip
+                if train.items[0].mask is not None:
+                    history.append(pseudo_mask_quality(pseudo, [it.mask for it in train.items],
+                                                       names))  # fmt: skip
+                pseudo = one_round(tmp, split, train.items, allowed, cfg, device=device)
+                for it, mask in zip(train.items, pseudo, strict=True):
+                    write_label_png(tmp / "masks" / split / f"{it.id}.png", mask)
+            seconds = time.perf_counter() - t0
         for it in val.items if val else []:
             write_image(tmp / "images" / val_split / f"{it.id}.png", it.image)
             write_label_png(tmp / "masks" / val_split / f"{it.id}.png", it.mask)
-        (tmp / "classes.txt").write_text("\n".join(names) + "\n")
         report = {
             "data": str(data), "split": split, "val_split": val_split, "source": source,
             "labels": "simulated from the masks" if simulate else str(given_file),
@@ -131,6 +158,9 @@ def write_pseudo_dataset(
         if all(it.mask is not None for it in train.items):
             report["quality"] = pseudo_mask_quality(pseudo, [it.mask for it in train.items],
                                                     names)  # fmt: skip
+            if rounds:  # round 0 is the first pseudo-masks; the last is "quality"
+                report["quality_by_round"] = [*history, report["quality"]]
+        report["rounds"] = rounds
         if source == "boxes":
             write_json(tmp / "boxes.json", boxes_to_json(given, names))
         else:
