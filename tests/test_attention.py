@@ -314,3 +314,24 @@ def test_bad_arguments(model, image):
         model.segment(image, ["sky"], resolution=30)
     with pytest.raises(InputError, match="longer than"):
         model.segment(image, [f"sky{'a' * i}" for i in range(1, 20)])
+
+
+def test_attention_segment_command_writes_labels_and_probabilities(run_cli, sd_folder, image,
+                                                                  tmp_path):  # fmt: skip
+    from PIL import Image
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    Image.fromarray(image).save(folder / "a.png")
+    code, out, err = run_cli("attention-segment", "--model", sd_folder, "--classes",
+                             "horse,traffic light", "--images", folder, "--out",
+                             tmp_path / "out", "--resolution", "64", "--device", "cpu", "-q")
+    assert code == 0, err
+    labels = np.asarray(Image.open(tmp_path / "out" / "a.png"))
+    probs = np.load(tmp_path / "out" / "a.npy")
+    assert labels.shape == image.shape[:2] and probs.shape[1:] == image.shape[:2]
+    names = (tmp_path / "out" / "classes.txt").read_text().split("\n")[:-1]
+    assert names == ["background", "horse", "traffic light"] and probs.shape[0] == 3
+    code, _, err = run_cli("attention-segment", "--model", tmp_path / "nowhere", "--classes",
+                           "horse", "--images", folder, "--out", tmp_path / "o2")
+    assert code == 2 and "nowhere" in err and not (tmp_path / "o2").exists()

@@ -10,7 +10,8 @@ from segrefine.cli import app
 
 COMMANDS = typer.main.get_command(app).commands
 NETWORK = {"train-segmenter", "predict", "evaluate", "train-refiner", "refine", "benchmark",
-           "demo", "serve", "cluster", "cluster-benchmark"} - {"evaluate"}  # fmt: skip
+           "demo", "serve", "cluster", "cluster-benchmark",
+           "attention-segment"} - {"evaluate"}  # fmt: skip
 
 
 def _options(name: str) -> dict[str, click.Parameter]:

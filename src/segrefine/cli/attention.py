@@ -1,0 +1,66 @@
+"""Training-free segmentation from a diffusion model's attention: ``attention-segment``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+from tqdm.auto import tqdm
+
+from ..errors import InputError
+from .options import Device, Quiet, Threads
+
+__all__ = ["register"]
+
+
+def attention_segment_cmd(
+    model: Annotated[Path, typer.Option(help="A local Stable Diffusion folder in the diffusers "
+                                        "layout (model_index.json, unet/, vae/, text_encoder/, "
+                                        "tokenizer/, scheduler/). Nothing is downloaded.")],
+    classes: Annotated[str, typer.Option(help="Comma-separated class names, any words, e.g. "
+                                         "'horse,grass,sky' or 'car,traffic light'.")],
+    images: Annotated[Path, typer.Option(help="A folder of images, or one image.")],
+    out: Annotated[Path, typer.Option(help="Folder for <id>.png labels (VOC palette), <id>.npy "
+                                      "class probabilities and classes.txt.")],
+    threshold: Annotated[float, typer.Option(help="Without a 'background' class: pixels whose "
+                                             "best class scores below this are background.")
+                         ] = 0.3,
+    sar: Annotated[bool, typer.Option(help="Refine the class maps with the U-Net's "
+                                      "self-attention.")] = True,
+    resolution: Annotated[int, typer.Option(help="Side the image is resized to for the model "
+                                            "(a multiple of 32 for Stable Diffusion).")] = 512,
+    seed: Annotated[int, typer.Option(help="Seed of the small noise added to the latent.")] = 0,
+    device: Device = "auto",
+    threads: Threads = None,
+    quiet: Quiet = False,
+) -> None:
+    """Segment images with no training from a Stable Diffusion U-Net's attention (StableSeg)."""
+    from ..attention import load_attention_model
+    from ..data.io import read_image, write_label_png, write_npy
+
+    names = [c.strip() for c in classes.split(",")]
+    files = [images] if images.is_file() else None
+    if files is None:
+        from ..data.io import list_images
+
+        files = list_images(images)
+    if not files:
+        raise InputError("no images found", images)
+    for f in files:  # every input is checked before the first output is written
+        read_image(f)
+    net = load_attention_model(model, device=device, resolution=resolution)
+    out.mkdir(parents=True, exist_ok=True)
+    result = None
+    for f in tqdm(files, desc="attention-segment", disable=quiet, leave=False):
+        result = net.segment(read_image(f), names, threshold=threshold, sar=sar, seed=seed)
+        write_label_png(out / f"{f.stem}.png", result.labels)
+        write_npy(out / f"{f.stem}.npy", result.probs.astype(np.float16))
+    (out / "classes.txt").write_text("\n".join(result.class_names) + "\n")
+    typer.echo(f"segmented {len(files)} images into {out} (classes: "
+               f"{', '.join(result.class_names)})")  # fmt: skip
+
+
+def register(app: typer.Typer) -> None:
+    app.command("attention-segment")(attention_segment_cmd)
