@@ -335,3 +335,20 @@ def test_attention_segment_command_writes_labels_and_probabilities(run_cli, sd_f
     code, _, err = run_cli("attention-segment", "--model", tmp_path / "nowhere", "--classes",
                            "horse", "--images", folder, "--out", tmp_path / "o2")
     assert code == 2 and "nowhere" in err and not (tmp_path / "o2").exists()
+
+
+def test_attention_masks_become_pseudo_masks(run_cli, sd_folder, tmp_path, synthetic_root):
+    """StableSeg+: the attention segmentation of the dataset's class names, as a dataset root
+    train-segmenter takes (quality is meaningless on a random model; the layout is the test)."""
+    import json
+
+    out = tmp_path / "pseudo"
+    code, _, err = run_cli("pseudo-masks", "--data", synthetic_root, "--from", "attention",
+                           "--attention-model", sd_folder, "--out", out, "-q")  # fmt: skip
+    assert code == 0, err
+    report = json.loads((out / "pseudo.json").read_text())
+    assert report["method"] == "stableseg" and report["num_images"] == 16
+    assert len(list((out / "masks" / "train").iterdir())) == 16
+    code, _, err = run_cli("pseudo-masks", "--data", synthetic_root, "--from", "attention",
+                           "--out", tmp_path / "x")  # fmt: skip
+    assert code == 2 and "--attention-model" in err

@@ -56,14 +56,16 @@ def _load(name: str, path: Path, loader, **kwargs):
 
 def load_attention_model(
     path: str | Path, device: str = "auto", dtype: torch.dtype | None = None,
-    resolution: int = 512, max_self_tokens: int = 32 * 32,
+    resolution: int | None = None, max_self_tokens: int = 32 * 32,
 ) -> AttentionModel:
     """Load the Stable Diffusion folder ``path`` for :meth:`AttentionModel.segment`.
 
     ``device`` "auto" picks CUDA when available. ``dtype`` defaults to float16 on CUDA and
     float32 on the CPU; it applies to the U-Net and text encoder, while the VAE (used once
     per image, to encode) stays float32, since some SD VAEs overflow in float16.
-    ``resolution`` is the square side images are resized to before encoding;
+    ``resolution`` is the square side images are resized to before encoding (default: the
+    size the model was trained at, its U-Net's sample size times the VAE's downsampling:
+    512 for Stable Diffusion 1.x);
     ``max_self_tokens`` bounds which self-attention layers are recorded (HW <= it: the
     32 x 32 and coarser layers of SD at 512 px, a few MB each).
     """
@@ -94,6 +96,8 @@ def load_attention_model(
         raise InputError(f"the U-Net expects text features of size "
                          f"{unet.config.cross_attention_dim}, the text encoder gives "
                          f"{text_encoder.config.hidden_size}", path)  # fmt: skip
+    if resolution is None:
+        resolution = int(unet.config.sample_size) * 2 ** (len(vae.config.block_out_channels) - 1)
     for module in (unet, vae, text_encoder):
         module.requires_grad_(False).eval()
     unet.to(dev)

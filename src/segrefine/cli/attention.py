@@ -29,8 +29,9 @@ def attention_segment_cmd(
                          ] = 0.3,
     sar: Annotated[bool, typer.Option(help="Refine the class maps with the U-Net's "
                                       "self-attention.")] = True,
-    resolution: Annotated[int, typer.Option(help="Side the image is resized to for the model "
-                                            "(a multiple of 32 for Stable Diffusion).")] = 512,
+    resolution: Annotated[int | None, typer.Option(
+        help="Side the image is resized to for the model (a multiple of 32 for Stable "
+             "Diffusion; default: the size the model was trained at).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the small noise added to the latent.")] = 0,
     device: Device = "auto",
     threads: Threads = None,

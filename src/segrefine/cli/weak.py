@@ -16,8 +16,10 @@ def pseudo_masks_cmd(
     data: Annotated[Path, typer.Option(help="Dataset root (VOC or folder layout).")],
     out: Annotated[Path, typer.Option(help="New dataset root (folder layout) to write: the "
                                       "images, their pseudo-masks, the real validation split.")],
-    source: Annotated[str, typer.Option("--from", help="The cheap labels: boxes or tags "
-                                        "(scribbles are not implemented yet).")] = "boxes",
+    source: Annotated[str, typer.Option("--from", help="The cheap labels: boxes, tags, or "
+                                        "attention (no labels: a Stable Diffusion model's "
+                                        "attention, StableSeg+). Scribbles are not "
+                                        "implemented yet.")] = "boxes",
     boxes: Annotated[Path | None, typer.Option(
         help='Boxes file (JSON): {"<image id>": [{"class": NAME, "x": .., "y": .., "w": .., '
              '"h": ..}, ...]}, pixels, (x, y) the top-left corner.')] = None,
@@ -26,6 +28,9 @@ def pseudo_masks_cmd(
     negatives: Annotated[Path | None, typer.Option(
         help="With --from tags: a folder of images showing none of the classes (they teach "
              "the classifier what no class looks like; a one-class dataset needs them).")] = None,
+    attention_model: Annotated[Path | None, typer.Option(
+        help="With --from attention: a local Stable Diffusion folder (diffusers layout).")
+    ] = None,
     simulate_from_masks: Annotated[bool, typer.Option(
         "--simulate-from-masks", help="Derive the boxes (one per connected component of each "
         "class) or tags (the classes present) from the split's real masks, for benchmarks.")
@@ -50,7 +55,8 @@ def pseudo_masks_cmd(
                                   simulate=simulate_from_masks, method=method,
                                   classes=split_classes(classes), split=split,
                                   val_split=val_split or None, progress=not quiet, tags=tags,
-                                  negatives=negatives, rounds=rounds,
+                                  negatives=negatives, attention_model=attention_model,
+                                  rounds=rounds,
                                   round_epochs=round_epochs)  # fmt: skip
     for r, q in enumerate(report.get("quality_by_round", [])[:-1]):
         typer.echo(f"round {r}: per-image IoU {q['mean_image_iou']:.2f}, mIoU {q['miou']:.2f}")

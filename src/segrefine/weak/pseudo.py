@@ -55,7 +55,7 @@ def pseudo_mask_quality(pseudo: list[np.ndarray], truth: list[np.ndarray],
             "void_share": round(100 * void / max(len(pseudo), 1), 2)}  # fmt: skip
 
 
-SOURCES = ("boxes", "tags")
+SOURCES = ("boxes", "tags", "attention")
 
 
 def write_pseudo_dataset(
@@ -72,6 +72,7 @@ def write_pseudo_dataset(
     tags: str | Path | None = None,
     negatives: str | Path | None = None,
     tag_settings: TagSettings | None = None,
+    attention_model: str | Path | None = None,
     rounds: int = 0,
     round_epochs: int = 20,
     round_settings: dict | None = None,
@@ -91,8 +92,11 @@ def write_pseudo_dataset(
                          f"implemented yet), got {source!r}")  # fmt: skip
     if source == "boxes" and method not in METHODS:
         raise InputError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
-    given_file = boxes if source == "boxes" else tags
-    if simulate == (given_file is not None):
+    given_file = {"boxes": boxes, "tags": tags, "attention": attention_model}[source]
+    if source == "attention":  # StableSeg+: no labels at all, the class names are the prompt
+        if attention_model is None:
+            raise InputError("--from attention needs --attention-model DIR")
+    elif simulate == (given_file is not None):
         raise InputError(f"give either a {source} file (--{source}) or --simulate-from-masks")
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -108,10 +112,13 @@ def write_pseudo_dataset(
 
         def make(it):
             return pseudo_mask_from_boxes(it.image, given.get(it.id, []), method)
-    else:
+    elif source == "tags":
         given = ({it.id: tags_from_mask(it.mask) for it in train.items} if simulate
                  else read_tags(tags, names, [it.id for it in train.items]))  # fmt: skip
         make = _tag_maker(train, given, negative_images, tag_settings or TagSettings(), progress)
+    else:
+        given = {it.id: set(range(1, len(names))) for it in train.items}  # every class, any image
+        make = _attention_maker(attention_model, names, device)
     val = load_split(data, val_split, classes, False, size=None) if val_split else None
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -131,7 +138,7 @@ def write_pseudo_dataset(
         history = []
         if rounds:
             allowed = {it.id: allowed_classes(it.image.shape[:2], len(names),
-                                              given.get(it.id) if source == "tags" else None,
+                                              given.get(it.id) if source != "boxes" else None,
                                               given.get(it.id) if source == "boxes" else None)
                        for it in train.items}  # fmt: skip
             for r in range(rounds):
@@ -150,7 +157,8 @@ def write_pseudo_dataset(
         report = {
             "data": str(data), "split": split, "val_split": val_split, "source": source,
             "labels": "simulated from the masks" if simulate else str(given_file),
-            "method": method if source == "boxes" else "cam+random-walker",
+            "method": {"boxes": method, "tags": "cam+random-walker",
+                       "attention": "stableseg"}[source],
             "negatives": len(negative_images),
             "classes": list(names), "num_images": len(train.items),
             "seconds": round(seconds, 1), "seconds_per_image": round(seconds / len(pseudo), 3),
@@ -163,7 +171,7 @@ def write_pseudo_dataset(
         report["rounds"] = rounds
         if source == "boxes":
             write_json(tmp / "boxes.json", boxes_to_json(given, names))
-        else:
+        elif source == "tags":
             (tmp / "tags.txt").write_text("".join(
                 f"{i} {' '.join(names[c] for c in sorted(t))}\n" for i, t in given.items()))
         write_json(tmp / "pseudo.json", report)
@@ -198,5 +206,23 @@ def _tag_maker(train, tags: dict, negatives: list, settings: TagSettings, progre
         cams = class_maps(net, it.image, settings.size)
         return pseudo_mask_from_tags(it.image, {c - 1 for c in tags.get(it.id, set())}, cams,
                                      settings)  # fmt: skip
+
+    return make
+
+
+def _attention_maker(path, names: tuple[str, ...], device: str, sure: float = 0.5):
+    """StableSeg+: the attention segmentation of the class names as each pseudo-mask, void
+    where its probability of the chosen class is under ``sure``."""
+    from ..attention import load_attention_model
+
+    if names[0] != "background":
+        raise InputError("--from attention needs a dataset whose class 0 is 'background'")
+    model = load_attention_model(path, device=device)
+
+    def make(it):
+        result = model.segment(it.image, list(names[1:]))  # background is added as class 0
+        labels = result.labels.copy()
+        labels[result.probs.max(0) < sure] = VOID
+        return labels
 
     return make
