@@ -41,6 +41,7 @@ def main() -> None:
                    "dataset's classes to keep, e.g. horse")
     p.add_argument("--samples", type=int, default=None)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--limit", type=int, default=None, help="first N images only")
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args()
     if args.threads:
@@ -52,6 +53,7 @@ def main() -> None:
     if ref.spec.class_agnostic:
         classes = args.classes.split(",") if args.classes else None
     split = load_split(args.data, args.split, classes, False, None)
+    split.items = split.items[: args.limit]
     rows: dict[str, list[np.ndarray]] = {"upsampled": [], "refined": []}
     seconds, megapixels = 0.0, 0.0
     for item in split.items:
