@@ -63,32 +63,18 @@ def decode_upload(data: bytes, name: str, max_megapixels: float = DEFAULT_MAX_ME
     """An uploaded file -> RGB ``uint8`` (H, W, 3), or :class:`InputError` naming the file.
 
     The pixel count is checked from the header, before the image is decoded, so an oversized
-    upload costs no memory. Truncated files fail here (the image is decoded in full). One
-    upload is decoded at a time: that bounds the memory decoding takes, and Pillow's own bomb
-    guard (a process-wide setting, replaced by our limit here) is switched safely.
+    upload costs no memory. Truncated files fail here (the image is decoded in full).
     """
-    if not data:
-        raise InputError("file is empty (0 bytes)", name)
-    with _DECODE_LOCK, _no_bomb_check():
-        try:
-            img = Image.open(io.BytesIO(data))
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-            raise InputError("is not an image (cannot identify its format)", name) from err
-        w, h = img.size
+
+    def fits(w: int, h: int) -> str | None:
         if w * h > max_megapixels * 1e6:
-            raise InputError(
-                f"image is {w}x{h} = {w * h / 1e6:.1f} MP, over the server's limit of "
-                f"{max_megapixels:g} MP (segrefine serve --max-megapixels)",
-                name,
-            )
-        try:
-            img.load()
-        except (OSError, SyntaxError, ValueError) as err:
-            raise InputError(f"cannot decode image, truncated or corrupt ({err})", name) from err
-    return as_rgb(img)
+            return (f"image is {w}x{h} = {w * h / 1e6:.1f} MP, over the server's limit of "
+                    f"{max_megapixels:g} MP (segrefine serve --max-megapixels)")  # fmt: skip
+        return None
+
+    return as_rgb(_decode(data, name, fits, "image"))
 
 
-_DECODE_LOCK = threading.Lock()
 MAX_MASK_CLASSES = 32  # classes one uploaded mask may hold (each is one refinement pass)
 
 
@@ -97,6 +83,29 @@ def decode_mask(data: bytes, name: str, shape: tuple[int, int]) -> np.ndarray:
     :class:`InputError` naming the file. Read as ``read_mask`` reads files (class ids, VOC
     colours); a 0/255 mask is object/background. It may be smaller than the image (it is
     upsampled), never larger, and its size is checked from the header first."""
+
+    def fits(w: int, h: int) -> str | None:
+        if h > shape[0] or w > shape[1]:
+            return f"mask is {w}x{h}, larger than its {shape[1]}x{shape[0]} image"
+        return None
+
+    ids = mask_ids(_decode(data, name, fits, "mask"), path=name)
+    values = np.unique(ids)
+    if set(values.tolist()) == {0, 255}:  # what rembg, SAM exports and thresholds write
+        return (ids == 255).astype(np.uint8)
+    if len(values[values != VOID]) > MAX_MASK_CLASSES:
+        raise InputError(f"mask holds {len(values)} classes; at most {MAX_MASK_CLASSES}", name)
+    return ids
+
+
+_DECODE_LOCK = threading.Lock()
+
+
+def _decode(data: bytes, name: str, fits, what: str) -> Image.Image:
+    """Open ``data``, refuse it when ``fits(w, h)`` (from the header) names a problem, then
+    decode it in full. One upload is decoded at a time: that bounds the memory decoding
+    takes, and Pillow's own bomb guard (a process-wide setting, replaced by ``fits`` here)
+    is switched safely."""
     if not data:
         raise InputError("file is empty (0 bytes)", name)
     with _DECODE_LOCK, _no_bomb_check():
@@ -104,21 +113,14 @@ def decode_mask(data: bytes, name: str, shape: tuple[int, int]) -> np.ndarray:
             img = Image.open(io.BytesIO(data))
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
             raise InputError("is not an image (cannot identify its format)", name) from err
-        w, h = img.size
-        if h > shape[0] or w > shape[1]:
-            raise InputError(f"mask is {w}x{h}, larger than its {shape[1]}x{shape[0]} image",
-                             name)  # fmt: skip
+        problem = fits(*img.size)
+        if problem:
+            raise InputError(problem, name)
         try:
             img.load()
         except (OSError, SyntaxError, ValueError) as err:
-            raise InputError(f"cannot decode mask, truncated or corrupt ({err})", name) from err
-    ids = mask_ids(img, path=name)
-    values = np.unique(ids)
-    if set(values.tolist()) == {0, 255}:  # what rembg, SAM exports and thresholds write
-        return (ids == 255).astype(np.uint8)
-    if len(values[values != VOID]) > MAX_MASK_CLASSES:
-        raise InputError(f"mask holds {len(values)} classes; at most {MAX_MASK_CLASSES}", name)
-    return ids
+            raise InputError(f"cannot decode {what}, truncated or corrupt ({err})", name) from err
+    return img
 
 
 class _no_bomb_check:
