@@ -10,6 +10,7 @@ The array steps live in :mod:`.maps` (no diffusers needed), the recording proces
 encoder) is needed only to load a model: ``pip install 'segrefine[attention]'``.
 """
 
+from .diffseg import diffseg_segment, merge_attention
 from .load import load_attention_model
 from .maps import (
     aggregate_cross,
@@ -28,9 +29,11 @@ __all__ = [
     "aggregate_cross",
     "average_self_attention",
     "build_prompt",
+    "diffseg_segment",
     "labels_and_probs",
     "layer_grid",
     "load_attention_model",
+    "merge_attention",
     "refine_with_self_attention",
     "token_groups",
 ]
