@@ -8,7 +8,9 @@ Endpoints (all under ``/api``; errors are ``{"error": "one line"}`` with status 
 ``GET  /api/examples``             examples: the runs' own (``/api/example?id=run:RUN:FILE``)
                                    and the bundled synthetic ones (``/api/examples/N.png``)
 ``POST /api/segment``              form: ``file`` or ``example``, ``segmenter`` (or ``mask``: a
-                                   mask to refine), ``refiner``
+                                   mask to refine, or ``box``: JSON ``{"x", "y", "w", "h",
+                                   "label"}`` in image pixels, GrabCut's mask in it refined),
+                                   ``refiner``
                                    (empty = none), ``steps``, ``strength``, ``samples``,
                                    ``flip`` (1 = mirror half of the samples) -> job id
 ``POST /api/cluster``              form: ``file`` or ``example``, ``scribbles`` (JSON strokes),
@@ -48,6 +50,7 @@ from .pipeline import (
     decode_mask,
     decode_upload,
     mask_class_names,
+    parse_box,
     png_bytes,
     segment_and_refine,
     zoom_view,
@@ -176,29 +179,42 @@ def create_app(
             seg_name = form.get("segmenter") or ""
             ref_name = form.get("refiner") or ""
             upload = form.get("mask")
-            mask = None
-            if upload is not None and not isinstance(upload, str) and upload.filename:
+            mask = box = None
+            raw_box = form.get("box")
+            if isinstance(raw_box, str) and raw_box.strip():
+                # "from a box": GrabCut's mask in the user's box replaces the segmenter
+                if upload is not None and not isinstance(upload, str) and upload.filename:
+                    raise InputError("send a box or a mask to refine, not both")
+                if not ref_name:
+                    raise InputError("choose a refiner run to refine the mask from your box")
+                box = parse_box(raw_box, image.shape[:2], cache.get("refiner", ref_name))
+            elif raw_box is not None and not isinstance(raw_box, str):
+                raise InputError("box must be a form field, not a file")
+            elif upload is not None and not isinstance(upload, str) and upload.filename:
                 # "refine my mask": the uploaded mask replaces the segmenter
-                data = await upload.read()
-                mask = await run_in_threadpool(decode_mask, data, upload.filename,
+                # (its own name: ``data`` is the image's, decoded again in the job)
+                mask_data = await upload.read()
+                mask = await run_in_threadpool(decode_mask, mask_data, upload.filename,
                                                image.shape[:2])  # fmt: skip
                 if not ref_name:
                     raise InputError("choose a refiner run to refine your mask")
             elif not seg_name:
                 raise InputError("choose a segmenter run")
+            own = mask is not None or box is not None  # no segmenter then
             # load now so a broken run is reported at once (and cached for the job)
-            segmenter = cache.get("segmenter", seg_name) if mask is None else None
+            segmenter = cache.get("segmenter", seg_name) if not own else None
             refiner = cache.get("refiner", ref_name) if ref_name else None
             if refiner is not None:  # a mismatched pair or bad settings: an error now
-                if mask is None:
+                if not own:
                     check_pair(segmenter, refiner)
-                else:
+                elif mask is not None:
                     mask_class_names(mask, refiner)
                 refiner.settings(steps, strength, samples, flip)
         except InputError as err:
             return _error(str(err))
         return _submit("segment", name, segment_and_refine, (image, data), segmenter, refiner,
-                       steps=steps, strength=strength, samples=samples, flip=flip, mask=mask)
+                       steps=steps, strength=strength, samples=samples, flip=flip, mask=mask,
+                       box=box)
 
     async def cluster(request: Request) -> Response:
         try:

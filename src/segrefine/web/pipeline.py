@@ -9,6 +9,8 @@ timings, and clustering with the browser's scribbles. The figures are drawn in
 from __future__ import annotations
 
 import io
+import json
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -23,6 +25,7 @@ from ..errors import InputError
 from ..pipeline import Segmentation, check_pair
 from ..pipeline import segment_and_refine as run_pipeline
 from ..report import colorize
+from ..weak.annotations import Box
 from .figures import (
     Figures,
     display_size,
@@ -42,6 +45,8 @@ __all__ = [
     "decode_mask",
     "decode_upload",
     "mask_class_names",
+    "mask_from_box",
+    "parse_box",
     "display_size",
     "instances",
     "overlay",
@@ -98,6 +103,78 @@ def decode_mask(data: bytes, name: str, shape: tuple[int, int]) -> np.ndarray:
     return ids
 
 
+MAX_BOX_CHARS = 1000  # the box field: one small JSON object
+GRABCUT_MAX_PIXELS = 1_000_000  # a larger crop around the box is cut at a reduced scale
+BOX_MARGIN = 0.25  # of the box's size on each side: the background model's pixels
+
+
+def parse_box(raw: str, shape: tuple[int, int], refiner) -> Box:
+    """The page's ``box`` field, JSON ``{"x", "y", "w", "h", "label"}`` in pixels of an image
+    of ``shape`` (H, W) -> a :class:`Box`, or :class:`InputError` naming the problem: the
+    numbers must be integers, the size positive, the box inside the image and the label one
+    of ``refiner``'s classes other than background (0)."""
+    if len(raw) > MAX_BOX_CHARS:
+        raise InputError(f"box is over {MAX_BOX_CHARS} characters")
+    try:
+        entry = json.loads(raw)
+    except (json.JSONDecodeError, RecursionError) as err:
+        raise InputError(f"box is not valid JSON ({type(err).__name__})") from None
+    keys = ("x", "y", "w", "h", "label")
+    if not isinstance(entry, dict) or not set(keys) <= entry.keys():
+        raise InputError("box needs x, y, w, h and label")
+    values = []
+    for key in keys:
+        v = entry[key]
+        if isinstance(v, float) and math.isfinite(v) and v.is_integer():
+            v = int(v)
+        if not isinstance(v, int) or isinstance(v, bool):
+            raise InputError(f"box {key} must be an integer, got {json.dumps(v)[:40]}")
+        values.append(v)
+    x, y, w, h, label = values
+    H, W = shape
+    if w <= 0 or h <= 0:
+        raise InputError(f"box size {w}x{h} is not positive")
+    if x < 0 or y < 0 or x + w > W or y + h > H:
+        raise InputError(f"box (x={x}, y={y}, w={w}, h={h}) is outside the {W}x{H} image")
+    if label == 0:
+        raise InputError("box label 0 is the background; choose the object's class")
+    if not 0 < label < refiner.num_classes:
+        raise InputError(f"box label {label} is not a class of the refiner (1 to "
+                         f"{refiner.num_classes - 1})")  # fmt: skip
+    return Box(label, x, y, w, h)
+
+
+def mask_from_box(image: np.ndarray, box: Box) -> np.ndarray:
+    """A label map (H, W) from one box: GrabCut's object inside it (``box.label``),
+    background everywhere else (:func:`~segrefine.weak.boxes.pseudo_mask_from_boxes`, no void
+    ring). GrabCut sees only a crop around the box, reduced to at most
+    :data:`GRABCUT_MAX_PIXELS`, so a large image costs no more than a megapixel's cut."""
+    from ..weak.boxes import pseudo_mask_from_boxes
+
+    H, W = image.shape[:2]
+    my, mx = max(int(box.h * BOX_MARGIN), 8), max(int(box.w * BOX_MARGIN), 8)
+    top, left = max(box.y - my, 0), max(box.x - mx, 0)
+    bottom, right = min(box.y + box.h + my, H), min(box.x + box.w + mx, W)
+    crop = image[top:bottom, left:right]
+    scale = min(1.0, math.sqrt(GRABCUT_MAX_PIXELS / crop.shape[0] / crop.shape[1]))
+    ch, cw = crop.shape[:2]
+    x0, y0, x1, y1 = box.x - left, box.y - top, box.x - left + box.w, box.y - top + box.h
+    if scale < 1.0:
+        ch, cw = max(1, round(ch * scale)), max(1, round(cw * scale))
+        crop = resize_image(np.ascontiguousarray(crop), (ch, cw))
+        x0, y0 = min(int(x0 * scale), cw - 1), min(int(y0 * scale), ch - 1)
+        x1, y1 = max(min(math.ceil(x1 * scale), cw), x0 + 1), max(min(math.ceil(y1 * scale), ch),
+                                                                   y0 + 1)  # fmt: skip
+    small = Box(box.label, x0, y0, x1 - x0, y1 - y0)
+    cut = pseudo_mask_from_boxes(np.ascontiguousarray(crop), [small], method="grabcut",
+                                 void_ring=0, margin=BOX_MARGIN)  # fmt: skip
+    cut = resize_mask(cut, (bottom - top, right - left))
+    out = np.zeros((H, W), np.uint8)
+    inside = out[box.y : box.y + box.h, box.x : box.x + box.w]  # nothing outside the box
+    inside[...] = cut[box.y - top : box.y - top + box.h, box.x - left : box.x - left + box.w]
+    return out
+
+
 _DECODE_LOCK = threading.Lock()
 
 
@@ -145,9 +222,11 @@ def segment_and_refine(
     seed: int = 0,
     progress: Progress | None = None,
     mask: np.ndarray | None = None,
+    box: Box | None = None,
 ) -> Figures:
     """Segment ``image`` (and refine the result when a refiner is given), timing each stage;
-    with a ``mask`` (class ids, at most the image's size) instead of a segmenter, refine that.
+    with a ``mask`` (class ids, at most the image's size) instead of a segmenter, refine that;
+    with a ``box``, refine the mask GrabCut makes in it (:func:`mask_from_box`).
 
     Files produced (name -> PNG/NPY bytes): ``input.png``, ``segmenter.png`` (overlay),
     ``segmenter_layer.png`` (the label colours alone, transparent background),
@@ -158,12 +237,21 @@ def segment_and_refine(
     """
     report = progress or (lambda stage, fraction: None)
     out = Figures()
+    if box is not None:  # the user's box: GrabCut makes the mask, refined like an upload
+        report("GrabCut in your box", 0.05)
+        t0 = time.perf_counter()
+        mask = mask_from_box(image, box)
+        out.timings["grabcut_s"] = time.perf_counter() - t0
     if mask is not None:  # the user's own mask is the coarse input
         names = mask_class_names(mask, refiner)
         probs = prior_for_image(image.shape[:2], len(names), labels=mask)
         coarse = Segmentation(probs, probs.argmax(0).astype(np.uint8))
         coarse_input = {"labels": [mask]}
         out.info["coarse"] = "mask"
+        if box is not None:
+            out.info["coarse"] = "box"
+            out.info["box"] = {"x": box.x, "y": box.y, "w": box.w, "h": box.h,
+                               "label": box.label}  # fmt: skip
     else:
         names = tuple(segmenter.class_names)
         if refiner is not None:

@@ -2,7 +2,10 @@
 "use strict";
 
 const $ = (sel) => document.querySelector(sel);
-const state = { file: null, example: null, runs: null, strokes: [], label: 0, tab: "segment" };
+const state = {
+  file: null, example: null, runs: null, strokes: [], label: 0, tab: "segment",
+  boxMode: false, box: null, // "from a box": the box in image pixels {x, y, w, h}, once drawn
+};
 
 // The PASCAL VOC colour map, as the server draws overlays with it.
 function vocColour(label) {
@@ -56,13 +59,14 @@ async function loadRuns() {
 // pick the first one that fits (or none).
 function matchRefiners() {
   const seg = (state.runs?.segmenters || []).find((s) => s.name === $("#segmenter").value);
-  const ownMask = Boolean($("#mask").files[0]);
+  const ownMask = Boolean($("#mask").files[0]) || state.boxMode;
   const ref = $("#refiner");
   let first = null;
   for (const option of ref.options) {
     const r = state.runs.refiners.find((x) => x.name === option.value);
     if (!r) continue;
-    // a class-agnostic refiner takes any classes; an uploaded mask is checked by the server
+    // a class-agnostic refiner takes any classes; an uploaded mask is checked by the server,
+    // a box takes its class from the refiner
     const fits = r.class_agnostic || ownMask || (seg && r.classes.join("/") === seg.classes.join("/"));
     option.disabled = !fits;
     option.textContent = `${r.name}  (${r.mode}, ${r.classes.join("/")})` + (fits ? "" : " - other classes");
@@ -82,6 +86,7 @@ function updateDefaults() {
     input.disabled = !r;
   }
   $("#flip").disabled = !r;
+  fillBoxLabels(r);
 }
 
 async function loadExamples() {
@@ -110,6 +115,8 @@ function setPreview(url, name) {
   preview.src = url;
   $("#input-name").textContent = name;
   state.strokes = [];
+  state.box = null; // in the old image's pixels
+  updateBoxStatus();
   showError("");
 }
 
@@ -186,11 +193,22 @@ let lastSegment = null;
 
 // "refine my mask": an uploaded mask replaces the segmenter
 $("#mask").addEventListener("change", () => {
+  if ($("#mask").files[0]) { state.boxMode = false; state.box = null; } // one or the other
+  updateSource();
+});
+
+// what replaces the segmenter, if anything: an uploaded mask or a box drawn on the image
+function updateSource() {
   const own = Boolean($("#mask").files[0]);
   $("#mask-note").hidden = !own;
-  $("#segmenter").disabled = own;
+  $("#box-note").hidden = !state.boxMode;
+  $("#draw-box").classList.toggle("active", state.boxMode);
+  $("#draw-box").setAttribute("aria-pressed", String(state.boxMode));
+  $("#segmenter").disabled = own || state.boxMode;
+  updateBoxStatus();
+  resetCanvas();
   matchRefiners();
-});
+}
 $("#clear-mask").addEventListener("click", () => {
   $("#mask").value = "";
   $("#mask").dispatchEvent(new Event("change"));
@@ -199,7 +217,11 @@ $("#clear-mask").addEventListener("click", () => {
 $("#run-segment").addEventListener("click", () => {
   const form = imageForm();
   const mask = $("#mask").files[0];
-  if (mask) form.append("mask", mask, mask.name);
+  if (state.boxMode) {
+    if (!state.box) { showError("Drag a box around an object on the image first (or clear the box)."); return; }
+    if (!$("#box-label").value) { showError("Choose a refiner run: the box's class is one of its classes."); return; }
+    form.append("box", JSON.stringify({ ...state.box, label: Number($("#box-label").value) }));
+  } else if (mask) form.append("mask", mask, mask.name);
   form.append("segmenter", $("#segmenter").value);
   form.append("refiner", $("#refiner").value);
   for (const key of ["steps", "strength", "samples"]) form.append(key, $(`#${key}`).value);
@@ -215,12 +237,12 @@ function showSegment(s) {
   $("#cluster-results").hidden = true;
   const t = s.timings;
   let text = t.segment_s !== undefined ? `segmenter ${fmt(t.segment_s)}` : "your mask";
+  if (s.info.coarse === "box") text = `your box · GrabCut ${fmt(t.grabcut_s)}`;
   if (t.refine_s !== undefined) text += ` · refiner ${fmt(t.refine_s)} (${s.info.nfe} denoiser evaluations)`;
   text += ` · ${s.info.width}x${s.info.height} px`;
   $("#timings").textContent = text;
   $("#result-refined").hidden = t.refine_s === undefined;
-  const own = s.info.coarse === "mask";
-  $("#result-segmenter figcaption").textContent = own ? "Your mask" : "Segmenter";
+  $("#result-segmenter figcaption").textContent = coarseName(s);
   $("#result-uncertainty").hidden = t.refine_s === undefined;
   const legend = $("#legend");
   legend.innerHTML = "";
@@ -248,6 +270,10 @@ function showSegment(s) {
   drawView();
 }
 
+function coarseName(s) {
+  return { mask: "Your mask", box: "From your box" }[s.info.coarse] || "Segmenter";
+}
+
 function drawView() {
   const s = lastSegment;
   if (!s) return;
@@ -262,7 +288,7 @@ function drawView() {
     const shown = before ? "segmenter" : "refined";
     $("#result-refined img").src = inst ? s.files[`${shown}_instances.png`] : s.files["input.png"];
     $("#result-refined .layer").src = s.files[`${shown}_layer.png`];
-    $("#refined-caption").textContent = before ? "Segmenter (before), for comparison" : "Refined";
+    $("#refined-caption").textContent = before ? `${coarseName(s)} (before), for comparison` : "Refined";
   }
   document.querySelectorAll(".stack .layer").forEach((l) => { l.hidden = inst; });
   if (s.files["uncertainty.png"]) $("#result-uncertainty img").src = s.files["uncertainty.png"];
@@ -335,15 +361,20 @@ function buildSwatches() {
 }
 
 function resetCanvas() {
-  const canvas = $("#scribble-canvas"), img = $("#preview");
-  canvas.width = img.clientWidth; canvas.height = img.clientHeight;
-  canvas.style.width = `${img.clientWidth}px`; canvas.style.height = `${img.clientHeight}px`;
-  canvas.hidden = state.tab !== "cluster" || !img.getAttribute("src");
+  const img = $("#preview");
+  for (const canvas of [$("#scribble-canvas"), $("#box-canvas")]) {
+    canvas.width = img.clientWidth; canvas.height = img.clientHeight;
+    canvas.style.width = `${img.clientWidth}px`; canvas.style.height = `${img.clientHeight}px`;
+  }
+  $("#scribble-canvas").hidden = state.tab !== "cluster" || !img.getAttribute("src");
+  $("#box-canvas").hidden = state.tab !== "segment" || !state.boxMode || !img.getAttribute("src");
   redrawStrokes();
+  redrawBox();
 }
 
-function toImage(ev) {
-  const canvas = $("#scribble-canvas"), img = $("#preview");
+// a pointer event on an overlay canvas -> image pixels (floats)
+function toImage(ev, canvas = $("#scribble-canvas")) {
+  const img = $("#preview");
   const rect = canvas.getBoundingClientRect();
   const sx = img.naturalWidth / rect.width, sy = img.naturalHeight / rect.height;
   return [(ev.clientX - rect.left) * sx, (ev.clientY - rect.top) * sy];
@@ -423,6 +454,87 @@ function showCluster(s) {
   downloadLink(box, s.files["cluster_labels.png"], "segment ids (16-bit PNG)");
   downloadLink(box, s.files["clusters.png"], "segments over the image (PNG)");
 }
+
+// ---- from a box: drag a rectangle on the image, GrabCut makes the mask to refine ----------
+function fillBoxLabels(refiner) {
+  const select = $("#box-label"), before = select.value;
+  select.innerHTML = "";
+  // the refiner's classes but background (a class-agnostic refiner's: "object")
+  (refiner?.classes || []).forEach((name, c) => { if (c > 0) select.add(new Option(name, String(c))); });
+  if ([...select.options].some((o) => o.value === before)) select.value = before;
+}
+
+// two corners in image pixels -> a whole-pixel box inside the image, or null when too small
+function boxFrom(a, b) {
+  const img = $("#preview"), W = img.naturalWidth, H = img.naturalHeight;
+  const cx = (v) => Math.min(W, Math.max(0, v)), cy = (v) => Math.min(H, Math.max(0, v));
+  const x0 = Math.floor(cx(Math.min(a[0], b[0]))), x1 = Math.ceil(cx(Math.max(a[0], b[0])));
+  const y0 = Math.floor(cy(Math.min(a[1], b[1]))), y1 = Math.ceil(cy(Math.max(a[1], b[1])));
+  return x1 - x0 >= 2 && y1 - y0 >= 2 ? { x: x0, y: y0, w: x1 - x0, h: y1 - y0 } : null;
+}
+
+function redrawBox() {
+  const canvas = $("#box-canvas"), img = $("#preview");
+  const ctx = canvas.getContext("2d");
+  ctx.clearRect(0, 0, canvas.width, canvas.height);
+  const b = state.box;
+  if (!b || !img.naturalWidth) return;
+  const s = canvas.width / img.naturalWidth;
+  ctx.fillStyle = "rgba(0, 0, 0, 0.4)"; // the outside is background
+  ctx.fillRect(0, 0, canvas.width, canvas.height);
+  ctx.clearRect(b.x * s, b.y * s, b.w * s, b.h * s);
+  ctx.lineWidth = 2;
+  ctx.strokeStyle = "#fff";
+  ctx.setLineDash([]);
+  ctx.strokeRect(b.x * s, b.y * s, b.w * s, b.h * s);
+  ctx.strokeStyle = "#3559e0";
+  ctx.setLineDash([6, 4]);
+  ctx.strokeRect(b.x * s, b.y * s, b.w * s, b.h * s);
+}
+
+function updateBoxStatus() {
+  const b = state.box;
+  $("#box-status").textContent = b
+    ? `Box ${b.w}x${b.h} px at (${b.x}, ${b.y}): GrabCut's mask in it replaces the segmenter. Drag again to redraw.`
+    : "Drag a box around one object on the image.";
+}
+
+(function boxDrawing() {
+  const canvas = $("#box-canvas");
+  let start = null;
+  canvas.addEventListener("pointerdown", (ev) => {
+    start = toImage(ev, canvas);
+    state.box = null;
+    canvas.setPointerCapture(ev.pointerId);
+    redrawBox();
+  });
+  canvas.addEventListener("pointermove", (ev) => {
+    if (!start) return;
+    state.box = boxFrom(start, toImage(ev, canvas));
+    redrawBox();
+  });
+  const end = (ev) => {
+    if (!start) return;
+    state.box = boxFrom(start, toImage(ev, canvas));
+    start = null;
+    redrawBox();
+    updateBoxStatus();
+  };
+  canvas.addEventListener("pointerup", end);
+  canvas.addEventListener("pointercancel", () => { start = null; updateBoxStatus(); });
+})();
+
+$("#draw-box").addEventListener("click", () => {
+  state.boxMode = !state.boxMode;
+  if (state.boxMode) $("#mask").value = ""; // a box or a mask, not both
+  else state.box = null;
+  updateSource();
+  if (state.boxMode && !$("#preview").getAttribute("src")) showError("Choose an image first, then drag a box on it.");
+});
+$("#clear-box").addEventListener("click", () => {
+  state.boxMode = false; state.box = null;
+  updateSource();
+});
 
 // ---- tabs --------------------------------------------------------------------------------
 document.querySelectorAll(".tab").forEach((tab) => tab.addEventListener("click", () => {
