@@ -192,3 +192,21 @@ def test_diffseg_on_the_tiny_model(tiny, image):
         diffseg_segment(model, image, tau=-1)
     with pytest.raises(InputError, match="RGB image"):
         diffseg_segment(model, image[..., 0])
+
+
+def test_cluster_benchmark_gains_a_diffseg_row(run_cli, tiny, tmp_path):
+    import json
+
+    from test_unsupervised_cli import write_fake_bsds
+
+    folder = tiny[0] if isinstance(tiny, tuple) else tiny
+    data = write_fake_bsds(tmp_path / "bsds")
+    code, _, err = run_cli("cluster-benchmark", "--data", data, "--out", tmp_path / "bench",
+                           "--no-scribbles", "--attention-model", folder, "--threads", "1",
+                           "--quiet")  # fmt: skip
+    assert code == 0, err
+    results = json.loads((tmp_path / "bench" / "results.json").read_text())
+    assert any(name.startswith("DiffSeg") for name in results) and len(results) == 4
+    code, _, err = run_cli("cluster-benchmark", "--data", data, "--out", tmp_path / "b2",
+                           "--attention-model", tmp_path / "nowhere")  # fmt: skip
+    assert code == 2 and "nowhere" in err

@@ -110,6 +110,9 @@ def cluster_benchmark_cmd(
     split: Annotated[str, typer.Option(help="Split to run on.")] = "val",
     limit: Annotated[int | None, typer.Option(help="Only the first N images (sorted ids).")] = None,
     scribbles: Annotated[bool, typer.Option(help="Also run with automatic scribbles.")] = True,
+    attention_model: Annotated[Path | None, typer.Option(
+        help="A local Stable Diffusion folder (diffusers layout): adds a DiffSeg row "
+             "(segments from its self-attention; no text, no training).")] = None,
     threads: Threads = None,
     quiet: Quiet = False,
 ) -> None:
@@ -124,6 +127,7 @@ def cluster_benchmark_cmd(
         scribbles=scribbles,
         threads=threads,
         progress=not quiet,
+        attention_model=attention_model,
     )
     typer.echo(results_table(results))
     typer.echo(f"results written to {out}")

@@ -73,6 +73,7 @@ def run_cluster_benchmark(
     threads: int | None = None,
     examples: int = 4,
     progress: bool = True,
+    attention_model: str | Path | None = None,
 ) -> dict[str, dict]:
     """Run all methods on ``split`` of the BSDS500 root ``data``; return and write results.
 
@@ -82,6 +83,8 @@ def run_cluster_benchmark(
     (:func:`~.scribbles.make_scribbles`) and is scored against that annotator, averaged
     over annotators: each simulated user is judged by the segmentation they had in mind.
     The run with annotator 0's strokes is also scored against all annotators (a second row).
+    With ``attention_model`` (a local Stable Diffusion folder) DiffSeg is one more row:
+    segments from the U-Net's self-attention, no text, no training.
     """
     cfg = config or ClusterConfig()
     torch.set_num_threads(threads or os.cpu_count() or 1)
@@ -91,6 +94,12 @@ def run_cluster_benchmark(
         "Felzenszwalb (scale=300, sigma=0.8, min_size=50)": felzenszwalb_segment,
         "clustering CNN (segrefine default)": lambda im: cluster(im, config=cfg),
     }
+    diffseg = None
+    if attention_model is not None:  # loaded once; a bad folder is one line before any work
+        from ..attention.diffseg import diffseg_method
+
+        diffseg = diffseg_method(attention_model)
+        methods[diffseg.name] = diffseg
     names = [*methods, SCRIBBLES_OWN, SCRIBBLES_FIRST] if scribbles else [*methods]
     scores: dict[str, list[dict]] = {name: [] for name in names}
     panels = []
@@ -141,6 +150,8 @@ def run_cluster_benchmark(
             "images": len(ids),
             "threads": torch.get_num_threads(),
             "config": asdict(cfg),
+            "attention_model": str(attention_model) if attention_model else None,
+            "diffseg": diffseg.settings if diffseg else None,
         },
     )
     table = (
@@ -151,8 +162,7 @@ def run_cluster_benchmark(
         tmp.write_text(table, encoding="utf-8")
     if panels:
         short = ["image", "annotator 0", "k-means", "Felzenszwalb", "CNN"] + (
-            ["CNN + scribbles"] if scribbles else []
-        )
+            ["DiffSeg"] if diffseg else []) + (["CNN + scribbles"] if scribbles else [])
         save_grid(
             out / "examples.png", panels, short, row_labels=ids[: len(panels)], cell_inches=2.2
         )
