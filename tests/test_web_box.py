@@ -6,19 +6,16 @@ from __future__ import annotations
 
 import io
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
-from web_helpers import get, post, wait
+from web_helpers import BROWSER_ARGS, CHROMIUM, chromium_api, get, post, wait
 
 from segrefine.errors import InputError
 from segrefine.weak.annotations import Box
 from segrefine.web import pipeline
 from segrefine.web.pipeline import mask_from_box, parse_box
-
-CHROMIUM = Path("/usr/bin/chromium")
 
 
 def _square(size: int = 64, lo: int = 20, hi: int = 44) -> np.ndarray:
@@ -136,20 +133,12 @@ def test_the_job_refines_the_uploaded_image_not_the_uploaded_mask(server):
     assert shown.shape == (64, 64, 3) and np.array_equal(shown, image)
 
 
-def _browser():
-    if not CHROMIUM.exists():
-        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-    return sync_api
 
 
-BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                "--no-first-run", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync"]  # fmt: skip
 
 
 def test_page_refines_a_box_dragged_on_the_image(server, tmp_path):
-    sync_api = _browser()
+    sync_api = chromium_api()
     image_path = tmp_path / "square.png"
     Image.fromarray(_square(96, 30, 66)).save(image_path)
     problems: list[str] = []

@@ -6,27 +6,11 @@ and ``SEGREFINE_WEB_RUNS=DIR`` / ``SEGREFINE_WEB_IMAGE=FILE`` to drive it with r
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
-import pytest
 from PIL import Image
+from web_helpers import BROWSER_ARGS, CHROMIUM, chromium_api
 
 from segrefine.data.synthetic import generate_scene
-
-CHROMIUM = Path("/usr/bin/chromium")
-
-
-def _browser():
-    if not CHROMIUM.exists():
-        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-    return sync_api
-
-
-BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                "--no-first-run", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync"]  # fmt: skip
-
 
 DROP_AN_IMAGE = """async () => {
   const c = document.createElement('canvas'); c.width = 40; c.height = 30;
@@ -40,7 +24,7 @@ DROP_AN_IMAGE = """async () => {
 
 
 def test_page_segments_refines_and_reports_bad_files(server, tmp_path):
-    sync_api = _browser()
+    sync_api = chromium_api()
     image_path = os.environ.get("SEGREFINE_WEB_IMAGE")
     if image_path is None:
         image_path = tmp_path / "scene.png"
@@ -117,7 +101,7 @@ def test_page_segments_refines_and_reports_bad_files(server, tmp_path):
 
 
 def test_page_runs_under_its_content_security_policy(server):
-    sync_api = _browser()
+    sync_api = chromium_api()
     problems: list[str] = []
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=BROWSER_ARGS)
@@ -134,7 +118,7 @@ def test_page_runs_under_its_content_security_policy(server):
 
 
 def test_page_clusters_with_scribbles_drawn_in_the_browser(server):
-    sync_api = _browser()
+    sync_api = chromium_api()
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=BROWSER_ARGS)
         page = browser.new_page(viewport={"width": 1280, "height": 860}, bypass_csp=True)

@@ -12,6 +12,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from pathlib import Path
 
 
 def free_port() -> int:
@@ -94,3 +95,17 @@ def wait(server: str, job: str) -> dict:
             return status
         time.sleep(0.05)
     raise AssertionError(f"job {job} did not finish")
+
+CHROMIUM = Path("/usr/bin/chromium")
+BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync"]  # fmt: skip
+
+
+def chromium_api():
+    """Playwright's sync API for Debian's chromium, or a skip saying what is missing."""
+    import pytest
+
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    return pytest.importorskip("playwright.sync_api", reason="playwright is not installed")

@@ -27,7 +27,6 @@ single background worker (:class:`~segrefine.web.jobs.JobQueue`) and the page po
 from __future__ import annotations
 
 import contextlib
-import json
 import re
 from functools import lru_cache
 from pathlib import Path
@@ -51,6 +50,7 @@ from .pipeline import (
     decode_upload,
     mask_class_names,
     parse_box,
+    parse_json_field,
     png_bytes,
     segment_and_refine,
     zoom_view,
@@ -223,13 +223,8 @@ def create_app(
             min_labels = _number(form, "min_labels", int, 1, 100, default=3)
             max_iter = _number(form, "max_iter", int, 1, 1000, default=30)
             connected = form.get("connected") in ("1", "true", "on")
-            raw = form.get("scribbles") or "[]"
-            if len(raw) > MAX_SCRIBBLE_CHARS:
-                raise InputError(f"scribbles are over {MAX_SCRIBBLE_CHARS} characters")
-            try:
-                strokes = json.loads(raw)
-            except (json.JSONDecodeError, RecursionError) as err:
-                raise InputError(f"scribbles are not valid JSON ({type(err).__name__})") from None
+            strokes = parse_json_field(form.get("scribbles") or "[]", "scribbles",
+                                       MAX_SCRIBBLE_CHARS)  # fmt: skip
             if not isinstance(strokes, list):
                 raise InputError("scribbles must be a list of strokes")
         except InputError as err:

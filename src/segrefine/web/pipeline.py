@@ -44,6 +44,7 @@ __all__ = [
     "Figures",
     "decode_mask",
     "decode_upload",
+    "parse_json_field",
     "mask_class_names",
     "mask_from_box",
     "parse_box",
@@ -108,17 +109,22 @@ GRABCUT_MAX_PIXELS = 1_000_000  # a larger crop around the box is cut at a reduc
 BOX_MARGIN = 0.25  # of the box's size on each side: the background model's pixels
 
 
+def parse_json_field(raw: str, what: str, max_chars: int):
+    """A form field holding JSON, bounded in length and nesting: the value or one line."""
+    if len(raw) > max_chars:
+        raise InputError(f"{what} is over {max_chars} characters")
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, RecursionError) as err:
+        raise InputError(f"{what} is not valid JSON ({type(err).__name__})") from None
+
+
 def parse_box(raw: str, shape: tuple[int, int], refiner) -> Box:
     """The page's ``box`` field, JSON ``{"x", "y", "w", "h", "label"}`` in pixels of an image
     of ``shape`` (H, W) -> a :class:`Box`, or :class:`InputError` naming the problem: the
     numbers must be integers, the size positive, the box inside the image and the label one
     of ``refiner``'s classes other than background (0)."""
-    if len(raw) > MAX_BOX_CHARS:
-        raise InputError(f"box is over {MAX_BOX_CHARS} characters")
-    try:
-        entry = json.loads(raw)
-    except (json.JSONDecodeError, RecursionError) as err:
-        raise InputError(f"box is not valid JSON ({type(err).__name__})") from None
+    entry = parse_json_field(raw, "box", MAX_BOX_CHARS)
     keys = ("x", "y", "w", "h", "label")
     if not isinstance(entry, dict) or not set(keys) <= entry.keys():
         raise InputError("box needs x, y, w, h and label")
