@@ -22,9 +22,9 @@ import json
 from pathlib import Path
 
 from segrefine.data.datasets import load_split
+from segrefine.data.io import read_mask
 from segrefine.evaluate import score_split
 from segrefine.segmenter import Segmenter
-from segrefine.data.io import read_mask
 from segrefine.weak import pseudo_mask_quality, write_pseudo_dataset
 
 KEYS = ("mean_image_iou", "miou", "boundary_iou")
