@@ -16,10 +16,10 @@ def pseudo_masks_cmd(
     data: Annotated[Path, typer.Option(help="Dataset root (VOC or folder layout).")],
     out: Annotated[Path, typer.Option(help="New dataset root (folder layout) to write: the "
                                       "images, their pseudo-masks, the real validation split.")],
-    source: Annotated[str, typer.Option("--from", help="The cheap labels: boxes, tags, or "
-                                        "attention (no labels: a Stable Diffusion model's "
-                                        "attention, StableSeg+). Scribbles are not "
-                                        "implemented yet.")] = "boxes",
+    source: Annotated[str, typer.Option("--from", help="The cheap labels: boxes, tags, "
+                                        "scribbles, or attention (no labels: a Stable "
+                                        "Diffusion model's attention, StableSeg+).")
+                      ] = "boxes",
     boxes: Annotated[Path | None, typer.Option(
         help='Boxes file (JSON): {"<image id>": [{"class": NAME, "x": .., "y": .., "w": .., '
              '"h": ..}, ...]}, pixels, (x, y) the top-left corner.')] = None,
@@ -28,12 +28,16 @@ def pseudo_masks_cmd(
     negatives: Annotated[Path | None, typer.Option(
         help="With --from tags: a folder of images showing none of the classes (they teach "
              "the classifier what no class looks like; a one-class dataset needs them).")] = None,
+    scribbles: Annotated[Path | None, typer.Option(
+        help="With --from scribbles: a folder of <id>.png maps, class ids on the strokes and "
+             "255 elsewhere, each the size of its image.")] = None,
     attention_model: Annotated[Path | None, typer.Option(
         help="With --from attention: a local Stable Diffusion folder (diffusers layout).")
     ] = None,
     simulate_from_masks: Annotated[bool, typer.Option(
         "--simulate-from-masks", help="Derive the boxes (one per connected component of each "
-        "class) or tags (the classes present) from the split's real masks, for benchmarks.")
+        "class), tags (the classes present) or scribbles (a stroke down each region) from the "
+        "split's real masks, for benchmarks.")
     ] = False,
     method: Annotated[str, typer.Option(help="grabcut (GrabCut inside each box), or the "
                                         "baselines box (the box itself) and ellipse (the "
@@ -56,6 +60,7 @@ def pseudo_masks_cmd(
                                   classes=split_classes(classes), split=split,
                                   val_split=val_split or None, progress=not quiet, tags=tags,
                                   negatives=negatives, attention_model=attention_model,
+                                  scribbles=scribbles,
                                   rounds=rounds,
                                   round_epochs=round_epochs)  # fmt: skip
     for r, q in enumerate(report.get("quality_by_round", [])[:-1]):

@@ -36,6 +36,7 @@ from ..train import TrainConfig
 from .annotations import boxes_from_mask, boxes_to_json, read_boxes, read_tags, tags_from_mask
 from .boxes import METHODS, pseudo_mask_from_boxes
 from .rounds import allowed_classes, one_round
+from .scribbles import pseudo_mask_from_scribbles, read_scribbles, scribbles_from_mask
 from .tags import TagSettings, class_maps, pseudo_mask_from_tags, train_classifier
 
 
@@ -55,7 +56,7 @@ def pseudo_mask_quality(pseudo: list[np.ndarray], truth: list[np.ndarray],
             "void_share": round(100 * void / max(len(pseudo), 1), 2)}  # fmt: skip
 
 
-SOURCES = ("boxes", "tags", "attention")
+SOURCES = ("boxes", "tags", "scribbles", "attention")
 
 
 def write_pseudo_dataset(
@@ -73,6 +74,7 @@ def write_pseudo_dataset(
     negatives: str | Path | None = None,
     tag_settings: TagSettings | None = None,
     attention_model: str | Path | None = None,
+    scribbles: str | Path | None = None,
     rounds: int = 0,
     round_epochs: int = 20,
     round_settings: dict | None = None,
@@ -92,7 +94,8 @@ def write_pseudo_dataset(
                          f"implemented yet), got {source!r}")  # fmt: skip
     if source == "boxes" and method not in METHODS:
         raise InputError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
-    given_file = {"boxes": boxes, "tags": tags, "attention": attention_model}[source]
+    given_file = {"boxes": boxes, "tags": tags, "scribbles": scribbles,
+                  "attention": attention_model}[source]  # fmt: skip
     if source == "attention":  # StableSeg+: no labels at all, the class names are the prompt
         if attention_model is None:
             raise InputError("--from attention needs --attention-model DIR")
@@ -116,6 +119,14 @@ def write_pseudo_dataset(
         given = ({it.id: tags_from_mask(it.mask) for it in train.items} if simulate
                  else read_tags(tags, names, [it.id for it in train.items]))  # fmt: skip
         make = _tag_maker(train, given, negative_images, tag_settings or TagSettings(), progress)
+    elif source == "scribbles":
+        marks = {it.id: scribbles_from_mask(it.mask) if simulate
+                 else read_scribbles(scribbles, it.id, it.image.shape[:2], len(names))
+                 for it in train.items}  # every file checked before any work  # fmt: skip
+        given = {i: set(np.unique(m[m != VOID]).tolist()) for i, m in marks.items()}
+
+        def make(it):
+            return pseudo_mask_from_scribbles(it.image, marks[it.id])
     else:
         given = {it.id: set(range(1, len(names))) for it in train.items}  # every class, any image
         make = _attention_maker(attention_model, names, device)
@@ -158,6 +169,7 @@ def write_pseudo_dataset(
             "data": str(data), "split": split, "val_split": val_split, "source": source,
             "labels": "simulated from the masks" if simulate else str(given_file),
             "method": {"boxes": method, "tags": "cam+random-walker",
+                       "scribbles": "clustering with scribbles",
                        "attention": "stableseg"}[source],
             "negatives": len(negative_images),
             "classes": list(names), "num_images": len(train.items),
