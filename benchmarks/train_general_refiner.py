@@ -1,8 +1,9 @@
 """Retrain the general (class-agnostic) refiner from scratch: one command, fixed seeds.
 
-It sees synthetic scenes only (our own generator: no data terms attached), rendered at several
+It sees synthetic scenes (our own generator: no data terms attached), rendered at several
 sizes so that native refinement learns every scale between the working size and the original
-one, each of its classes as object against the rest, with coarse masks from degradations:
+one, and with ``--extra ROOT`` real labelled datasets too (their terms then apply), each class
+as object against the rest, with coarse masks from degradations:
 
     python benchmarks/train_general_refiner.py --out runs/general
 
@@ -19,6 +20,7 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 from segrefine.data.synthetic import SYNTHETIC_CLASSES
@@ -46,6 +48,28 @@ def write_scenes(root: Path, n_train: int, n_val: int, seed: int) -> Path:
     return root
 
 
+def add_dataset(root: Path, extra: Path, names: list[str]) -> list[str]:
+    """Copy the train and val splits of the dataset ``extra`` (either layout) into the scene
+    root ``root``, its classes appended to ``names`` (prefixed with the dataset's folder name;
+    its background, if any, is the shared background). Returns the new class list."""
+    from segrefine.data.datasets import load_split
+    from segrefine.data.io import VOID
+
+    first = load_split(extra, "train", None, False, size=None)
+    own = [c for c in first.class_names if c != "background"]
+    ids = {c: len(names) + k for k, c in enumerate(own)}
+    lut = np.full(256, VOID, np.uint8)
+    for k, c in enumerate(first.class_names):
+        lut[k] = 0 if c == "background" else ids[c]
+    for split in ("train", "val"):
+        data = first if split == "train" else load_split(extra, split, None, False, size=None)
+        for it in data.items:
+            name = f"{extra.name}_{it.id}".replace("/", "_")
+            Image.fromarray(it.image).save(root / "images" / split / f"{name}.png")
+            Image.fromarray(lut[it.mask]).save(root / "masks" / split / f"{name}.png")
+    return names + [f"{extra.name}:{c}" for c in own]
+
+
 def general_config(data: Path, iterations: int, seed: int) -> RefinerConfig:
     """The shipped refiner's settings: the default network, native scales, class-agnostic."""
     return RefinerConfig(data=str(data), class_agnostic=True, native=True, truth_share=0.3,
@@ -60,9 +84,15 @@ def main() -> None:
     p.add_argument("--iterations", type=int, default=6000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
+    p.add_argument("--extra", type=Path, action="append", default=[],
+                   help="a labelled dataset root (either layout) to train on too; repeatable")
     args = p.parse_args()
     t0 = time.perf_counter()
     data = write_scenes(args.out / "data", args.n_train, args.n_val, args.seed)
+    names = list(SYNTHETIC_CLASSES)
+    for extra in args.extra:  # real data beside the scenes (mind their terms of use)
+        names = add_dataset(data, extra, names)
+    (data / "classes.txt").write_text("\n".join(names) + "\n")
     t1 = time.perf_counter()
     print(f"scenes: {t1 - t0:.0f} s")
     best = train_refiner(general_config(data, args.iterations, args.seed), args.out / "run",
