@@ -37,8 +37,28 @@ def test_an_untrained_native_refiner_returns_a_large_mask_unchanged_through_tile
     out = ref.refine(image, labels=mask)
     assert out.labels.shape == (300, 600) and out.uncertainty.shape == (300, 600)
     assert np.array_equal(out.labels, mask)
-    plain = ref.refine(image, labels=mask, native=False)  # the working-size pass alone
-    assert np.array_equal(plain.labels, mask) or (plain.labels != mask).any()
+
+
+def test_finer_passes_draw_one_sample_unless_mirroring(monkeypatch):
+    import segrefine.diffusion.native as native
+
+    seen = []
+    original = native.refine_pass
+
+    def spy(refiner, image, probs, settings, *args, **kwargs):
+        seen.append((settings["samples"], settings["flip"]))
+        return original(refiner, image, probs, settings, *args, **kwargs)
+
+    monkeypatch.setattr(native, "refine_pass", spy)
+    ref = native_refiner()
+    mask = np.zeros((300, 600), np.uint8)
+    mask[40:260, 100:520] = 1
+    image = np.random.default_rng(0).integers(0, 255, (300, 600, 3), dtype=np.uint8)
+    ref.refine(image, labels=mask, samples=4)
+    assert seen and all(s == (1, False) for s in seen)
+    seen.clear()
+    ref.refine(image, labels=mask, samples=4, flip=True)  # mirroring needs its samples
+    assert seen and all(s == (4, True) for s in seen)
 
 
 def test_tiles_without_band_pixels_are_not_computed():

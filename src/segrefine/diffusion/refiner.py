@@ -322,6 +322,10 @@ class Refiner(LoadableRun):
                        native) -> list[Refinement]:  # fmt: skip
         s = self.settings(steps, strength, samples, flip, native)  # fails before any work
         passes = {k: s[k] for k in ("steps", "strength", "samples", "flip")}
+        if not s["flip"]:
+            # finer passes only place boundaries the working pass decided: one sample there
+            # scores the same (Weizmann val, docs/benchmarks.md) at ~20% less time
+            passes["samples"] = 1
         nfe = self.nfe(steps, samples, strength)
         groups: dict[tuple[int, int], list[int]] = {}
         for i, im in enumerate(images):
