@@ -324,7 +324,7 @@ class Refiner(LoadableRun):
         passes = {k: s[k] for k in ("steps", "strength", "samples", "flip")}
         if not s["flip"]:
             # finer passes only place boundaries the working pass decided: one sample there
-            # scores the same (Weizmann val, docs/benchmarks.md) at ~20% less time
+            # scores the same (Weizmann val, docs/benchmarks.md) and is a little faster
             passes["samples"] = 1
         nfe = self.nfe(steps, samples, strength)
         groups: dict[tuple[int, int], list[int]] = {}
