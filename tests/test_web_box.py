@@ -71,8 +71,8 @@ class _Refiner:
     (_box(label=0), "box label 0 is the background"),
     (_box(label=9), "box label 9 is not a class of the refiner (1 to 4)"),
     ('{"x": 1}', "box needs x, y, w, h and label"),
-    ("[1, 2", "box is not valid JSON"),
-    ("[" * 5000, "box is over 1000 characters"),
+    ("[1, 2", "box: not valid JSON"),
+    ("[" * 5000, "box: over 1000 characters"),
 ], ids=lambda v: v[:24])  # fmt: skip
 def test_bad_boxes_are_named(raw, message):
     with pytest.raises(InputError, match=message.replace("(", r"\(").replace(")", r"\)")):

@@ -112,11 +112,11 @@ BOX_MARGIN = 0.25  # of the box's size on each side: the background model's pixe
 def parse_json_field(raw: str, what: str, max_chars: int):
     """A form field holding JSON, bounded in length and nesting: the value or one line."""
     if len(raw) > max_chars:
-        raise InputError(f"{what} is over {max_chars} characters")
+        raise InputError(f"{what}: over {max_chars} characters")
     try:
         return json.loads(raw)
     except (json.JSONDecodeError, RecursionError) as err:
-        raise InputError(f"{what} is not valid JSON ({type(err).__name__})") from None
+        raise InputError(f"{what}: not valid JSON ({type(err).__name__})") from None
 
 
 def parse_box(raw: str, shape: tuple[int, int], refiner) -> Box:
