@@ -51,6 +51,10 @@ def serve_cmd(
         typer.Option(help="Another host name the server answers to (repeatable; the loopback "
                      "names and --host always are). Other names are refused."),
     ] = None,
+    attention_model: Annotated[Path | None, typer.Option(
+        help="A local Stable Diffusion folder (diffusers layout): adds the 'Attention (no "
+             "training)' tab, segmenting into any class names from the U-Net's attention. "
+             "Loaded once at startup; needs transformers.")] = None,
     device: Device = "auto",
     threads: Threads = None,
 ) -> None:
@@ -70,8 +74,16 @@ def serve_cmd(
         typer.echo(f"serving the runs in {runs}/ (--runs to choose)", err=True)
     if not runs.is_dir():
         typer.echo(f"segrefine: note: {runs}: no such folder yet; the page will say so", err=True)
-    serve_app(runs, host, port, max_megapixels, str(resolve_device(device)),
-              tuple(allow_host or ()), max_upload_mb, max_pending)
+    attention = None
+    if attention_model is not None:  # a bad folder: one line and exit 2, before serving
+        from ..attention import load_attention_model
+
+        typer.echo(f"loading the attention model in {attention_model} ...", err=True)
+        attention = load_attention_model(attention_model, device=device)
+    args = (runs, host, port, max_megapixels, str(resolve_device(device)),
+            tuple(allow_host or ()), max_upload_mb, max_pending)
+    # positional, and only when given: the web app's serve(..., attention_model)
+    serve_app(*args, *((attention,) if attention is not None else ()))
 
 
 def register(app: typer.Typer) -> None:

@@ -15,6 +15,12 @@ Endpoints (all under ``/api``; errors are ``{"error": "one line"}`` with status 
                                    ``flip`` (1 = mirror half of the samples) -> job id
 ``POST /api/cluster``              form: ``file`` or ``example``, ``scribbles`` (JSON strokes),
                                    ``min_labels``, ``max_iter``, ``connected`` -> job id
+``GET  /api/attention``            whether an attention model (``serve --attention-model``) is
+                                   loaded: ``{"available", "model"}``; also ``attention`` in
+                                   ``/api/runs``
+``POST /api/attention``            form: ``file`` or ``example``, ``classes`` (comma-separated,
+                                   at most 20 names of at most 40 characters), ``threshold``
+                                   (0-1, optional) -> job id; 404 without an attention model
 ``GET  /api/jobs/ID``              state, stage, fraction, error; when done timings, info, files
 ``GET  /api/jobs/ID/files/NAME``   a result file (``?download=1`` as an attachment)
 ``GET  /api/jobs/ID/zoom?x&y&side`` a full-resolution close-up of a segment job: image,
@@ -45,11 +51,13 @@ from ..pipeline import check_pair
 from .jobs import JobQueue, QueueFull
 from .pipeline import (
     DEFAULT_MAX_MEGAPIXELS,
+    attention_figures,
     cluster_figures,
     decode_mask,
     decode_upload,
     mask_class_names,
     parse_box,
+    parse_classes,
     parse_json_field,
     png_bytes,
     segment_and_refine,
@@ -114,11 +122,20 @@ def create_app(
     allowed_hosts: set[str] | None = None,
     max_upload_mb: float = 64.0,
     max_pending: int = 8,
+    attention_model=None,
 ):
     """The web app for the runs under ``runs``: uploads over ``max_megapixels`` or request
     bodies over ``max_upload_mb`` are refused, only ``allowed_hosts`` are answered (default:
-    the loopback names) and at most ``max_pending`` jobs wait or run (see ``security.py``)."""
+    the loopback names) and at most ``max_pending`` jobs wait or run (see ``security.py``).
+    ``attention_model``, a loaded :class:`~segrefine.attention.AttentionModel` or the path of
+    a Stable Diffusion folder (loaded here, on ``device``), enables the attention tab."""
     runs = Path(runs)
+    if isinstance(attention_model, (str, Path)):
+        from ..attention import load_attention_model
+
+        attention_model = load_attention_model(attention_model, device=device)
+    attention_name = (Path(attention_model.path).name if getattr(attention_model, "path", None)
+                      else "attention model") if attention_model is not None else None  # fmt: skip
     queue = JobQueue(max_pending=max_pending)
     cache = ModelCache(scan_runs(runs), device=device)
 
@@ -127,7 +144,11 @@ def create_app(
 
     async def list_runs(request: Request) -> Response:
         cache.index = scan_runs(runs)  # cheap; picks up runs trained while serving
-        return JSONResponse({**cache.index.as_json(), "max_megapixels": max_megapixels})
+        return JSONResponse({**cache.index.as_json(), "max_megapixels": max_megapixels,
+                             "attention": attention_model is not None})  # fmt: skip
+
+    async def attention_status(request: Request) -> Response:
+        return JSONResponse({"available": attention_model is not None, "model": attention_name})
 
     async def list_examples(request: Request) -> Response:
         synthetic = [{"id": str(i), "name": f"synthetic scene {seed}",
@@ -232,6 +253,20 @@ def create_app(
         return _submit("cluster", name, cluster_figures, (image, data), strokes,
                        min_labels=min_labels, max_iter=max_iter, connected=connected)
 
+    async def attention(request: Request) -> Response:
+        if attention_model is None:
+            return _error("no attention model on this server (start it with segrefine serve "
+                          "--attention-model DIR)", 404)  # fmt: skip
+        try:
+            form = await request.form()
+            classes = parse_classes(form.get("classes"))
+            threshold = _number(form, "threshold", float, 0.0, 1.0)
+            image, name, data = await _image(form)
+        except InputError as err:
+            return _error(str(err))
+        return _submit("attention", name, attention_figures, (image, data), attention_model,
+                       classes, threshold=threshold)
+
     def _submit(kind, name, fn, source: tuple[np.ndarray, bytes | None], *args,
                 **kwargs) -> Response:  # fmt: skip
         image, data = source
@@ -290,6 +325,8 @@ def create_app(
             Route("/api/example", run_example),
             Route("/api/segment", segment, methods=["POST"]),
             Route("/api/cluster", cluster, methods=["POST"]),
+            Route("/api/attention", attention_status, methods=["GET"]),
+            Route("/api/attention", attention, methods=["POST"]),
             Route("/api/jobs/{job}", job_status),
             Route("/api/jobs/{job}/files/{name}", job_file),
             Route("/api/jobs/{job}/zoom", job_zoom),
@@ -299,18 +336,22 @@ def create_app(
     )
     app.state.queue = queue
     app.state.cache = cache
+    app.state.attention = attention_model
     return Guard(app, allowed_hosts or default_hosts("127.0.0.1"), int(max_upload_mb * 1e6))
 
 
 def serve(runs: str | Path = "runs", host: str = "127.0.0.1", port: int = 7860,
           max_megapixels: float = DEFAULT_MAX_MEGAPIXELS, device: str = "cpu",
           allow_hosts: tuple[str, ...] = (), max_upload_mb: float = 64.0,
-          max_pending: int = 8) -> None:  # fmt: skip
-    """Run the app with uvicorn until interrupted."""
+          max_pending: int = 8, attention_model=None) -> None:  # fmt: skip
+    """Run the app with uvicorn until interrupted (``attention_model``: a loaded model or a
+    Stable Diffusion folder for the attention tab, or None for no tab)."""
     import uvicorn
 
     hosts = default_hosts(host) | {h.lower() for h in allow_hosts}
-    app = create_app(runs, max_megapixels, device, hosts, max_upload_mb, max_pending)
+    app = create_app(runs, max_megapixels, device, hosts, max_upload_mb, max_pending,
+                     attention_model=attention_model)  # fmt: skip
+    note = "" if attention_model is None else "; attention tab on"
     print(f"segrefine web app on http://{host}:{port}  (runs: {Path(runs).resolve()}; "
-          f"answers to {', '.join(sorted(hosts))})")
+          f"answers to {', '.join(sorted(hosts))}{note})")
     uvicorn.run(app, host=host, port=port, log_level="warning")

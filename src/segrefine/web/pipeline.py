@@ -41,6 +41,8 @@ from .scribbles import rasterize_scribbles
 
 __all__ = [
     "DEFAULT_MAX_MEGAPIXELS",
+    "attention_figures",
+    "parse_classes",
     "Figures",
     "decode_mask",
     "decode_upload",
@@ -317,6 +319,77 @@ def _add_label_files(out: Figures, prefix: str, image, labels, probs, names) -> 
     out.info[f"{prefix}_class_fractions"] = {
         n: float((labels == c).mean()) for c, n in enumerate(names)
     }
+
+
+MAX_ATTENTION_CLASSES = 20  # classes one attention request may name
+MAX_CLASS_CHARS = 40  # characters in one class name
+
+
+def parse_classes(raw) -> list[str]:
+    """The attention tab's ``classes`` field, comma-separated names -> the names, or
+    :class:`InputError` in one line: at least one, at most :data:`MAX_ATTENTION_CLASSES`,
+    each at most :data:`MAX_CLASS_CHARS` characters, none empty or repeated."""
+    if raw is not None and not isinstance(raw, str):
+        raise InputError("classes must be a form field, not a file")
+    names = [" ".join(c.split()) for c in (raw or "").split(",")]
+    if not any(names):
+        raise InputError("give the classes to find, comma-separated, e.g. 'horse, grass, sky'")
+    if len(names) > MAX_ATTENTION_CLASSES:
+        raise InputError(f"{len(names)} classes; at most {MAX_ATTENTION_CLASSES}")
+    if not all(names):
+        raise InputError("empty class name (two commas in a row, or one at an end)")
+    long = next((n for n in names if len(n) > MAX_CLASS_CHARS), None)
+    if long is not None:
+        raise InputError(f"class name {long[:MAX_CLASS_CHARS]!r}... is over "
+                         f"{MAX_CLASS_CHARS} characters")  # fmt: skip
+    lowered = [n.lower() for n in names]
+    repeats = sorted({n for n in lowered if lowered.count(n) > 1})
+    if repeats:
+        raise InputError(f"class names given more than once: {', '.join(repeats)}")
+    return names
+
+
+def attention_figures(
+    image: np.ndarray,
+    model,
+    classes: list[str],
+    threshold: float | None = None,
+    progress: Progress | None = None,
+) -> Figures:
+    """The attention tab: ``model.segment`` (an :class:`~segrefine.attention.AttentionModel`,
+    no training) on ``image`` for ``classes``.
+
+    Files: ``input.png``, ``attention.png`` (the labels over the image, VOC colours),
+    ``attention_labels.png`` (VOC-palette label map at the image's size) and
+    ``attention_probs.npy`` (float16 K x H x W); ``info.classes`` are the result's class
+    names (``background`` first when it was added).
+    """
+    report = progress or (lambda stage, fraction: None)
+    out = Figures()
+    report("attention: one U-Net pass", 0.1)
+    t0 = time.perf_counter()
+    kwargs = {} if threshold is None else {"threshold": threshold}
+    result = model.segment(image, list(classes), **kwargs)
+    out.timings["attention_s"] = time.perf_counter() - t0
+    report("drawing", 0.9)
+    names = tuple(result.class_names)
+    lowered = [n.lower() for n in names]
+    clear = lowered.index("background") if "background" in lowered else None
+    labels = result.labels
+    out.files["attention.png"] = (png_bytes(overlay(image, labels, clear)), "image/png")
+    out.files["attention_labels.png"] = (png_bytes(labels, palette=VOC_PALETTE), "image/png")
+    out.files["attention_probs.npy"] = (npy_bytes(result.probs.astype(np.float16)),
+                                        "application/octet-stream")  # fmt: skip
+    out.files["input.png"] = (png_bytes(resize_image(image, display_size(image.shape[:2]))),
+                              "image/png")  # fmt: skip
+    out.info.update(
+        classes=list(names),
+        class_fractions={n: float((labels == c).mean()) for c, n in enumerate(names)},
+        width=int(image.shape[1]), height=int(image.shape[0]),
+    )
+    if threshold is not None:
+        out.info["threshold"] = float(threshold)
+    return out
 
 
 def cluster_figures(

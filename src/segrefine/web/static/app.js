@@ -46,6 +46,7 @@ async function loadRuns() {
     ref.add(new Option(`${r.name}  (${r.mode}, ${r.classes.join("/")})`, r.name));
   }
   matchRefiners();
+  $("#tab-attention").hidden = !runs.attention; // only with serve --attention-model
   const notes = $("#run-notes");
   notes.innerHTML = "";
   for (const n of runs.notes) {
@@ -173,6 +174,7 @@ async function runJob(url, form, button, onDone) {
     // an old result under a new error would read as this input's result
     $("#results").hidden = true;
     $("#cluster-results").hidden = true;
+    $("#attention-results").hidden = true;
     showError(err.message);
   } finally {
     wrap.hidden = true;
@@ -235,6 +237,7 @@ function showSegment(s) {
   $("#zoom").hidden = true;
   $("#results").hidden = false;
   $("#cluster-results").hidden = true;
+  $("#attention-results").hidden = true;
   const t = s.timings;
   let text = t.segment_s !== undefined ? `segmenter ${fmt(t.segment_s)}` : "your mask";
   if (s.info.coarse === "box") text = `your box · GrabCut ${fmt(t.grabcut_s)}`;
@@ -433,6 +436,7 @@ $("#run-cluster").addEventListener("click", () => {
 function showCluster(s) {
   $("#cluster-results").hidden = false;
   $("#results").hidden = true;
+  $("#attention-results").hidden = true;
   let text = `${s.info.segments} segments · ${fmt(s.timings.cluster_s)}`;
   if (s.info.scribble_labels) text += ` · guided by ${s.info.scribble_labels} scribble labels`;
   $("#cluster-timings").textContent = text;
@@ -536,12 +540,47 @@ $("#clear-box").addEventListener("click", () => {
   updateSource();
 });
 
+// ---- attention: class names in, labels from a Stable Diffusion U-Net's attention out -----
+$("#run-attention").addEventListener("click", () => {
+  const form = imageForm();
+  form.append("classes", $("#attention-classes").value);
+  form.append("threshold", $("#attention-threshold").value);
+  runJob("/api/attention", form, $("#run-attention"), showAttention);
+});
+
+function showAttention(s) {
+  $("#attention-results").hidden = false;
+  $("#results").hidden = true;
+  $("#cluster-results").hidden = true;
+  $("#attention-timings").textContent =
+    `${fmt(s.timings.attention_s)} · ${s.info.width}x${s.info.height} px`;
+  $("#attention-input img").src = s.files["input.png"];
+  $("#attention-result img").src = s.files["attention.png"];
+  const legend = $("#attention-legend");
+  legend.innerHTML = "";
+  s.info.classes.forEach((name, c) => {
+    const span = document.createElement("span");
+    const swatch = document.createElement("i");
+    // the overlay leaves background clear: its swatch is the image itself
+    swatch.style.background = name.toLowerCase() === "background" ? "transparent" : vocColour(c);
+    const share = s.info.class_fractions?.[name];
+    span.append(swatch, share === undefined ? name : `${name}: ${(100 * share).toFixed(1)} %`);
+    legend.appendChild(span);
+  });
+  const box = $("#attention-downloads");
+  box.innerHTML = "";
+  downloadLink(box, s.files["attention_labels.png"], "labels (PNG, VOC palette)");
+  downloadLink(box, s.files["attention_probs.npy"], "probabilities (.npy)");
+  downloadLink(box, s.files["attention.png"], "labels over the image (PNG)");
+}
+
 // ---- tabs --------------------------------------------------------------------------------
 document.querySelectorAll(".tab").forEach((tab) => tab.addEventListener("click", () => {
   state.tab = tab.dataset.tab;
   document.querySelectorAll(".tab").forEach((t) => t.classList.toggle("active", t === tab));
   $("#segment-panel").hidden = state.tab !== "segment";
   $("#cluster-panel").hidden = state.tab !== "cluster";
+  $("#attention-panel").hidden = state.tab !== "attention";
   resetCanvas();
 }));
 
