@@ -14,7 +14,7 @@ from web_helpers import BROWSER_ARGS, CHROMIUM, chromium_api, get, post, wait
 
 from segrefine.errors import InputError
 from segrefine.weak.annotations import Box
-from segrefine.web import pipeline
+from segrefine.web import inputs
 from segrefine.web.pipeline import mask_from_box, parse_box
 
 
@@ -46,7 +46,7 @@ def test_grabcut_in_the_box_finds_the_square_and_nothing_outside():
 
 
 def test_a_large_crop_is_cut_at_a_reduced_scale(monkeypatch):
-    monkeypatch.setattr(pipeline, "GRABCUT_MAX_PIXELS", 4_000)  # the crop is 240x240 px
+    monkeypatch.setattr(inputs, "GRABCUT_MAX_PIXELS", 4_000)  # the crop is 240x240 px
     truth = np.zeros((240, 240), bool)
     truth[60:180, 60:180] = True
     mask = mask_from_box(_square(240, 60, 180), Box(1, 40, 40, 160, 160))

@@ -49,16 +49,18 @@ from starlette.staticfiles import StaticFiles
 from ..errors import InputError
 from ..pipeline import check_pair
 from .jobs import JobQueue, QueueFull
-from .pipeline import (
+from .inputs import (
     DEFAULT_MAX_MEGAPIXELS,
-    attention_figures,
-    cluster_figures,
     decode_mask,
     decode_upload,
-    mask_class_names,
     parse_box,
     parse_classes,
     parse_json_field,
+)
+from .pipeline import (
+    attention_figures,
+    cluster_figures,
+    mask_class_names,
     png_bytes,
     segment_and_refine,
     zoom_view,
