@@ -48,7 +48,6 @@ from starlette.staticfiles import StaticFiles
 
 from ..errors import InputError
 from ..pipeline import check_pair
-from .jobs import JobQueue, QueueFull
 from .inputs import (
     DEFAULT_MAX_MEGAPIXELS,
     decode_mask,
@@ -57,6 +56,7 @@ from .inputs import (
     parse_classes,
     parse_json_field,
 )
+from .jobs import JobQueue, QueueFull
 from .pipeline import (
     attention_figures,
     cluster_figures,
