@@ -20,7 +20,7 @@ from torch import nn
 
 from ..data.datasets import preprocess, resize_image, resize_mask
 from ..data.io import VOID
-from ..data.transforms import to_tensor, working_size
+from ..data.transforms import pad_to_multiple, to_tensor, working_size
 from ..models.unet import UNet
 
 
@@ -93,7 +93,7 @@ def class_maps(net: TagClassifier, image: np.ndarray, size: int) -> np.ndarray:
     h, w = working_size(image.shape[:2], size)
     x = to_tensor(resize_image(image, (h, w)))
     stride = 2 ** len(net.downs)
-    x = F.pad(x, [0, -w % stride, 0, -h % stride], mode="replicate")
+    x = pad_to_multiple(x, stride)  # as the segmenters pad, cropped back below
     cam = F.relu(net.cam(x))
     cam = F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)
     cam = cam[0, :, :h, :w]
