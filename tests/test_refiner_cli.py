@@ -109,6 +109,15 @@ def test_refine_cli_takes_any_models_probabilities_and_rejects_bad_ones(
         "-q",
     )
     assert code == 0, err
+    common = ("refine", "--refiner", ref, "--images", synthetic_root, "--device", "cpu", "-q")
+    code, _, err = run_cli(*common, "--probs", probs, "--input-size", "16", "--out",
+                           tmp_path / "a16")  # fmt: skip
+    assert code == 0, err
+    for bad, says in ((("--probs", probs, "--input-size", "0"), "positive"),
+                      (("--segmenter", trained_run, "--input-size", "16"), "is for --probs")):
+        code, _, err = run_cli(*common, *bad, "--out", tmp_path / "bad")
+        assert code == 2 and says in err and len(err.strip().splitlines()) == 1
+        assert not (tmp_path / "bad").exists()
     victim = sorted(probs.glob("*.npy"))[0]
     np.save(victim, np.full((5, 32, 32), 0.5, np.float16))  # does not sum to 1
     code, _, err = run_cli(

@@ -9,7 +9,9 @@ import torch
 from refiner_helpers import TINY, tiny_config
 
 from segrefine.diffusion import Refiner, RefinerConfig, train_refiner
-from segrefine.diffusion.native import TILE, draw_native_crops, pass_sizes, refine_pass
+from segrefine.data.transforms import resize_probs
+from segrefine.diffusion.native import (TILE, _thick_changes, draw_native_crops, effective_size,
+                                        pass_sizes, refine_pass)  # fmt: skip
 from segrefine.diffusion.onehot import probs_from_labels
 
 
@@ -34,7 +36,7 @@ def test_an_untrained_native_refiner_returns_a_large_mask_unchanged_through_tile
     mask[40:260, 100:520] = 1
     mask[120:180, 250:380] = 0  # a hole
     image = np.random.default_rng(0).integers(0, 255, (300, 600, 3), dtype=np.uint8)
-    out = ref.refine(image, labels=mask)
+    out = ref.refine(image, labels=mask, input_size=ref.size)  # as if predicted small
     assert out.labels.shape == (300, 600) and out.uncertainty.shape == (300, 600)
     assert np.array_equal(out.labels, mask)
 
@@ -54,11 +56,72 @@ def test_finer_passes_draw_one_sample_unless_mirroring(monkeypatch):
     mask = np.zeros((300, 600), np.uint8)
     mask[40:260, 100:520] = 1
     image = np.random.default_rng(0).integers(0, 255, (300, 600, 3), dtype=np.uint8)
-    ref.refine(image, labels=mask, samples=4)
+    ref.refine(image, labels=mask, samples=4, input_size=ref.size)
     assert seen and all(s == (1, False) for s in seen)
     seen.clear()
-    ref.refine(image, labels=mask, samples=4, flip=True)  # mirroring needs its samples
-    assert seen and all(s == (4, True) for s in seen)
+    ref.refine(image, labels=mask, samples=4, flip=True, input_size=ref.size)  # mirroring
+    assert seen and all(s == (4, True) for s in seen)  # needs its samples
+
+
+def _spy_passes(monkeypatch) -> list[tuple[int, int]]:
+    import segrefine.diffusion.native as native
+
+    sizes = []
+    original = native.refine_pass
+
+    def spy(refiner, image, *args, **kwargs):
+        sizes.append(image.shape[:2])
+        return original(refiner, image, *args, **kwargs)
+
+    monkeypatch.setattr(native, "refine_pass", spy)
+    return sizes
+
+
+def test_finer_passes_run_only_above_the_resolution_the_input_was_predicted_at(monkeypatch):
+    sizes = _spy_passes(monkeypatch)
+    ref = native_refiner()
+    mask = np.zeros((300, 600), np.uint8)
+    mask[40:260, 100:520] = 1
+    image = np.random.default_rng(0).integers(0, 255, (300, 600, 3), dtype=np.uint8)
+    ref.refine(image, labels=mask)  # a mask at full size is taken as drawn there
+    assert sizes == []
+    ref.refine(image, labels=mask[::4, ::4])  # a quarter-size mask: the passes above 75 px
+    assert sizes == [(150, 300), (300, 600)]
+    assert pass_sizes((300, 600), ref.size)[0] == (75, 150)  # (which there is one at)
+    sizes.clear()
+    ref.refine(image, labels=mask[::2, ::2])  # half size: only the passes above it
+    assert sizes == [(300, 600)]
+    sizes.clear()
+    # soft maps predicted at a quarter of the size and saved upsampled are recognised as such
+    small = probs_from_labels(mask[::4, ::4], 2)
+    up = resize_probs(torch.from_numpy(small), (300, 600)).numpy()
+    ref.refine(image, probs=up)
+    assert sizes[-1] == (300, 600) and (75, 150) not in sizes
+
+
+def test_effective_size_finds_upsampled_maps_and_trusts_hard_masks():
+    yy, xx = np.mgrid[:40, :60]
+    small = ((yy - 20) ** 2 / 150 + (xx - 30) ** 2 / 300 < 1).astype(np.uint8)
+    p = torch.from_numpy(probs_from_labels(small, 2))
+    assert effective_size(p) == (40, 60)
+    for f in (2, 4, 8):
+        up = resize_probs(p, (40 * f, 60 * f))
+        h, w = effective_size(up)
+        assert h <= 40 * f / 1.5 and w <= 60 * f / 1.5  # detail at least 1.5x coarser
+        hard = probs_from_labels(up.numpy().argmax(0).astype(np.uint8), 2)
+        assert effective_size(hard) == (40 * f, 60 * f)
+
+
+def test_the_working_pass_carries_only_changes_two_pixels_thick():
+    before = torch.zeros(2, 12, 12)
+    before[0] = 1
+    after = before.clone()
+    after[:, 2, 1:10] = torch.tensor([0.0, 1.0])[:, None]  # a one-pixel line: boundary detail
+    after[:, 6:9, 6:9] = torch.tensor([0.0, 1.0])[:, None, None]  # a 3 x 3 region
+    keep = _thick_changes(before, after)[0]
+    assert keep[2].sum() == 0
+    assert keep[6:9, 6:9].all() and keep[5:10, 5:10].all()  # grown by a pixel
+    assert keep.sum() == 25
 
 
 def test_tiles_without_band_pixels_are_not_computed():

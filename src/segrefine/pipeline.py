@@ -56,6 +56,7 @@ def segment_and_refine(
     samples: int | None = None,
     flip: bool | None = None,
     native: bool | None = None,
+    input_size: int | None = None,
     seed: int = 0,
     batch_size: int = 16,
     timings: dict[str, float] | None = None,
@@ -66,7 +67,8 @@ def segment_and_refine(
     size), ``probs`` (C, H, W maps from any model) or ``labels`` (hard masks, softened by
     :func:`~segrefine.diffusion.onehot.probs_from_labels`). Refinement settings default to
     the refiner run's; ``seed`` makes the result reproducible (batch ``k`` uses
-    ``seed + k * batch_size``). Seconds spent per stage are added to ``timings``
+    ``seed + k * batch_size``). ``input_size`` is the short side the coarse input was
+    predicted at (a segmenter's own is known; see :meth:`Refiner.refine_batch`). Seconds spent per stage are added to ``timings``
     (``segment_s``, ``refine_s``) when a dict is given.
     """
     if sum(x is not None for x in (segmenter, probs, labels)) != 1:
@@ -83,14 +85,15 @@ def segment_and_refine(
     if segmenter is not None:
         t0 = time.perf_counter()
         probs = segmenter.predict_batch(images, batch_size=batch_size)
+        input_size = segmenter.size
         clock["segment_s"] = clock.get("segment_s", 0.0) + time.perf_counter() - t0
     out = [Segmentation(p, p.argmax(0).astype(np.uint8)) for p in probs] if probs is not None \
         else [Segmentation(None, np.asarray(m)) for m in labels]  # fmt: skip
     if refiner is not None:
         t0 = time.perf_counter()
         refined = refiner.refine_batch(images, probs, labels, steps, strength, samples, seed,
-                                       batch_size=batch_size, flip=flip,
-                                       native=native)  # fmt: skip
+                                       batch_size=batch_size, flip=flip, native=native,
+                                       input_size=input_size)  # fmt: skip
         clock["refine_s"] = clock.get("refine_s", 0.0) + time.perf_counter() - t0
         for result, r in zip(out, refined, strict=True):
             result.refined = r

@@ -12,7 +12,10 @@ maps (C, H, W, summing to 1; e.g. ``segrefine predict --save-probs`` or any othe
 from a folder of ``<id>.png`` label masks (softened as documented in ``probs_from_labels``):
 class ids, RGB colour masks (VOC colours, or those of a ``classes.txt`` of ``name R G B``
 lines), or, for a 2-class refiner, 0/255 binary masks. Maps and masks may be smaller than
-their image (same aspect ratio): they are upsampled.
+their image (same aspect ratio): they are upsampled. A native refiner refines at full
+resolution only above the resolution the input was predicted at (``input_size``, the short
+side; by default found from the maps, and a hard mask at the image's size counts as drawn
+there).
 """
 
 from __future__ import annotations
@@ -83,6 +86,7 @@ def refine_to_folder(
     seed: int = 0,
     progress: bool = True,
     flip: bool | None = None,
+    input_size: int | None = None,
     notice=None,
 ) -> list[str]:
     """Refine every input image; returns the ids written (see the module docstring).
@@ -94,6 +98,10 @@ def refine_to_folder(
     if probs_dir is not None and not Path(probs_dir).is_dir():
         raise InputError("no such probability folder", probs_dir)
     refiner.settings(steps, strength, samples, flip)  # bad settings fail before any work
+    if input_size is not None and segmenter is not None:
+        raise InputError("--input-size is for --probs: a segmenter's own size is known")
+    if input_size is not None and input_size < 1:
+        raise InputError(f"--input-size must be a positive number of pixels, got {input_size}")
     cfg = refiner.spec
     inputs = iter_inputs(source, refiner.size, split, cfg.classes, cfg.binary_per_class,
                          protocol)  # fmt: skip
@@ -110,6 +118,7 @@ def refine_to_folder(
         if priors is not None:
             probs, labels, where = priors.read(inp.id)
             coarse = {"probs": [probs]} if probs is not None else {"labels": [labels]}
+            coarse["input_size"] = input_size
         try:
             (result,) = segment_and_refine([inp.image], refiner=refiner, steps=steps,
                                            strength=strength, samples=samples, flip=flip,

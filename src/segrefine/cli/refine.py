@@ -146,6 +146,13 @@ def refine_cmd(
         bool, typer.Option("--protocol", help="The paper's square protocol: centre crop and "
                            "resize to the run's size (default: each image's own size).")
     ] = False,
+    input_size: Annotated[
+        int | None, typer.Option(help="With --probs: the short side (px) the maps or masks "
+                                 "were predicted at, when saved upsampled to the images' size; "
+                                 "a native refiner refines at finer scales only above it "
+                                 "(default: found from soft maps; a full-size mask counts as "
+                                 "drawn at full size).")
+    ] = None,
     steps: Steps = None,
     strength: Strength = None,
     samples: Samples = None,
@@ -171,7 +178,7 @@ def refine_cmd(
     ids = refine_to_folder(ref, images, out, segmenter=seg, probs_dir=probs, split=split,
                            protocol=protocol,
                            steps=steps, strength=strength, samples=samples, seed=seed,
-                           progress=not quiet, flip=flip,
+                           progress=not quiet, flip=flip, input_size=input_size,
                            notice=lambda m: typer.echo(f"segrefine: note: {m}", err=True))
     typer.echo(f"refined {len(ids)} images into {out}")
 

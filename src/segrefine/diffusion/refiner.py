@@ -26,7 +26,7 @@ from ..errors import InputError
 from ..runs import LoadableRun, RunSpec, check_network
 from ..segmenter import resolve_device
 from .modes import MODES, RefinerMode, get_mode
-from .native import refine_native
+from .native import effective_size, labels_of, refine_native
 from .onehot import prior_for_image
 from .sampling import make_scheduler
 
@@ -231,11 +231,13 @@ class Refiner(LoadableRun):
         seed: int = 0,
         flip: bool | None = None,
         native: bool | None = None,
+        input_size: int | None = None,
     ) -> Refinement:
         """Refine one RGB uint8 image (H, W, 3) given ``probs`` (C, H, W) or hard ``labels``.
 
         ``steps``, ``strength``, ``samples`` and ``flip`` default to the run's settings
-        (:attr:`defaults`); see :meth:`refine_tensors`.
+        (:attr:`defaults`); see :meth:`refine_tensors`; ``native`` and ``input_size``: see
+        :meth:`refine_batch`.
         """
         return self.refine_batch(
             [image],
@@ -247,6 +249,7 @@ class Refiner(LoadableRun):
             seed,
             flip=flip,
             native=native,
+            input_size=input_size,
         )[0]
 
     def refine_batch(
@@ -261,6 +264,7 @@ class Refiner(LoadableRun):
         batch_size: int = 16,
         flip: bool | None = None,
         native: bool | None = None,
+        input_size: int | None = None,
     ) -> list[Refinement]:
         """:meth:`refine` for several images of any sizes. Coarse inputs smaller than their
         image are upsampled to it (:func:`~segrefine.diffusion.onehot.prior_for_image`). Each
@@ -269,21 +273,32 @@ class Refiner(LoadableRun):
         image; images of one working size are refined together, batch ``k`` of a size with
         ``seed`` + the index of its first image. With ``native`` (the default for runs trained
         with it) the result is refined again at doubling scales up to the image's own size
-        (:mod:`segrefine.diffusion.native`)."""
+        (:mod:`segrefine.diffusion.native`), above the resolution the input was predicted at:
+        ``input_size`` when given (the short side the segmenter worked at), else the input's
+        own size when it is smaller than its image, else the size its maps carry detail at
+        (:func:`~segrefine.diffusion.native.effective_size`; a hard mask at the image's size
+        counts as drawn there, and only the working size changes it)."""
         if (probs is None) == (labels is None):
             raise InputError("give either probability maps or label masks, not both or neither")
+        if input_size is not None and input_size < 1:
+            raise InputError(f"input size must be a positive number of pixels, got {input_size}")
+        given = probs if probs is not None else labels
+        details = [working_size(im.shape[:2], input_size) if input_size is not None
+                   else (tuple(np.asarray(given[i]).shape[-2:])
+                         if tuple(np.asarray(given[i]).shape[-2:]) != im.shape[:2] else None)
+                   for i, im in enumerate(images)]  # fmt: skip
         if self.spec.class_agnostic:
             return self._one_vs_rest(images, probs, labels, steps, strength, samples, seed,
-                                     batch_size, flip, native)  # fmt: skip
+                                     batch_size, flip, native, details)  # fmt: skip
         priors = [prior_for_image(im.shape[:2], self.num_classes,
                                   None if probs is None else probs[i],
                                   None if labels is None else labels[i])
                   for i, im in enumerate(images)]  # fmt: skip
         return self._refine_priors(images, priors, steps, strength, samples, seed, batch_size,
-                                   flip, native)  # fmt: skip
+                                   flip, native, details)  # fmt: skip
 
     def _one_vs_rest(self, images, probs, labels, steps, strength, samples, seed, batch_size,
-                     flip, native) -> list[Refinement]:  # fmt: skip
+                     flip, native, details) -> list[Refinement]:  # fmt: skip
         """A class-agnostic refiner on C-class inputs: each class present in an image's
         argmax is refined as object against the rest (all of them batched together); its
         probability is replaced by the refined object probability and the map renormalised,
@@ -302,8 +317,11 @@ class Refiner(LoadableRun):
         owners = [(i, k) for i, p in enumerate(priors)
                   for k in ([1] if len(p) == 2 else np.unique(p.argmax(0)).tolist())]
         binary = [np.stack([1 - priors[i][k], priors[i][k]]) for i, k in owners]
+        if self.settings(native=native)["native"]:  # one estimate per image, for each class
+            details = [d or effective_size(p) for d, p in zip(details, priors, strict=True)]
         refined = self._refine_priors([images[i] for i, _ in owners], binary, steps, strength,
-                                      samples, seed, batch_size, flip, native)  # fmt: skip
+                                      samples, seed, batch_size, flip, native,
+                                      [details[i] for i, _ in owners])  # fmt: skip
         out = []
         for i, p in enumerate(priors):
             q, nfe = p.copy(), 0
@@ -319,7 +337,7 @@ class Refiner(LoadableRun):
         return out
 
     def _refine_priors(self, images, priors, steps, strength, samples, seed, batch_size, flip,
-                       native) -> list[Refinement]:  # fmt: skip
+                       native, details) -> list[Refinement]:  # fmt: skip
         s = self.settings(steps, strength, samples, flip, native)  # fails before any work
         passes = {k: s[k] for k in ("steps", "strength", "samples", "flip")}
         if not s["flip"]:
@@ -343,12 +361,14 @@ class Refiner(LoadableRun):
                 for i, m, u in zip(chunk, mean[..., :h, :w], unc[..., :h, :w], strict=True):
                     shape = images[i].shape[:2]
                     if s["native"]:  # refine again at finer scales, up to the image's own
-                        m, u = refine_native(self, images[i], torch.from_numpy(priors[i]),
-                                             p[chunk.index(i)], m, u, passes, seed + i)
+                        prior = torch.from_numpy(priors[i])
+                        m, u = refine_native(self, images[i], prior, p[chunk.index(i)], m, u,
+                                             passes, seed + i,
+                                             details[i] or effective_size(prior))  # fmt: skip
                     m = resize_probs(m, shape)
                     u = F.interpolate(u[None, None], size=shape, mode="bilinear",
                                       align_corners=False)[0, 0]  # fmt: skip
-                    results[i] = Refinement(m.argmax(0).numpy().astype(np.uint8), m.numpy(),
+                    results[i] = Refinement(labels_of(m).numpy().astype(np.uint8), m.numpy(),
                                             u.numpy(), nfe)  # fmt: skip
         return results
 
