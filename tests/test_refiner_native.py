@@ -8,10 +8,16 @@ import pytest
 import torch
 from refiner_helpers import TINY, tiny_config
 
-from segrefine.diffusion import Refiner, RefinerConfig, train_refiner
 from segrefine.data.transforms import resize_probs
-from segrefine.diffusion.native import (TILE, _thick_changes, draw_native_crops, effective_size,
-                                        pass_sizes, refine_pass)  # fmt: skip
+from segrefine.diffusion import Refiner, RefinerConfig, train_refiner
+from segrefine.diffusion.native import (
+    TILE,
+    _thick_changes,
+    draw_native_crops,
+    effective_size,
+    pass_sizes,  # fmt: skip
+    refine_pass,
+)
 from segrefine.diffusion.onehot import probs_from_labels
 
 

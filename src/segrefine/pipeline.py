@@ -68,8 +68,9 @@ def segment_and_refine(
     :func:`~segrefine.diffusion.onehot.probs_from_labels`). Refinement settings default to
     the refiner run's; ``seed`` makes the result reproducible (batch ``k`` uses
     ``seed + k * batch_size``). ``input_size`` is the short side the coarse input was
-    predicted at (a segmenter's own is known; see :meth:`Refiner.refine_batch`). Seconds spent per stage are added to ``timings``
-    (``segment_s``, ``refine_s``) when a dict is given.
+    predicted at (a segmenter's own is known; see :meth:`Refiner.refine_batch`). Seconds
+    spent per stage are added to ``timings`` (``segment_s``, ``refine_s``) when a dict is
+    given.
     """
     if sum(x is not None for x in (segmenter, probs, labels)) != 1:
         raise InputError("give exactly one coarse input: a segmenter, probability maps or "

@@ -207,7 +207,8 @@ def _thick_changes(before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
 
 def refine_native(refiner, image: np.ndarray, prior: torch.Tensor, first_input: torch.Tensor,
                   first: torch.Tensor, uncertainty: torch.Tensor, settings: dict, seed: int,
-                  detail: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+                  detail: tuple[int, int] | None = None,
+                  ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """Carry the working-size pass up to ``image``'s own size.
 
     ``prior`` is the coarse input at the image's size, ``first_input`` the same at working
