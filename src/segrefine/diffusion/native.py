@@ -217,17 +217,19 @@ def refine_native(refiner, image: np.ndarray, prior: torch.Tensor, first_input: 
     detail the input already has at full resolution survives, and a pass that changes nothing
     changes nothing at any scale. Two rules keep a good input intact ("do no harm"):
 
-    * of the working pass, only changes of label at least two working pixels thick are
-      carried (regions it added or removed); thinner ones are boundary placement, which the
-      finer passes, or the input itself, do at a finer scale;
     * finer passes run only at scales above ``detail``, the resolution the input was
-      predicted at (None: the image's own): a mask drawn at full size gets none.
+      predicted at (None: the image's own): a mask drawn at full size gets none;
+    * when the input has detail finer than the working size, only the working pass's
+      changes of label at least two working pixels thick are carried (regions it added or
+      removed); thinner ones are boundary placement, which the input does at a finer scale.
 
     Returns probabilities and uncertainty at the image's size.
     """
     band = int(refiner.spec.network.get("band", 0)) or 6
-    delta = (first - first_input) * _thick_changes(first_input, first)
+    delta = first - first_input
     detail = detail or tuple(image.shape[:2])
+    if detail[0] > 1.19 * first.shape[-2]:
+        delta = delta * _thick_changes(first_input, first)
     sizes = [s for s in pass_sizes(image.shape[:2], refiner.size) if s[0] > 1.19 * detail[0]]
     for k, shape in enumerate(sizes):
         start = _apply(resize_probs(prior, shape), _resize(delta, shape))
