@@ -40,6 +40,19 @@ def _find(seq: list[int], sub: list[int], start: int) -> int:
     return -1
 
 
+def prompt_ids(tokenizer, prompt: str, max_length: int) -> list[int]:
+    """The prompt's token ids with its start and end tokens, never truncated; a prompt longer
+    than the text encoder's ``max_length`` is an error here, before any U-Net pass, rather
+    than a class silently cut off (the encoder truncates) or a later failure."""
+    # verbose=False: the tokenizer's own "longer than the maximum" warning would repeat ours
+    ids = list(tokenizer(prompt, add_special_tokens=True, verbose=False).input_ids)
+    if len(ids) > max_length:
+        raise InputError(f"the prompt '{prompt}' has {len(ids)} tokens, longer than the text "
+                         f"encoder's limit of {max_length}; use fewer or shorter class "
+                         f"names")  # fmt: skip
+    return ids
+
+
 def token_groups(
     tokenizer, prompt: str, classes: Sequence[str], max_length: int,
 ) -> list[list[int]]:
@@ -49,9 +62,9 @@ def token_groups(
     Each class is tokenized alone and its token sequence is searched in the prompt's,
     left to right from after the prefix and after the previous class, so a class whose
     tokens also occur in an earlier word (``sea`` after ``sea lion``) still gets its own
-    occurrence. A class whose tokens fall past the encoder's ``max_length`` is an error.
+    occurrence. A prompt longer than the encoder's ``max_length`` is an error.
     """
-    ids = list(tokenizer(prompt, add_special_tokens=True).input_ids)
+    ids = prompt_ids(tokenizer, prompt, max_length)  # so every class below fits in it
     prefix = tokenizer(PREFIX, add_special_tokens=False).input_ids
     start = 1 + len(prefix)  # after the start token and the prefix
     groups = []
@@ -62,9 +75,6 @@ def token_groups(
         at = _find(ids, sub, start)
         if at < 0:  # tokenization depends on context only at word boundaries; unlikely
             raise InputError(f"class name '{name}' was not found in the prompt '{prompt}'")
-        if at + len(sub) > max_length - 1:  # the last slot holds the end token
-            raise InputError(f"the prompt '{prompt}' is longer than the text encoder's "
-                             f"{max_length} tokens; use fewer or shorter class names")  # fmt: skip
         groups.append(list(range(at, at + len(sub))))
         start = at + len(sub)
     return groups
