@@ -47,25 +47,47 @@ def normalise_max(maps: np.ndarray) -> np.ndarray:
     return maps / np.where(peak > 0, peak, 1.0)[:, None, None]
 
 
+def layer_class_maps(
+    layer: np.ndarray, token_groups: Sequence[Sequence[int]], grid: tuple[int, int],
+) -> np.ndarray:
+    """One cross-attention layer (HW, tokens) as class maps (C, *grid): each class is the
+    mean of its tokens' columns (a multi-word class is the mean of its words)."""
+    per_class = np.stack([layer[:, list(tokens)].mean(axis=1) for tokens in token_groups])
+    return per_class.reshape(-1, *grid)
+
+
+def check_layer_weights(weights, n_layers: int) -> np.ndarray:
+    """``weights`` as float32 summing to 1: one per layer, finite, non-negative, not all 0."""
+    w = np.asarray(weights, dtype=np.float64).reshape(-1)
+    if len(w) != n_layers:
+        raise ValueError(f"{len(w)} layer weights for {n_layers} cross-attention layers")
+    if not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
+        raise ValueError("layer weights must be finite, non-negative and not all zero")
+    return (w / w.sum()).astype(np.float32)
+
+
 def aggregate_cross(
     layers: Sequence[np.ndarray], token_groups: Sequence[Sequence[int]],
-    latent_hw: tuple[int, int],
+    latent_hw: tuple[int, int], weights: Sequence[float] | np.ndarray | None = None,
 ) -> np.ndarray:
     """Class maps (C, h, w) from cross-attention layers, each (HW, tokens).
 
     For each class the layer's columns of its tokens are averaged (a multi-word class is the
     mean of its words), every layer is resized to the finest grid among them and the layers
-    are averaged; each class map is then scaled to a maximum of 1.
+    are averaged -- or, with ``weights`` (one per layer, non-negative; normalised to sum 1
+    here), weighted; each class map is then scaled to a maximum of 1.
     """
     if not layers:
         raise ValueError("no cross-attention layers to aggregate")
+    w = None if weights is None else check_layer_weights(weights, len(layers))
     grids = [layer_grid(layer.shape[0], latent_hw) for layer in layers]
     target = max(grids, key=lambda g: g[0] * g[1])
     total = np.zeros((len(token_groups), *target), dtype=np.float32)
-    for layer, grid in zip(layers, grids, strict=True):
-        per_class = np.stack([layer[:, list(tokens)].mean(axis=1) for tokens in token_groups])
-        total += resize_maps(per_class.reshape(-1, *grid), target)
-    return normalise_max(total / len(layers))
+    for i, (layer, grid) in enumerate(zip(layers, grids, strict=True)):
+        resized = resize_maps(layer_class_maps(layer, token_groups, grid), target)
+        # the unweighted sum then one division is the plain mean, kept bit for bit as it was
+        total += resized if w is None else w[i] * resized
+    return normalise_max(total / len(layers) if w is None else total)
 
 
 def average_self_attention(

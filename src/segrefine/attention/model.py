@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -18,6 +19,9 @@ from ..errors import InputError
 from . import maps as M
 from .capture import AttentionStore, install
 from .prompt import build_prompt, check_classes, token_groups
+
+if TYPE_CHECKING:  # layers builds on this module, so only its type is needed here
+    from .layers import LayerWeights
 
 BACKGROUND = "background"
 
@@ -97,6 +101,23 @@ class AttentionModel:
                              truncation=True, return_tensors="pt").input_ids  # fmt: skip
         return self.text_encoder(ids.to(self.device))[0].to(self.dtype)
 
+    @property
+    def cross_layer_names(self) -> list[str]:
+        """The names of the U-Net's cross-attention layers (as :class:`CapturedAttention`
+        names them), known without a U-Net pass; in module order, which need not be the order
+        a pass calls them in."""
+        return [name for name, module in self.unet.named_modules()
+                if hasattr(module, "set_processor")
+                and getattr(module, "is_cross_attention", False)]  # fmt: skip
+
+    def check_prompt(self, classes: list[str]) -> tuple[tuple[str, ...], str, list[list[int]]]:
+        """The checked class names, their prompt and each class's token positions, or an
+        :class:`InputError` (bad names, a prompt too long for the text encoder), with no
+        U-Net pass: callers check a whole job's classes before its first image."""
+        names = check_classes(classes)
+        prompt = build_prompt(names)
+        return names, prompt, token_groups(self.tokenizer, prompt, names, self.max_length)
+
     @torch.inference_mode()
     def capture(self, image: np.ndarray, classes: list[str], timestep: int = 1, seed: int = 0,
                 resolution: int | None = None) -> CapturedAttention:  # fmt: skip
@@ -105,9 +126,7 @@ class AttentionModel:
         the result is the same on every device."""
         resolution = int(resolution or self.resolution)
         self._check(image, timestep, resolution)
-        names = check_classes(classes)
-        prompt = build_prompt(names)
-        groups = token_groups(self.tokenizer, prompt, names, self.max_length)
+        _, prompt, groups = self.check_prompt(classes)
         latents = self._latents(image, resolution)
         noise = torch.randn(latents.shape, generator=torch.Generator().manual_seed(seed))
         t = torch.tensor([int(timestep)], dtype=torch.long)
@@ -133,28 +152,42 @@ class AttentionModel:
 
     def segment(self, image: np.ndarray, classes: list[str], threshold: float = 0.3,
                 sar: bool = True, timestep: int = 1, seed: int = 0,
-                resolution: int | None = None) -> AttentionSegmentation:  # fmt: skip
+                resolution: int | None = None,
+                layer_weights: LayerWeights | None = None) -> AttentionSegmentation:  # fmt: skip
         """Segment ``image`` (H, W, 3) uint8 into ``classes`` with no training.
 
         Without a class named ``background`` one is added first (label 0) for pixels whose
         best class score is below ``threshold``; the given classes are labels 1..C. With one,
         labels index ``classes`` directly (plain argmax). ``sar`` turns the self-attention
         refinement on; ``timestep`` and ``seed`` fix the noise added to the latent.
+        ``layer_weights`` (:func:`~segrefine.attention.fit_layer_weights`, StableSeg++)
+        weight the cross-attention layers instead of averaging them.
         """
         if not 0.0 <= float(threshold) <= 1.0:
             raise InputError(f"threshold {threshold} is outside [0, 1]")
         names = check_classes(classes)
         cap = self.capture(image, list(names), timestep=timestep, seed=seed,
                            resolution=resolution)  # fmt: skip
-        cross = M.aggregate_cross(cap.cross, cap.token_groups, cap.latent_hw)
-        class_maps = cross
-        if sar:
-            averaged = M.average_self_attention(cap.self_attn, cap.latent_hw)
-            if averaged is not None:  # no layer small enough: the cross maps are used as is
-                class_maps = M.refine_with_self_attention(cross, *averaged)
-        has_background = BACKGROUND in (n.lower() for n in names)
-        labels, probs = M.labels_and_probs(class_maps, image.shape[:2], float(threshold),
-                                           has_background=has_background)  # fmt: skip
-        class_names = names if has_background else (BACKGROUND, *names)
-        return AttentionSegmentation(labels=labels, probs=probs, class_names=class_names,
-                                     cross=cross)  # fmt: skip
+        return segment_captured(cap, names, image.shape[:2], threshold=threshold, sar=sar,
+                                layer_weights=layer_weights)  # fmt: skip
+
+
+def segment_captured(
+    cap: CapturedAttention, classes: tuple[str, ...], size: tuple[int, int],
+    threshold: float = 0.3, sar: bool = True, layer_weights: LayerWeights | None = None,
+) -> AttentionSegmentation:
+    """The segmentation (at ``size``) of one recorded pass, whose prompt named ``classes``:
+    what :meth:`AttentionModel.segment` returns, without running the U-Net again."""
+    weights = None if layer_weights is None else layer_weights.vector(cap.cross_names)
+    cross = M.aggregate_cross(cap.cross, cap.token_groups, cap.latent_hw, weights=weights)
+    class_maps = cross
+    if sar:
+        averaged = M.average_self_attention(cap.self_attn, cap.latent_hw)
+        if averaged is not None:  # no layer small enough: the cross maps are used as is
+            class_maps = M.refine_with_self_attention(cross, *averaged)
+    has_background = BACKGROUND in (n.lower() for n in classes)
+    labels, probs = M.labels_and_probs(class_maps, tuple(size), float(threshold),
+                                       has_background=has_background)  # fmt: skip
+    class_names = tuple(classes) if has_background else (BACKGROUND, *classes)
+    return AttentionSegmentation(labels=labels, probs=probs, class_names=class_names,
+                                 cross=cross)  # fmt: skip

@@ -33,12 +33,16 @@ def attention_segment_cmd(
         help="Side the image is resized to for the model (a multiple of 32 for Stable "
              "Diffusion; default: the size the model was trained at).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the small noise added to the latent.")] = 0,
+    layer_weights: Annotated[Path | None, typer.Option(
+        help="A layer_weights.json (from pseudo-masks --fit-layer-weights, StableSeg++): "
+             "weight the cross-attention layers by it instead of averaging them. It must come "
+             "from the same model; its classes need not be these.")] = None,
     device: Device = "auto",
     threads: Threads = None,
     quiet: Quiet = False,
 ) -> None:
     """Segment images with no training from a Stable Diffusion U-Net's attention (StableSeg)."""
-    from ..attention import load_attention_model
+    from ..attention import load_attention_model, load_layer_weights
     from ..data.io import read_image, write_label_png, write_npy
 
     names = [c.strip() for c in classes.split(",")]
@@ -52,10 +56,15 @@ def attention_segment_cmd(
     for f in files:  # every input is checked before the first output is written
         read_image(f)
     net = load_attention_model(model, device=device, resolution=resolution)
+    # the classes and weights are checked too before the first U-Net pass and output
+    net.check_prompt(names)
+    weights = None if layer_weights is None else load_layer_weights(layer_weights,
+                                                                    net.cross_layer_names)
     out.mkdir(parents=True, exist_ok=True)
     result = None
     for f in tqdm(files, desc="attention-segment", disable=quiet, leave=False):
-        result = net.segment(read_image(f), names, threshold=threshold, sar=sar, seed=seed)
+        result = net.segment(read_image(f), names, threshold=threshold, sar=sar, seed=seed,
+                             layer_weights=weights)  # fmt: skip
         write_label_png(out / f"{f.stem}.png", result.labels)
         write_npy(out / f"{f.stem}.npy", result.probs.astype(np.float16))
     (out / "classes.txt").write_text("\n".join(result.class_names) + "\n")

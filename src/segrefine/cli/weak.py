@@ -34,6 +34,12 @@ def pseudo_masks_cmd(
     attention_model: Annotated[Path | None, typer.Option(
         help="With --from attention: a local Stable Diffusion folder (diffusers layout).")
     ] = None,
+    fit_layer_weights: Annotated[bool, typer.Option(
+        "--fit-layer-weights", help="With --from attention (StableSeg++): fit one weight per "
+        "cross-attention layer on StableSeg+'s pseudo-masks (of up to 100 images), then make "
+        "the pseudo-masks again with them; the weights are written to layer_weights.json for "
+        "attention-segment --layer-weights.")
+    ] = False,
     simulate_from_masks: Annotated[bool, typer.Option(
         "--simulate-from-masks", help="Derive the boxes (one per connected component of each "
         "class), tags (the classes present) or scribbles (a stroke down each region) from the "
@@ -62,13 +68,16 @@ def pseudo_masks_cmd(
                                   negatives=negatives, attention_model=attention_model,
                                   scribbles=scribbles,
                                   rounds=rounds,
-                                  round_epochs=round_epochs)  # fmt: skip
+                                  round_epochs=round_epochs,
+                                  fit_layer_weights=fit_layer_weights)  # fmt: skip
     for r, q in enumerate(report.get("quality_by_round", [])[:-1]):
         typer.echo(f"round {r}: per-image IoU {q['mean_image_iou']:.2f}, mIoU {q['miou']:.2f}")
     q = report.get("quality")
     if q:
         typer.echo(f"pseudo-masks vs the real masks: per-image IoU {q['mean_image_iou']:.2f}, "
                    f"mIoU {q['miou']:.2f}, void {q['void_share']:.1f}% of pixels")  # fmt: skip
+    if fit_layer_weights:
+        typer.echo(f"cross-attention layer weights (StableSeg++) in {out / 'layer_weights.json'}")
     typer.echo(f"{report['num_images']} pseudo-masks in {report['seconds']} s; train with: "
                f"segrefine train-segmenter --data {out} --out RUN")  # fmt: skip
 

@@ -79,19 +79,24 @@ def write_pseudo_dataset(
     round_epochs: int = 20,
     round_settings: dict | None = None,
     device: str = "cpu",
+    fit_layer_weights: bool = False,
 ) -> dict:
     """Pseudo-masks for ``split`` of ``data`` from ``source`` labels, written as a new root
     ``out``: ``boxes`` (a boxes file) or ``tags`` (a tags file, plus ``negatives``, a folder
     of images showing none of the classes), or with ``simulate`` either derived from the real
     masks. With ``rounds``, segmenters trained out-of-fold on the pseudo-masks re-make them
     that many times (:mod:`.rounds`; a U-Net at 128 px by default, ``round_settings`` override
-    its ``TrainConfig`` fields). Returns what ``pseudo.json`` holds."""
+    its ``TrainConfig`` fields). With ``source`` attention, ``fit_layer_weights`` is
+    StableSeg++ (the cross-attention layers weighted by a fit on StableSeg+'s pseudo-masks,
+    saved as ``layer_weights.json``). Returns what ``pseudo.json`` holds."""
     if not 0 <= rounds <= 10 or round_epochs < 1:
         raise InputError(f"--rounds must be in 0..10 and --round-epochs positive, got {rounds} "
                          f"and {round_epochs}")  # fmt: skip
     if source not in SOURCES:
         raise InputError(f"--from must be one of {', '.join(SOURCES)} (scribbles are not "
                          f"implemented yet), got {source!r}")  # fmt: skip
+    if fit_layer_weights and source != "attention":
+        raise InputError("--fit-layer-weights needs --from attention")
     if source == "boxes" and method not in METHODS:
         raise InputError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
     given_file = {"boxes": boxes, "tags": tags, "scribbles": scribbles,
@@ -129,7 +134,8 @@ def write_pseudo_dataset(
             return pseudo_mask_from_scribbles(it.image, marks[it.id])
     else:
         given = {it.id: set(range(1, len(names))) for it in train.items}  # every class, any image
-        make = _attention_maker(attention_model, names, device)
+        make = _attention_maker(attention_model, names, device,
+                                train.items if fit_layer_weights else None, progress)
     val = load_split(data, val_split, classes, False, size=None) if val_split else None
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -181,6 +187,11 @@ def write_pseudo_dataset(
             if rounds:  # round 0 is the first pseudo-masks; the last is "quality"
                 report["quality_by_round"] = [*history, report["quality"]]
         report["rounds"] = rounds
+        if getattr(make, "layer_weights", None) is not None:  # StableSeg++: kept for reuse
+            from ..attention import save_layer_weights
+
+            save_layer_weights(tmp / "layer_weights.json", make.layer_weights)
+            report["method"] = "stableseg++"
         if source == "boxes":
             write_json(tmp / "boxes.json", boxes_to_json(given, names))
         elif source == "tags":
@@ -222,19 +233,45 @@ def _tag_maker(train, tags: dict, negatives: list, settings: TagSettings, progre
     return make
 
 
-def _attention_maker(path, names: tuple[str, ...], device: str, sure: float = 0.5):
+FIT_IMAGES = 100  # StableSeg++ fits on at most this many images, spread over the split
+
+
+def _attention_maker(path, names: tuple[str, ...], device: str, fit_on=None,
+                     progress: bool = False, sure: float = 0.5):  # fmt: skip
     """StableSeg+: the attention segmentation of the class names as each pseudo-mask, void
-    where its probability of the chosen class is under ``sure``."""
-    from ..attention import load_attention_model
+    where its probability of the chosen class is under ``sure``.
+
+    With ``fit_on`` (the split's items) StableSeg++: StableSeg+'s pseudo-masks of up to
+    FIT_IMAGES of them, evenly spread, fit one weight per cross-attention layer, and the
+    maker segments with those weights; they are its ``layer_weights`` (None without a fit).
+    """
+    from ..attention import fit_layer_weights, layer_maps, load_attention_model, segment_captured
 
     if names[0] != "background":
         raise InputError("--from attention needs a dataset whose class 0 is 'background'")
     model = load_attention_model(path, device=device)
+    # a prompt too long for the text encoder is refused now, before any U-Net pass
+    classes = model.check_prompt(list(names[1:]))[0]  # background is added as class 0
 
-    def make(it):
-        result = model.segment(it.image, list(names[1:]))  # background is added as class 0
+    def pseudo_mask(result):
         labels = result.labels.copy()
         labels[result.probs.max(0) < sure] = VOID
         return labels
 
+    weights = None
+    if fit_on:
+        picks = np.linspace(0, len(fit_on) - 1, min(FIT_IMAGES, len(fit_on))).round()
+        maps, masks = [], []
+        for i in tqdm(np.unique(picks.astype(int)), desc="layer weights: StableSeg+ masks",
+                      disable=not progress, leave=False):  # fmt: skip
+            it = fit_on[i]
+            cap = model.capture(it.image, list(classes))
+            masks.append(pseudo_mask(segment_captured(cap, classes, it.image.shape[:2])))
+            maps.append(layer_maps(cap))  # small: the pass's attention is not kept
+        weights = fit_layer_weights(maps, masks, classes)
+
+    def make(it):
+        return pseudo_mask(model.segment(it.image, list(classes), layer_weights=weights))
+
+    make.layer_weights = weights
     return make
