@@ -3,11 +3,11 @@
 Starts `segrefine serve` in a subprocess on the runs given, sends what an attacker or a careless
 user would -- a decompression bomb (40000 x 40000 PNG of a few hundred kB), a 13000 x 13000
 image in a small file, a 200 MB body, JSON nested 100k deep, scribbles at every bound, a flood
-of 16 MP jobs beyond the queue -- and reads the server's peak resident memory (VmHWM) from
-/proc. Prints each request's status and the peak:
+of large jobs (``--side`` px square, 4000 by default) beyond the queue -- and reads the
+server's peak resident memory (VmHWM) from /proc. Prints each request's status and the peak:
 
     python benchmarks/server_memory.py --runs /tmp/webruns --segmenter unet_horse \\
-        --refiner refiner_horse_native
+        --refiner refiner_horse_native --side 2828
 """
 
 from __future__ import annotations
@@ -85,10 +85,15 @@ def main() -> None:
     p.add_argument("--segmenter", required=True)
     p.add_argument("--refiner", default="")
     p.add_argument("--watch", type=int, default=120, help="seconds to watch the queued jobs")
+    p.add_argument("--side", type=int, default=4000, help="side of the flood's square photos")
+    p.add_argument("--max-megapixels", type=float, default=None,
+                   help="the server's limit (default: serve's)")  # fmt: skip
     args = p.parse_args()
+    limit = [] if args.max_megapixels is None else ["--max-megapixels", str(args.max_megapixels)]
     port = _free_port()
     server = subprocess.Popen([sys.executable, "-m", "segrefine.cli", "serve", "--runs",
-                               str(args.runs), "--port", str(port), "--device", "cpu"],
+                               str(args.runs), "--port", str(port), "--device", "cpu",
+                               *limit],
                               env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
     try:
         for _ in range(120):
@@ -118,12 +123,13 @@ def main() -> None:
         print(f"200 MB body: {status} {text[:80]!r}; peak {_peak_mb(server.pid):.0f} MB")
         from segrefine.data.synthetic import generate_scene
 
-        photo = _png(generate_scene(5, 4000)[0])  # 16 MP with real boundaries to refine
+        photo = _png(generate_scene(5, args.side)[0])  # real boundaries to refine
+        mp = args.side**2 / 1e6
         statuses = []
-        for _ in range(12):  # 16 MP jobs, more than the queue holds
+        for _ in range(12):  # more jobs than the queue holds
             body, ctype = _multipart(seg, {"file": ("photo.png", photo)})
             statuses.append(_post(port, "/api/segment", body, ctype)[0])
-        print(f"12 jobs of 16 MP: statuses {statuses}; peak {_peak_mb(server.pid):.0f} MB")
+        print(f"12 jobs of {mp:.0f} MP: statuses {statuses}; peak {_peak_mb(server.pid):.0f} MB")
         for t in range(0, args.watch, 30):  # the queued jobs run one after another
             time.sleep(30)
             print(f"after {t + 30} s: peak {_peak_mb(server.pid):.0f} MB")

@@ -41,7 +41,8 @@ def serve_cmd(
                                       "only.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 7860,
     max_megapixels: Annotated[float, typer.Option(help="Refuse uploads larger than this many "
-                                                  "megapixels.")] = 20.0,
+                                                  "megapixels (a job at native resolution "
+                                                  "holds ~0.1 GB per MP).")] = 8.0,
     max_upload_mb: Annotated[float, typer.Option(help="Refuse request bodies larger than "
                                                  "this many MB.")] = 64.0,
     max_pending: Annotated[int, typer.Option(help="Jobs that may wait or run at once; one "

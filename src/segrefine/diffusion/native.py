@@ -91,7 +91,7 @@ def _tiles(length: int) -> list[int]:
 
 
 def refine_pass(refiner, image: np.ndarray, probs: torch.Tensor, settings: dict, seed: int,
-                band: int, batch_size: int = 8) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+                band: int, batch_size: int = 4) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """One pass at ``image``'s size from ``probs`` (C, H, W) at that size: the refined
     probabilities and their uncertainty. Tiles without band pixels keep ``probs``."""
     h, w = image.shape[:2]
@@ -119,8 +119,11 @@ def refine_pass(refiner, image: np.ndarray, probs: torch.Tensor, settings: dict,
     # a finer pass places boundaries; which region a pixel belongs to was decided at the
     # working size, with the whole object in view: only pixels near a boundary may change
     done = (weight > 0) & _near_boundary(probs, band)
-    out = torch.where(done, acc / weight.clamp_min(1e-8), probs)
-    return out, torch.where(done, unc / weight.clamp_min(1e-8), torch.zeros_like(unc))
+    del window
+    weight.clamp_min_(1e-8)
+    out = torch.where(done, acc.div_(weight), probs)
+    del acc
+    return out, unc.div_(weight).mul_(done)
 
 
 def _near_boundary(probs: torch.Tensor, radius: int) -> torch.Tensor:
@@ -139,8 +142,9 @@ def _near_boundary(probs: torch.Tensor, radius: int) -> torch.Tensor:
 
 
 def _apply(prior: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
-    p = (prior + delta).clamp_min(0)
-    return p / p.sum(0, keepdim=True).clamp_min(1e-8)
+    # in place after the sum: at 20 MP each temporary of C maps is C x 80 MB
+    p = torch.add(prior, delta).clamp_min_(0)
+    return p.div_(p.sum(0, keepdim=True).clamp_min_(1e-8))
 
 
 def labels_of(probs: torch.Tensor) -> torch.Tensor:
@@ -231,13 +235,17 @@ def refine_native(refiner, image: np.ndarray, prior: torch.Tensor, first_input: 
     if detail[0] > 1.19 * first.shape[-2]:
         delta = delta * _thick_changes(first_input, first)
     sizes = [s for s in pass_sizes(image.shape[:2], refiner.size) if s[0] > 1.19 * detail[0]]
+    full = tuple(image.shape[:2])
     for k, shape in enumerate(sizes):
         start = _apply(resize_probs(prior, shape), _resize(delta, shape))
         out, fresh = refine_pass(refiner, resize_image(image, shape), start, settings,
                                  seed + 1000 * (k + 1), band)  # fmt: skip
-        delta = _resize(delta, shape) + (out - start)
         uncertainty = torch.where(fresh > 0, fresh, _resize(uncertainty[None], shape)[0])
-    full = tuple(image.shape[:2])
+        del fresh
+        if shape == full:  # the last pass: its output is the result (start + its change)
+            return out, uncertainty
+        delta = _resize(delta, shape).add_(out.sub_(start))
+        del start, out
     return _apply(prior, _resize(delta, full)), _resize(uncertainty[None], full)[0]
 
 

@@ -18,7 +18,7 @@ from ..data.io import VOID, as_rgb, mask_ids
 from ..errors import InputError
 from ..weak.annotations import Box
 
-DEFAULT_MAX_MEGAPIXELS = 20.0
+DEFAULT_MAX_MEGAPIXELS = 8.0
 
 
 def decode_upload(data: bytes, name: str, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS):

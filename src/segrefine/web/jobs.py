@@ -14,6 +14,7 @@ of MB).
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import secrets
 import threading
@@ -59,12 +60,23 @@ class Job:
         }
 
 
+def _release_freed_memory() -> None:
+    """Hand the heap's free pages back to the system after a job. glibc keeps what a job
+    freed in its arenas, fragmented by the next job's differently sized maps: without this a
+    server that ran a few dozen large jobs holds over a GB it no longer uses (measured,
+    docs/benchmarks.md). A no-op where there is no glibc."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 class QueueFull(Exception):
     """The queue holds ``max_pending`` unfinished jobs already."""
 
 
 class JobQueue:
-    def __init__(self, keep: int = 32, max_bytes: int = 2_000_000_000, max_pending: int = 8):
+    def __init__(self, keep: int = 32, max_bytes: int = 256_000_000, max_pending: int = 8):
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="segrefine-job")
         self._jobs: OrderedDict[str, Job] = OrderedDict()
         self._lock = threading.Lock()
@@ -110,6 +122,7 @@ class JobQueue:
             job.state, job.error = "error", f"internal error: {type(err).__name__}: {err}"
         finally:
             job.finished = time.time()
+            _release_freed_memory()
 
     def _evict(self, keep: str) -> None:
         """Drop the oldest finished jobs while the kept results exceed ``max_bytes``."""
