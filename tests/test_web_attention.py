@@ -56,6 +56,8 @@ def test_flag_and_a_job_end_to_end(attention_server):
     ({"classes": ""}, "give the classes"),
     ({"classes": " , "}, "give the classes"),
     ({"classes": ",".join(f"c{k}" for k in range(21))}, "at most 20"),
+    ({"classes": ",".join(f"spotted{k} zebra{k} foal{k}" for k in range(20))},
+     "longer than the text encoder's limit"),
     ({"classes": "a" * 41}, "over 40 characters"),
     ({"classes": "horse,,sky"}, "empty class name"),
     ({"classes": "horse,Horse"}, "more than once"),

@@ -262,6 +262,7 @@ def create_app(
         try:
             form = await request.form()
             classes = parse_classes(form.get("classes"))
+            attention_model.check_prompt(classes)  # a prompt too long is a 400, not a job error
             threshold = _number(form, "threshold", float, 0.0, 1.0)
             image, name, data = await _image(form)
         except InputError as err:
