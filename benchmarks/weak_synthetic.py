@@ -1,0 +1,120 @@
+"""Weak supervision on the synthetic scenes (four object classes, each present or absent per
+image): pseudo-masks from boxes, tags and scribbles, and the segmenters they train, beside the
+fully supervised one -- all with the demo's U-Net recipe on the demo's data.
+
+Labels are simulated from the training masks (``--simulate-from-masks``): one box per
+connected object, the classes present as tags (about one scene in ten holds no object: those
+are the negatives), scribbles traced inside each region. Pseudo-masks are scored against the
+real training masks; each segmenter is trained on one pseudo root with the same recipe as the
+fully supervised one and scored on the real val masks. The trivial baselines: box-as-mask and
+the inscribed ellipse (from the boxes), and for tags "every pixel background" and "every pixel
+the image's largest tagged class" (which a tag alone cannot know: an upper bound for a
+one-class guess).
+
+    python benchmarks/weak_synthetic.py --work runs/weak_syn \\
+        --out docs/results/weak_synthetic.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from segrefine.data.datasets import load_split
+from segrefine.data.io import read_mask
+from segrefine.data.synthetic import write_synthetic_dataset
+from segrefine.demo import demo_config
+from segrefine.evaluate import score_split
+from segrefine.segmenter import Segmenter
+from segrefine.train import train_segmenter
+from segrefine.weak import pseudo_mask_quality, write_pseudo_dataset
+
+KEYS = ("mean_image_iou", "miou", "boundary_iou")
+# name -> write_pseudo_dataset arguments; the ones a segmenter is trained on come first
+METHODS = {
+    "boxes": {"source": "boxes", "method": "grabcut"},
+    "tags": {"source": "tags"},
+    "scribbles": {"source": "scribbles"},
+    "box_as_mask": {"source": "boxes", "method": "box"},
+    "ellipse": {"source": "boxes", "method": "ellipse"},
+}
+TRAINED = ("boxes", "tags", "scribbles")
+
+
+def _val_scores(run: Path, data: Path) -> dict:
+    seg = Segmenter.load(run, "cpu")
+    val = load_split(data, "val", seg.spec.classes, seg.spec.binary_per_class, seg.size)
+    probs = seg.predict_batch([it.image for it in val.items], protocol=True)
+    s = score_split(val, [p.argmax(0) for p in probs]).summary()
+    return {k: round(float(s[k]), 2) for k in KEYS}
+
+
+def _train(data: Path, run: Path, epochs: int) -> float:
+    """Train the demo's U-Net on ``data`` into ``run`` unless it is there; minutes taken."""
+    if (run / "model.safetensors").is_file():
+        return float("nan")
+    t0 = time.perf_counter()
+    train_segmenter(demo_config(data, epochs), run, device="cpu", progress=False)
+    return round((time.perf_counter() - t0) / 60, 1)
+
+
+def _tag_baselines(train) -> dict:
+    """Pseudo-masks a tag alone could give: all background, or all the largest tagged class."""
+    out = {}
+    truth = [it.mask for it in train.items]
+    background = [np.zeros_like(m) for m in truth]
+    largest = []
+    for m in truth:
+        ids, counts = np.unique(m[(m != 0) & (m != 255)], return_counts=True)
+        largest.append(np.full_like(m, ids[counts.argmax()] if len(ids) else 0))
+    for name, masks in (("all_background", background), ("all_largest_tag", largest)):
+        out[name] = pseudo_mask_quality(masks, truth, train.class_names)
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--work", type=Path, required=True, help="folder for data, pseudo roots, runs")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--epochs", type=int, default=25, help="the demo's U-Net recipe")
+    p.add_argument("--n-train", type=int, default=200)
+    p.add_argument("--n-val", type=int, default=50)
+    args = p.parse_args()
+    data = write_synthetic_dataset(args.work / "data", n_train=args.n_train, n_val=args.n_val,
+                                   size=128, seed=0)  # fmt: skip
+    train = load_split(data, "train", None, False, size=None)
+    minutes = {"full": _train(data, args.work / "unet_full", args.epochs)}
+    pseudo, rows = {}, {}
+    for name, kwargs in METHODS.items():
+        root = args.work / name
+        if not (root / "pseudo.json").is_file():
+            write_pseudo_dataset(data, root, simulate=True, progress=False, **kwargs)
+        report = json.loads((root / "pseudo.json").read_text())
+        masks = [read_mask(root / "masks" / "train" / f"{it.id}.png") for it in train.items]
+        quality = pseudo_mask_quality(masks, [it.mask for it in train.items], train.class_names)
+        pseudo[name] = {**quality, "seconds_per_image": report["seconds_per_image"]}
+        if name in TRAINED:
+            minutes[name] = _train(root, args.work / f"unet_{name}", args.epochs)
+    pseudo.update(_tag_baselines(train))
+    full = _val_scores(args.work / "unet_full", data)
+    for name in TRAINED:
+        row = _val_scores(args.work / f"unet_{name}", data)
+        row["share_of_full_miou"] = round(100 * row["miou"] / full["miou"], 1)
+        rows[name] = row
+    result = {"data": "synthetic scenes (write_synthetic_dataset, seed 0, 128 px)",
+              "num_train": args.n_train, "num_val": args.n_val,
+              "protocol": "val, kept weights, the demo's U-Net recipe "
+                          f"({args.epochs} epochs) for every row",
+              "full": full, **rows, "pseudo_masks": {"train": pseudo},
+              "training_minutes": minutes}  # fmt: skip
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
