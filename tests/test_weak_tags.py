@@ -9,6 +9,7 @@ from segrefine.errors import InputError
 from segrefine.weak.annotations import read_tags, tags_from_mask
 from segrefine.weak.tags import (
     TagSettings,
+    boxes_from_cams,
     class_maps,
     pseudo_mask_from_tags,
     train_classifier,
@@ -45,9 +46,12 @@ def test_a_planted_objects_activation_peaks_inside_it():
         y, x = np.unravel_index(cam.argmax(), cam.shape)
         inside += box[0] - 4 <= y < box[0] + 24 and box[1] - 4 <= x < box[1] + 24
     assert inside == 3  # every planted square, none missed
-    mask = pseudo_mask_from_tags(test[0], {0}, class_maps(net, test[0], 64), settings)
     y, x = where[0]
-    assert mask.shape == (64, 64) and (mask[y + 5 : y + 15, x + 5 : x + 15] == 1).mean() > 0.8
+    for method in ("grabcut", "random-walker"):
+        settings = TagSettings(size=64, method=method)
+        mask = pseudo_mask_from_tags(test[0], {0}, class_maps(net, test[0], 64), settings)
+        assert mask.shape == (64, 64) and (mask[y + 5 : y + 15, x + 5 : x + 15] == 1).mean() > 0.8
+    assert (mask[:, :2] != 1).all() or x < 6  # the square, not the whole image
     assert (pseudo_mask_from_tags(test[1], set(), class_maps(net, test[1], 64), settings)
             == 0).all()  # an untagged image is background  # fmt: skip
 
@@ -87,3 +91,28 @@ def test_pseudo_masks_from_simulated_tags(run_cli, tmp_path, synthetic_root):
     code, _, err = run_cli("pseudo-masks", "--data", synthetic_root, "--from", "words",
                            "--simulate-from-masks", "--out", tmp_path / "x")  # fmt: skip
     assert code == 2 and "--from must be one of" in err
+    code, _, err = run_cli("pseudo-masks", "--data", synthetic_root, "--from", "tags",
+                           "--simulate-from-masks", "--method", "box", "--out", tmp_path / "x")
+    assert code == 2 and "--method for tags must be one of grabcut, random-walker" in err
+
+
+def test_boxes_around_class_maps_keep_each_real_region_and_drop_specks():
+    cams = np.zeros((2, 32, 32), np.float32)
+    cams[0, 4:12, 4:12] = 1.0  # tag 0: two objects ...
+    cams[0, 20:28, 16:30] = 0.8
+    cams[0, 30, 0] = 0.9  # ... and a speck under a quarter of the largest
+    cams[1, 0:4, 0:4] = 0.2  # tag 1 never reaches the threshold
+    settings = TagSettings(box_threshold=0.3, box_pad=0.0)
+    boxes = boxes_from_cams(cams, {0, 1}, (64, 128), settings)  # an image twice the size
+    assert sorted((b.label, b.y, b.x, b.h, b.w) for b in boxes) == [
+        (1, 8, 16, 16, 32), (1, 40, 64, 16, 56)]  # fmt: skip
+    padded = boxes_from_cams(cams, {0}, (64, 128), TagSettings(box_pad=0.25))
+    assert sorted((b.y, b.x, b.h, b.w) for b in padded)[0] == (4, 8, 24, 48)
+
+
+def test_a_tagged_image_whose_maps_find_nothing_is_void():
+    image = np.full((32, 32, 3), 128, np.uint8)
+    mask = pseudo_mask_from_tags(image, {0}, np.zeros((1, 32, 32), np.float32), TagSettings())
+    assert (mask == 255).all()
+    with pytest.raises(ValueError, match="method must be one of"):
+        TagSettings(method="magic")

@@ -45,9 +45,11 @@ def pseudo_masks_cmd(
         "class), tags (the classes present) or scribbles (a stroke down each region) from the "
         "split's real masks, for benchmarks.")
     ] = False,
-    method: Annotated[str, typer.Option(help="grabcut (GrabCut inside each box), or the "
+    method: Annotated[str, typer.Option(help="Boxes: grabcut (GrabCut inside each box), or the "
                                         "baselines box (the box itself) and ellipse (the "
-                                        "inscribed ellipse).")] = "grabcut",
+                                        "inscribed ellipse). Tags: grabcut (GrabCut in boxes "
+                                        "around the class maps) or random-walker.")
+                      ] = "grabcut",
     rounds: Annotated[int, typer.Option(
         help="Simple-to-complex rounds: segmenters trained out-of-fold on the pseudo-masks "
              "re-make them (within the boxes / tags) this many times.")] = 0,

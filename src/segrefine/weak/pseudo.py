@@ -37,7 +37,13 @@ from .annotations import boxes_from_mask, boxes_to_json, read_boxes, read_tags, 
 from .boxes import METHODS, pseudo_mask_from_boxes
 from .rounds import allowed_classes, one_round
 from .scribbles import pseudo_mask_from_scribbles, read_scribbles, scribbles_from_mask
-from .tags import TagSettings, class_maps, pseudo_mask_from_tags, train_classifier
+from .tags import (
+    TAG_METHODS,
+    TagSettings,
+    class_maps,
+    pseudo_mask_from_tags,
+    train_classifier,  # fmt: skip
+)
 
 
 def pseudo_mask_quality(pseudo: list[np.ndarray], truth: list[np.ndarray],
@@ -99,6 +105,11 @@ def write_pseudo_dataset(
         raise InputError("--fit-layer-weights needs --from attention")
     if source == "boxes" and method not in METHODS:
         raise InputError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
+    if source == "tags":
+        if method not in TAG_METHODS:
+            raise InputError(f"--method for tags must be one of {', '.join(TAG_METHODS)}, "
+                             f"got {method!r}")  # fmt: skip
+        tag_settings = tag_settings or TagSettings(method=method)
     given_file = {"boxes": boxes, "tags": tags, "scribbles": scribbles,
                   "attention": attention_model}[source]  # fmt: skip
     if source == "attention":  # StableSeg+: no labels at all, the class names are the prompt
@@ -123,7 +134,7 @@ def write_pseudo_dataset(
     elif source == "tags":
         given = ({it.id: tags_from_mask(it.mask) for it in train.items} if simulate
                  else read_tags(tags, names, [it.id for it in train.items]))  # fmt: skip
-        make = _tag_maker(train, given, negative_images, tag_settings or TagSettings(), progress)
+        make = _tag_maker(train, given, negative_images, tag_settings, progress)
     elif source == "scribbles":
         marks = {it.id: scribbles_from_mask(it.mask) if simulate
                  else read_scribbles(scribbles, it.id, it.image.shape[:2], len(names))
@@ -174,7 +185,7 @@ def write_pseudo_dataset(
         report = {
             "data": str(data), "split": split, "val_split": val_split, "source": source,
             "labels": "simulated from the masks" if simulate else str(given_file),
-            "method": {"boxes": method, "tags": "cam+random-walker",
+            "method": {"boxes": method, "tags": f"cam+{getattr(tag_settings, 'method', '')}",
                        "scribbles": "clustering with scribbles",
                        "attention": "stableseg"}[source],
             "negatives": len(negative_images),

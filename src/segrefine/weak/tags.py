@@ -3,10 +3,18 @@
 A classifier -- the U-Net's encoder with a 1x1 class layer and global average pooling, so its
 per-position class scores *are* the class activation map (CAM, Zhou et al. 2016) -- learns from
 the tags which classes an image shows (multi-label, binary cross-entropy; images with no tag
-are negatives and teach it what no class looks like). For each tagged class its CAM, scaled to
-its maximum, gives confident seeds (above ``high``); positions every tagged class scores below
-``low`` are background seeds. A random walker (scikit-image) grows the seeds along image edges;
-where it is unsure (its top probability under ``sure``) the pseudo-mask says ``void``.
+are negatives and teach it what no class looks like). Each tagged class's CAM, scaled to its
+maximum, is then grown to image edges in one of two ways (``TagSettings.method``):
+
+* ``grabcut`` (the default; saliency seeds grown with GrabCut, as Simonyan et al. did): the
+  regions where the CAM is above ``box_threshold`` give boxes (each region's, widened by
+  ``box_pad`` of its size on each side), and GrabCut cuts the object out of each box as the
+  ``boxes`` source does, background outside them. The CAM only has to find the object, not
+  its outline: on Weizmann train this makes pseudo-masks of per-image IoU 55.2 where the
+  random walker makes 42.4 (docs/benchmarks.md);
+* ``random-walker``: confident seeds above ``high``, background seeds where every tagged class
+  scores below ``low``, grown by scikit-image's random walker; ``void`` where its top
+  probability is under ``sure``.
 """
 
 from __future__ import annotations
@@ -22,6 +30,8 @@ from ..data.datasets import preprocess, resize_image, resize_mask
 from ..data.io import VOID
 from ..data.transforms import pad_to_multiple, to_tensor, working_size
 from ..models.unet import UNet
+from .annotations import Box
+from .boxes import pseudo_mask_from_boxes
 
 
 class TagClassifier(nn.Module):
@@ -54,6 +64,17 @@ class TagSettings:
     low: float = 0.05  # below this for every tagged class: a background seed (tuned on train)
     sure: float = 0.7  # the random walker's top probability under which a pixel is void
     seed: int = 0
+    method: str = "grabcut"  # or "random-walker"
+    box_threshold: float = 0.3  # CAM share of its maximum that a box must hold (tuned on train)
+    box_pad: float = 0.1  # each box widened by this share of its size on each side
+    min_region: float = 0.25  # a class's regions smaller than this share of its largest: noise
+
+    def __post_init__(self):
+        if self.method not in TAG_METHODS:
+            raise ValueError(f"method must be one of {TAG_METHODS}, got {self.method!r}")
+
+
+TAG_METHODS = ("grabcut", "random-walker")
 
 
 def train_classifier(images: list[np.ndarray], tags: list[set[int]], num_tags: int,
@@ -100,16 +121,49 @@ def class_maps(net: TagClassifier, image: np.ndarray, size: int) -> np.ndarray:
     return (cam / cam.flatten(1).amax(1).clamp_min(1e-6)[:, None, None]).numpy()
 
 
+def boxes_from_cams(cams: np.ndarray, tags: set[int], shape: tuple[int, int],
+                    settings: TagSettings) -> list[Box]:  # fmt: skip
+    """Boxes (image coordinates, ``shape`` = (H, W)) around each tagged class's CAM regions:
+    connected regions above ``box_threshold``, those under ``min_region`` of the class's
+    largest dropped, each widened by ``box_pad``. Tag ``k`` is box label ``k + 1``."""
+    from scipy import ndimage
+
+    H, W = shape
+    h, w = cams.shape[1:]
+    boxes = []
+    for k in sorted(tags):
+        regions, n = ndimage.label(cams[k] >= settings.box_threshold)
+        if not n:
+            continue
+        sizes = ndimage.sum(np.ones_like(regions), regions, range(1, n + 1))
+        for r, where in enumerate(ndimage.find_objects(regions)):
+            if sizes[r] < settings.min_region * sizes.max():
+                continue
+            # the region's extent in image pixels, then widened on every side
+            y0, y1 = where[0].start * H / h, where[0].stop * H / h
+            x0, x1 = where[1].start * W / w, where[1].stop * W / w
+            py, px = settings.box_pad * (y1 - y0), settings.box_pad * (x1 - x0)
+            top, left = max(0, round(y0 - py)), max(0, round(x0 - px))
+            bottom, right = min(H, round(y1 + py)), min(W, round(x1 + px))
+            boxes.append(Box(k + 1, left, top, right - left, bottom - top))
+    return boxes
+
+
 def pseudo_mask_from_tags(image: np.ndarray, tags: set[int], cams: np.ndarray,
                           settings: TagSettings) -> np.ndarray:  # fmt: skip
     """A label map at ``image``'s size: tag ``k`` is class ``k + 1`` (0 = background), grown
-    from the CAM's seeds by a random walker, ``void`` where unsure. An untagged image is all
-    background."""
+    from the CAMs by ``settings.method``, ``void`` where unsure. An untagged image is all
+    background; a tagged one whose CAMs find nothing is all void."""
     from skimage.segmentation import random_walker
 
     H, W = image.shape[:2]
     if not tags:
         return np.zeros((H, W), np.uint8)
+    if settings.method == "grabcut":
+        boxes = boxes_from_cams(cams, tags, (H, W), settings)
+        if not boxes:
+            return np.full((H, W), VOID, np.uint8)
+        return pseudo_mask_from_boxes(image, boxes, "grabcut")
     order = sorted(tags)
     maps = cams[order]  # (T, h, w)
     h, w = maps.shape[1:]
