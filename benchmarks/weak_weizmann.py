@@ -8,6 +8,8 @@ real masks) are read from their runs (kept weights, scored on val at the 128-px 
 
     python benchmarks/weak_weizmann.py --data ../shared/data/weizmann_horse_voc \\
         --work runs/weak --full ../shared/runs/weizmann_unet --boxes-run runs/weak/unet_boxes \\
+        --run scribbles=runs/weak/unet_scribbles --run tags=runs/weak/unet_tags_gc \\
+        --pseudo scribbles=runs/weak/wz_scribbles --pseudo tags=runs/weak/wz_tags_gc \\
         --out docs/results/weak_weizmann.json
 
 The box-trained segmenter is trained with the fully supervised run's command on the pseudo
@@ -20,6 +22,8 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+
+import numpy as np
 
 from segrefine.data.datasets import load_split
 from segrefine.data.io import read_mask
@@ -46,6 +50,10 @@ def main() -> None:
     p.add_argument("--work", type=Path, required=True, help="folder for the pseudo roots")
     p.add_argument("--full", type=Path, required=True, help="the fully supervised run")
     p.add_argument("--boxes-run", type=Path, help="the run trained on GrabCut pseudo-masks")
+    p.add_argument("--run", action="append", default=[], metavar="ROW=RUN",
+                   help="another row: a segmenter run trained on pseudo-masks (repeatable)")
+    p.add_argument("--pseudo", action="append", default=[], metavar="NAME=ROOT",
+                   help="another pseudo-mask root to score on train (repeatable)")
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args()
     pseudo = {}
@@ -59,6 +67,15 @@ def main() -> None:
         masks = [read_mask(root / "masks" / "train" / f"{it.id}.png") for it in train.items]
         quality = pseudo_mask_quality(masks, [it.mask for it in train.items], train.class_names)
         pseudo[method] = {**quality, "seconds_per_image": report["seconds_per_image"]}
+    for name, root in (a.split("=", 1) for a in args.pseudo):
+        report = json.loads((Path(root) / "pseudo.json").read_text())
+        masks = [read_mask(Path(root) / "masks" / "train" / f"{it.id}.png") for it in train.items]
+        quality = pseudo_mask_quality(masks, [it.mask for it in train.items], train.class_names)
+        pseudo[name] = {**quality, "seconds_per_image": report["seconds_per_image"]}
+    # the trivial tag baseline: every pixel the tagged class (every training image shows one)
+    horse = [np.ones_like(it.mask) for it in train.items]
+    pseudo["all_tagged_class"] = pseudo_mask_quality(horse, [it.mask for it in train.items],
+                                                     train.class_names)  # fmt: skip
     full = _val_scores(args.full, args.data)
     result = {"data": str(args.data), "protocol": "val, 128-px protocol, kept weights",
               "full": full, "pseudo_masks": {"train": pseudo}}  # fmt: skip
@@ -66,6 +83,10 @@ def main() -> None:
         boxes = _val_scores(args.boxes_run, args.data)
         boxes["share_of_full"] = round(100 * boxes["mean_image_iou"] / full["mean_image_iou"], 1)
         result["boxes"] = boxes
+    for name, run in (a.split("=", 1) for a in args.run):
+        row = _val_scores(Path(run), args.data)
+        row["share_of_full"] = round(100 * row["mean_image_iou"] / full["mean_image_iou"], 1)
+        result[name] = row
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
