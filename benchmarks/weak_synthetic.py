@@ -53,10 +53,11 @@ def _val_scores(run: Path, data: Path) -> dict:
     return {k: round(float(s[k]), 2) for k in KEYS}
 
 
-def _train(data: Path, run: Path, epochs: int) -> float:
-    """Train the demo's U-Net on ``data`` into ``run`` unless it is there; minutes taken."""
+def _train(data: Path, run: Path, epochs: int) -> float | None:
+    """Train the demo's U-Net on ``data`` into ``run`` unless it is there; minutes taken
+    (None when it was there)."""
     if (run / "model.safetensors").is_file():
-        return float("nan")
+        return None
     t0 = time.perf_counter()
     train_segmenter(demo_config(data, epochs), run, device="cpu", progress=False)
     return round((time.perf_counter() - t0) / 60, 1)
@@ -111,6 +112,9 @@ def main() -> None:
                           f"({args.epochs} epochs) for every row",
               "full": full, **rows, "pseudo_masks": {"train": pseudo},
               "training_minutes": minutes}  # fmt: skip
+    if args.out.is_file():  # runs trained by an earlier call keep the minutes it measured
+        before = json.loads(args.out.read_text()).get("training_minutes", {})
+        minutes = {k: before.get(k) if v is None else v for k, v in minutes.items()}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
