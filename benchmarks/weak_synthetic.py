@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from weak_figure import pseudo_figure
 
 from segrefine.data.datasets import load_split
 from segrefine.data.io import read_mask
@@ -85,6 +86,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--work", type=Path, required=True, help="folder for data, pseudo roots, runs")
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--figure", type=Path, default=Path("docs/images/weak_synthetic.png"))
     p.add_argument("--epochs", type=int, default=25, help="the demo's U-Net recipe")
     p.add_argument("--n-train", type=int, default=200)
     p.add_argument("--n-val", type=int, default=50)
@@ -123,6 +125,7 @@ def main() -> None:
         minutes.update({k: before.get(k) for k, v in minutes.items() if v is None})
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
+    pseudo_figure(args.figure, train, {n: args.work / n for n in METHODS})
     print(json.dumps(result, indent=2))
 
 

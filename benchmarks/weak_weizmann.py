@@ -24,6 +24,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from weak_figure import pseudo_figure
 
 from segrefine.data.datasets import load_split
 from segrefine.data.io import read_mask
@@ -55,6 +56,7 @@ def main() -> None:
     p.add_argument("--pseudo", action="append", default=[], metavar="NAME=ROOT",
                    help="another pseudo-mask root to score on train (repeatable)")
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--figure", type=Path, default=Path("docs/images/weak_weizmann.png"))
     args = p.parse_args()
     pseudo = {}
     train = load_split(args.data, "train", ["horse"], False, size=None)
@@ -89,6 +91,9 @@ def main() -> None:
         result[name] = row
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
+    roots = {m: args.work / f"wz_{m}" for m in ("grabcut", "box", "ellipse")}
+    roots.update({name: Path(root) for name, root in (a.split("=", 1) for a in args.pseudo)})
+    pseudo_figure(args.figure, train, roots)
     print(json.dumps(result, indent=2))
 
 
