@@ -94,6 +94,15 @@ def test_pseudo_masks_from_simulated_tags(run_cli, tmp_path, synthetic_root):
     code, _, err = run_cli("pseudo-masks", "--data", synthetic_root, "--from", "tags",
                            "--simulate-from-masks", "--method", "box", "--out", tmp_path / "x")
     assert code == 2 and "--method for tags must be one of grabcut, random-walker" in err
+    for bad in (("--tag-box-threshold", "0"), ("--tag-box-pad", "nan")):
+        code, _, err = run_cli("pseudo-masks", "--data", synthetic_root, "--from", "tags",
+                               "--simulate-from-masks", *bad, "--out", tmp_path / "x")
+        assert code == 2 and "--tag-box-threshold must be in (0, 1]" in err
+        assert not (tmp_path / "x").exists()
+    code, _, err = run_cli("pseudo-masks", "--data", synthetic_root, "--from", "tags",
+                           "--simulate-from-masks", "--tag-box-threshold", "0.45",
+                           "--tag-box-pad", "0", "--out", tmp_path / "tight", "-q")
+    assert code == 0, err
 
 
 def test_boxes_around_class_maps_keep_each_real_region_and_drop_specks():

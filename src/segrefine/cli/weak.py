@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from ..errors import InputError
 from .options import Classes, Quiet, split_classes
 
 __all__ = ["register"]
@@ -50,6 +51,11 @@ def pseudo_masks_cmd(
                                         "inscribed ellipse). Tags: grabcut (GrabCut in boxes "
                                         "around the class maps) or random-walker.")
                       ] = "grabcut",
+    tag_box_threshold: Annotated[float, typer.Option(
+        help="Tags with grabcut: share of a class map's maximum its boxes enclose (lower: "
+             "larger boxes; sweep it on the training split).")] = 0.3,
+    tag_box_pad: Annotated[float, typer.Option(
+        help="Tags with grabcut: each box widened by this share of its size per side.")] = 0.1,
     rounds: Annotated[int, typer.Option(
         help="Simple-to-complex rounds: segmenters trained out-of-fold on the pseudo-masks "
              "re-make them (within the boxes / tags) this many times.")] = 0,
@@ -62,7 +68,15 @@ def pseudo_masks_cmd(
 ) -> None:
     """Pseudo-masks from boxes or image tags: a dataset root train-segmenter trains on."""
     from ..weak import write_pseudo_dataset
+    from ..weak.tags import TAG_METHODS, TagSettings
 
+    if not 0 < tag_box_threshold <= 1 or not 0 <= tag_box_pad <= 1:
+        raise InputError(f"--tag-box-threshold must be in (0, 1] and --tag-box-pad in [0, 1], "
+                         f"got {tag_box_threshold:g} and {tag_box_pad:g}")  # fmt: skip
+    settings = None
+    if source == "tags" and method in TAG_METHODS:  # a bad method is reported below
+        settings = TagSettings(method=method, box_threshold=tag_box_threshold,
+                               box_pad=tag_box_pad)  # fmt: skip
     report = write_pseudo_dataset(data, out, source=source, boxes=boxes,
                                   simulate=simulate_from_masks, method=method,
                                   classes=split_classes(classes), split=split,
@@ -71,7 +85,8 @@ def pseudo_masks_cmd(
                                   scribbles=scribbles,
                                   rounds=rounds,
                                   round_epochs=round_epochs,
-                                  fit_layer_weights=fit_layer_weights)  # fmt: skip
+                                  fit_layer_weights=fit_layer_weights,
+                                  tag_settings=settings)  # fmt: skip
     for r, q in enumerate(report.get("quality_by_round", [])[:-1]):
         typer.echo(f"round {r}: per-image IoU {q['mean_image_iou']:.2f}, mIoU {q['miou']:.2f}")
     q = report.get("quality")
