@@ -124,3 +124,22 @@ def server(tmp_path_factory, trained_run, trained_refiner):
         runs = root
     with running(create_app(runs, max_megapixels=1.0)) as url:
         yield url
+
+
+@pytest.fixture(scope="module")
+def sd_folder(tmp_path_factory):
+    """A tiny random Stable Diffusion folder (test_attention.build_tiny_sd), one per module."""
+    pytest.importorskip("transformers")
+    from test_attention import build_tiny_sd
+
+    return build_tiny_sd(tmp_path_factory.mktemp("tiny_sd") / "sd")
+
+
+@pytest.fixture(scope="module")
+def model(sd_folder):
+    """That folder loaded through the real loading path, on the CPU."""
+    from test_attention import RES
+
+    from segrefine.attention import load_attention_model
+
+    return load_attention_model(sd_folder, device="cpu", resolution=RES)

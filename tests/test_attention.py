@@ -96,16 +96,6 @@ def build_tiny_sd(root):
 
 
 @pytest.fixture(scope="module")
-def sd_folder(tmp_path_factory):
-    return build_tiny_sd(tmp_path_factory.mktemp("tiny_sd") / "sd")
-
-
-@pytest.fixture(scope="module")
-def model(sd_folder):
-    return load_attention_model(sd_folder, device="cpu", resolution=RES)
-
-
-@pytest.fixture(scope="module")
 def image():
     rng = np.random.default_rng(0)
     img = np.zeros((40, 48, 3), np.uint8)  # not square, not the model's resolution

@@ -11,7 +11,6 @@ import pytest
 
 pytest.importorskip("transformers")
 
-from test_attention import RES, build_tiny_sd  # noqa: E402
 
 from segrefine.attention import (  # noqa: E402
     CapturedAttention,
@@ -20,7 +19,6 @@ from segrefine.attention import (  # noqa: E402
     build_prompt,
     fit_layer_weights,
     layer_maps,
-    load_attention_model,
     load_layer_weights,
     save_layer_weights,
     segment_captured,
@@ -29,16 +27,6 @@ from segrefine.attention.maps import layer_grid, normalise_max, resize_maps  # n
 from segrefine.errors import InputError  # noqa: E402
 
 CLASSES = ["horse", "grass", "sky"]
-
-
-@pytest.fixture(scope="module")
-def sd_folder(tmp_path_factory):
-    return build_tiny_sd(tmp_path_factory.mktemp("tiny_sd_layers") / "sd")
-
-
-@pytest.fixture(scope="module")
-def model(sd_folder):
-    return load_attention_model(sd_folder, device="cpu", resolution=RES)
 
 
 @pytest.fixture(scope="module")
