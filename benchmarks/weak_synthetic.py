@@ -23,19 +23,15 @@ import time
 from pathlib import Path
 
 import numpy as np
-from weak_figure import pseudo_figure
+from weak_common import pseudo_figure, root_quality, val_scores
 
 from segrefine.data.datasets import load_split
-from segrefine.data.io import read_mask
 from segrefine.data.synthetic import write_synthetic_dataset
 from segrefine.demo import demo_config
-from segrefine.evaluate import score_split
-from segrefine.segmenter import Segmenter
 from segrefine.train import train_segmenter
 from segrefine.weak import pseudo_mask_quality, write_pseudo_dataset
 from segrefine.weak.tags import TagSettings
 
-KEYS = ("mean_image_iou", "miou", "boundary_iou")
 # name -> write_pseudo_dataset arguments; the ones a segmenter is trained on come first
 METHODS = {
     "boxes": {"source": "boxes", "method": "grabcut"},
@@ -48,14 +44,6 @@ METHODS = {
     "ellipse": {"source": "boxes", "method": "ellipse"},
 }
 TRAINED = ("boxes", "tags", "scribbles")
-
-
-def _val_scores(run: Path, data: Path) -> dict:
-    seg = Segmenter.load(run, "cpu")
-    val = load_split(data, "val", seg.spec.classes, seg.spec.binary_per_class, seg.size)
-    probs = seg.predict_batch([it.image for it in val.items], protocol=True)
-    s = score_split(val, [p.argmax(0) for p in probs]).summary()
-    return {k: round(float(s[k]), 2) for k in KEYS}
 
 
 def _train(data: Path, run: Path, epochs: int) -> float | None:
@@ -100,16 +88,13 @@ def main() -> None:
         root = args.work / name
         if not (root / "pseudo.json").is_file():
             write_pseudo_dataset(data, root, simulate=True, progress=False, **kwargs)
-        report = json.loads((root / "pseudo.json").read_text())
-        masks = [read_mask(root / "masks" / "train" / f"{it.id}.png") for it in train.items]
-        quality = pseudo_mask_quality(masks, [it.mask for it in train.items], train.class_names)
-        pseudo[name] = {**quality, "seconds_per_image": report["seconds_per_image"]}
+        pseudo[name] = root_quality(root, train)
         if name in TRAINED:
             minutes[name] = _train(root, args.work / f"unet_{name}", args.epochs)
     pseudo.update(_tag_baselines(train))
-    full = _val_scores(args.work / "unet_full", data)
+    full = val_scores(args.work / "unet_full", data)
     for name in TRAINED:
-        row = _val_scores(args.work / f"unet_{name}", data)
+        row = val_scores(args.work / f"unet_{name}", data)
         row["share_of_full_miou"] = round(100 * row["miou"] / full["miou"], 1)
         rows[name] = row
     result = {"data": "synthetic scenes (write_synthetic_dataset, seed 0, 128 px)",

@@ -24,25 +24,10 @@ import json
 from pathlib import Path
 
 import numpy as np
-from weak_figure import pseudo_figure
+from weak_common import pseudo_figure, root_quality, val_scores
 
 from segrefine.data.datasets import load_split
-from segrefine.data.io import read_mask
-from segrefine.evaluate import score_split
-from segrefine.segmenter import Segmenter
 from segrefine.weak import pseudo_mask_quality, write_pseudo_dataset
-
-KEYS = ("mean_image_iou", "miou", "boundary_iou")
-
-
-def _val_scores(run: Path, data: Path) -> dict:
-    """A segmenter run's kept weights scored on val at the 128-px protocol (percent), the
-    same way for every run whatever its trainer logged."""
-    seg = Segmenter.load(run, "cpu")
-    val = load_split(data, "val", seg.spec.classes, seg.spec.binary_per_class, seg.size)
-    probs = seg.predict_batch([it.image for it in val.items], protocol=True)
-    summary = score_split(val, [p.argmax(0) for p in probs]).summary()
-    return {k: round(float(summary[k]), 2) for k in KEYS}
 
 
 def main() -> None:
@@ -65,28 +50,22 @@ def main() -> None:
         if not (root / "pseudo.json").is_file():
             write_pseudo_dataset(args.data, root, simulate=True, method=method,
                                  classes=["horse"])  # fmt: skip
-        report = json.loads((root / "pseudo.json").read_text())
-        masks = [read_mask(root / "masks" / "train" / f"{it.id}.png") for it in train.items]
-        quality = pseudo_mask_quality(masks, [it.mask for it in train.items], train.class_names)
-        pseudo[method] = {**quality, "seconds_per_image": report["seconds_per_image"]}
+        pseudo[method] = root_quality(root, train)
     for name, root in (a.split("=", 1) for a in args.pseudo):
-        report = json.loads((Path(root) / "pseudo.json").read_text())
-        masks = [read_mask(Path(root) / "masks" / "train" / f"{it.id}.png") for it in train.items]
-        quality = pseudo_mask_quality(masks, [it.mask for it in train.items], train.class_names)
-        pseudo[name] = {**quality, "seconds_per_image": report["seconds_per_image"]}
+        pseudo[name] = root_quality(Path(root), train)
     # the trivial tag baseline: every pixel the tagged class (every training image shows one)
     horse = [np.ones_like(it.mask) for it in train.items]
     pseudo["all_tagged_class"] = pseudo_mask_quality(horse, [it.mask for it in train.items],
                                                      train.class_names)  # fmt: skip
-    full = _val_scores(args.full, args.data)
+    full = val_scores(args.full, args.data)
     result = {"data": str(args.data), "protocol": "val, 128-px protocol, kept weights",
               "full": full, "pseudo_masks": {"train": pseudo}}  # fmt: skip
     if args.boxes_run:
-        boxes = _val_scores(args.boxes_run, args.data)
+        boxes = val_scores(args.boxes_run, args.data)
         boxes["share_of_full"] = round(100 * boxes["mean_image_iou"] / full["mean_image_iou"], 1)
         result["boxes"] = boxes
     for name, run in (a.split("=", 1) for a in args.run):
-        row = _val_scores(Path(run), args.data)
+        row = val_scores(Path(run), args.data)
         row["share_of_full"] = round(100 * row["mean_image_iou"] / full["mean_image_iou"], 1)
         result[name] = row
     args.out.parent.mkdir(parents=True, exist_ok=True)
