@@ -283,9 +283,7 @@ class Refiner(LoadableRun):
         if input_size is not None and input_size < 1:
             raise InputError(f"input size must be a positive number of pixels, got {input_size}")
         given = probs if probs is not None else labels
-        details = [working_size(im.shape[:2], input_size) if input_size is not None
-                   else (tuple(np.asarray(given[i]).shape[-2:])
-                         if tuple(np.asarray(given[i]).shape[-2:]) != im.shape[:2] else None)
+        details = [_input_detail(im.shape[:2], np.shape(given[i])[-2:], input_size)
                    for i, im in enumerate(images)]  # fmt: skip
         if self.spec.class_agnostic:
             return self._one_vs_rest(images, probs, labels, steps, strength, samples, seed,
@@ -372,3 +370,10 @@ class Refiner(LoadableRun):
                                             u.numpy(), nfe)  # fmt: skip
         return results
 
+
+def _input_detail(image_hw, input_hw, input_size: int | None) -> tuple[int, int] | None:
+    """The resolution a coarse input was predicted at, when known: ``input_size`` (a short
+    side), else the input's own size when it is smaller than its image; None = find it."""
+    if input_size is not None:
+        return working_size(tuple(image_hw), input_size)
+    return tuple(input_hw) if tuple(input_hw) != tuple(image_hw) else None
