@@ -167,15 +167,15 @@ def effective_size(probs: torch.Tensor | np.ndarray, tolerance: float = 0.05,
                         else probs.float())  # fmt: skip
     h, w = p.shape[-2:]
     crops = [p[:, t : t + window, c : c + window] for t, c in _busiest(labels_of(p), window)]
+    nears = [_near_boundary(crop, 2) for crop in crops]
     best = 1.0
     for f in (1.5, 2, 3, 4, 6, 8):
         errors = []
-        for crop in crops:
+        for crop, near in zip(crops, nears, strict=True):
             ch, cw = crop.shape[-2:]
             small = F.interpolate(crop[None], size=(max(2, round(ch / f)), max(2, round(cw / f))),
                                   mode="bilinear", antialias=True, align_corners=False)
             back = F.interpolate(small, size=(ch, cw), mode="bilinear", align_corners=False)[0]
-            near = _near_boundary(crop, 2)
             errors.append((back - crop).abs().amax(0)[near])
         err = torch.cat(errors)
         if not len(err) or float(err.mean()) > tolerance:
