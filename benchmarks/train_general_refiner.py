@@ -70,6 +70,29 @@ def add_dataset(root: Path, extra: Path, names: list[str]) -> list[str]:
     return names + [f"{extra.name}:{c}" for c in own]
 
 
+def add_bsds(root: Path, bsds: Path, names: list[str], segments: int = 8,
+             min_share: float = 0.01) -> list[str]:
+    """Copy BSDS500's train and val images into ``root`` with segments as objects: of each
+    image's coarsest human annotation (fewest segments: object-level boundaries), the
+    ``segments`` largest covering at least ``min_share`` of the image become classes
+    ``bsds:seg1`` ... by rank of area, the rest is background (part of every "rest")."""
+    from segrefine.unsupervised.bsds import list_bsds, load_bsds_sample
+
+    first = len(names)
+    for split in ("train", "val"):
+        for image_id in list_bsds(bsds, split):
+            sample = load_bsds_sample(bsds, split, image_id)
+            ann = min(sample.truths, key=lambda t: len(np.unique(t)))
+            area = np.bincount(ann.ravel())
+            ranked = [s for s in np.argsort(-area, kind="stable")[:segments]
+                      if area[s] >= min_share * ann.size]  # fmt: skip
+            lut = np.zeros(len(area), np.uint8)
+            lut[ranked] = first + np.arange(len(ranked))
+            Image.fromarray(sample.image).save(root / "images" / split / f"bsds_{image_id}.png")
+            Image.fromarray(lut[ann]).save(root / "masks" / split / f"bsds_{image_id}.png")
+    return names + [f"bsds:seg{k + 1}" for k in range(segments)]
+
+
 def general_config(data: Path, iterations: int, seed: int) -> RefinerConfig:
     """The shipped refiner's settings: the default network, native scales, class-agnostic."""
     return RefinerConfig(data=str(data), class_agnostic=True, native=True, truth_share=0.3,
@@ -86,12 +109,16 @@ def main() -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--extra", type=Path, action="append", default=[],
                    help="a labelled dataset root (either layout) to train on too; repeatable")
+    p.add_argument("--bsds", type=Path, default=None,
+                   help="a BSDS500 root: its human segments as further objects")
     args = p.parse_args()
     t0 = time.perf_counter()
     data = write_scenes(args.out / "data", args.n_train, args.n_val, args.seed)
     names = list(SYNTHETIC_CLASSES)
     for extra in args.extra:  # real data beside the scenes (mind their terms of use)
         names = add_dataset(data, extra, names)
+    if args.bsds is not None:
+        names = add_bsds(data, args.bsds, names)
     (data / "classes.txt").write_text("\n".join(names) + "\n")
     t1 = time.perf_counter()
     print(f"scenes: {t1 - t0:.0f} s")

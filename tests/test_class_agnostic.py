@@ -104,3 +104,15 @@ def test_refine_cli_keeps_the_masks_classes(run_cli, tmp_path, synthetic_root):
     assert code == 0, err
     assert (tmp_path / "out" / "classes.txt").read_text() == (
         synthetic_root / "classes.txt").read_text()
+
+
+def test_pretrained_loads_a_shipped_folder_and_names_what_is_shipped(monkeypatch, tmp_path):
+    import segrefine.diffusion.refiner as refiner_module
+
+    monkeypatch.setattr(refiner_module, "PRETRAINED", tmp_path)
+    with pytest.raises(InputError, match=r"shipped: none"):
+        Refiner.pretrained("general", "cpu")
+    _agnostic().save_pretrained(tmp_path / "general")
+    assert Refiner.pretrained("general", "cpu").spec.class_agnostic
+    with pytest.raises(InputError, match=r"no pretrained refiner 'other'.*shipped: general"):
+        Refiner.pretrained("other", "cpu")

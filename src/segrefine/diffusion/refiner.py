@@ -134,9 +134,9 @@ class Refiner(LoadableRun):
         and refines any mask at any size (its model card is in the README)."""
         folder = PRETRAINED / name
         if not (folder / "model.safetensors").is_file():
-            shipped = sorted(p.name for p in PRETRAINED.glob("*/model.safetensors"))
+            shipped = sorted(p.parent.name for p in PRETRAINED.glob("*/model.safetensors"))
             raise InputError(f"no pretrained refiner {name!r} in this installation (shipped: "
-                             f"{', '.join(p.parent.name for p in shipped) or 'none'}); "
+                             f"{', '.join(shipped) or 'none'}); "
                              "pass --refiner RUN")  # fmt: skip
         return cls.load(folder, device)
 
