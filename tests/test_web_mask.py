@@ -65,3 +65,39 @@ def test_an_uploaded_mask_is_refined_in_place_of_the_segmenter(server):
     code, body = post(f"{server}/api/segment", {},
                        {"file": ("scene.png", _png(image)), "mask": ("mask.png", _png(truth))})
     assert code == 400 and "choose a refiner run to refine your mask" in body["error"]
+
+
+def test_the_short_side_an_upsampled_mask_was_predicted_at_reaches_the_refiner(monkeypatch):
+    import segrefine.web.pipeline as web_pipeline
+    from segrefine.pipeline import Segmentation
+
+    seen = []
+
+    def spy(images, segmenter=None, refiner=None, **kwargs):
+        seen.append(kwargs.get("input_size"))
+        labels = kwargs["labels"][0]
+        done = Segmentation(None, labels)
+        done.refined = Segmentation(np.ones((2, *labels.shape), np.float32) / 2, labels)
+        done.refined.uncertainty, done.refined.nfe = np.zeros(labels.shape, np.float32), 1
+        return [done]
+
+    class Agnostic:  # what the page asks of a class-agnostic refiner
+        spec = type("Spec", (), {"class_agnostic": True})
+        class_names = ("background", "object")
+
+    monkeypatch.setattr(web_pipeline, "run_pipeline", spy)
+    image, truth = generate_scene(9, 40)
+    mask = (truth > 0).astype(np.uint8)
+    web_pipeline.segment_and_refine(image, None, Agnostic(), mask=mask, input_size=10)
+    web_pipeline.segment_and_refine(image, None, Agnostic(), mask=mask)
+    assert seen == [10, None]
+
+
+def test_a_bad_predicted_at_size_is_refused(server):
+    image, truth = generate_scene(9, 40)
+    for raw, message in (("0", "between 1 and 40"), ("41", "between 1 and 40"),
+                         ("ten", "must be a number")):  # fmt: skip
+        code, body = post(f"{server}/api/segment", {"refiner": "tiny_refiner", "input_size": raw},
+                          {"file": ("scene.png", _png(image)),
+                           "mask": ("mask.png", _png(truth))})  # fmt: skip
+        assert code == 400 and message in body["error"], body

@@ -202,7 +202,7 @@ def create_app(
             seg_name = form.get("segmenter") or ""
             ref_name = form.get("refiner") or ""
             upload = form.get("mask")
-            mask = box = None
+            mask = box = input_size = None
             raw_box = form.get("box")
             if isinstance(raw_box, str) and raw_box.strip():
                 # "from a box": GrabCut's mask in the user's box replaces the segmenter
@@ -219,6 +219,8 @@ def create_app(
                 mask_data = await upload.read()
                 mask = await run_in_threadpool(decode_mask, mask_data, upload.filename,
                                                image.shape[:2])  # fmt: skip
+                # the short side an upsampled mask was predicted at (refine --input-size)
+                input_size = _number(form, "input_size", int, 1, min(image.shape[:2]))
                 if not ref_name:
                     raise InputError("choose a refiner run to refine your mask")
             elif not seg_name:
@@ -237,7 +239,7 @@ def create_app(
             return _error(str(err))
         return _submit("segment", name, segment_and_refine, (image, data), segmenter, refiner,
                        steps=steps, strength=strength, samples=samples, flip=flip, mask=mask,
-                       box=box)
+                       box=box, input_size=input_size)
 
     async def cluster(request: Request) -> Response:
         try:

@@ -82,10 +82,13 @@ def segment_and_refine(
     progress: Progress | None = None,
     mask: np.ndarray | None = None,
     box: Box | None = None,
+    input_size: int | None = None,
 ) -> Figures:
     """Segment ``image`` (and refine the result when a refiner is given), timing each stage;
     with a ``mask`` (class ids, at most the image's size) instead of a segmenter, refine that;
     with a ``box``, refine the mask GrabCut makes in it (:func:`mask_from_box`).
+    ``input_size``: the short side an uploaded ``mask`` was predicted at, when it was
+    upsampled to the image's size (``refine --input-size``).
 
     Files produced (name -> PNG/NPY bytes): ``input.png``, ``segmenter.png`` (overlay),
     ``segmenter_layer.png`` (the label colours alone, transparent background),
@@ -105,7 +108,7 @@ def segment_and_refine(
         names = mask_class_names(mask, refiner)
         probs = prior_for_image(image.shape[:2], len(names), labels=mask)
         coarse = Segmentation(probs, probs.argmax(0).astype(np.uint8))
-        coarse_input = {"labels": [mask]}
+        coarse_input = {"labels": [mask], "input_size": input_size}
         out.info["coarse"] = "mask"
         if box is not None:
             out.info["coarse"] = "box"
@@ -117,7 +120,7 @@ def segment_and_refine(
             check_pair(segmenter, refiner)
         report("segmenting", 0.1)
         (coarse,) = run_pipeline([image], segmenter, timings=out.timings)
-        coarse_input = {"probs": [coarse.probs]}
+        coarse_input = {"probs": [coarse.probs], "input_size": segmenter.size}
         out.info["coarse"] = "segmenter"
     _add_label_files(out, "segmenter", image, coarse.labels, coarse.probs, names)
     out.arrays.update(image=image, segmenter=coarse.labels)

@@ -223,7 +223,10 @@ $("#run-segment").addEventListener("click", () => {
     if (!state.box) { showError("Drag a box around an object on the image first (or clear the box)."); return; }
     if (!$("#box-label").value) { showError("Choose a refiner run: the box's class is one of its classes."); return; }
     form.append("box", JSON.stringify({ ...state.box, label: Number($("#box-label").value) }));
-  } else if (mask) form.append("mask", mask, mask.name);
+  } else if (mask) {
+    form.append("mask", mask, mask.name);
+    if ($("#input-size").value) form.append("input_size", $("#input-size").value);
+  }
   form.append("segmenter", $("#segmenter").value);
   form.append("refiner", $("#refiner").value);
   for (const key of ["steps", "strength", "samples"]) form.append(key, $(`#${key}`).value);
