@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 from refiner_helpers import TINY, tiny_config
 
+from segrefine.data.io import VOID
 from segrefine.diffusion import Refiner, RefinerConfig, train_refiner
 from segrefine.diffusion.onehot import prior_for_image
 from segrefine.errors import InputError
@@ -116,3 +117,26 @@ def test_pretrained_loads_a_shipped_folder_and_names_what_is_shipped(monkeypatch
     assert Refiner.pretrained("general", "cpu").spec.class_agnostic
     with pytest.raises(InputError, match=r"no pretrained refiner 'other'.*shipped: general"):
         Refiner.pretrained("other", "cpu")
+
+
+def test_training_shows_each_item_either_way_round():
+    from types import SimpleNamespace
+
+    from segrefine.diffusion.batches import BatchSource
+
+    masks = torch.zeros(4, 32, 32, dtype=torch.int64)
+    masks[:, :, :8] = 1  # a small object: a quarter of every image
+    masks[:, 0, :] = VOID
+    images = torch.full((4, 32, 32, 3), 128, dtype=torch.uint8)
+    drawn = []
+    for agnostic in (False, True):
+        cfg = SimpleNamespace(batch_size=64, crop=None, seed=0, oof_fraction=0.0,
+                              class_agnostic=agnostic)  # fmt: skip
+        drawn.append(BatchSource(cfg, images, masks, 2).draw(step=3))
+    (x, y, probs), (x2, y2, probs2) = drawn
+    assert torch.equal(x, x2)  # the same items, some turned round: labels and inputs alike
+    swapped = (y2 != y).flatten(1).any(1)
+    assert 16 < int(swapped.sum()) < 48
+    assert torch.equal(y2[swapped], torch.where(y[swapped] == VOID, VOID, 1 - y[swapped]))
+    assert torch.equal(probs2[swapped], probs[swapped].flip(1))
+    assert torch.equal(probs2[~swapped], probs[~swapped]) and torch.equal(y2[~swapped], y[~swapped])

@@ -30,7 +30,20 @@ class BatchSource:
 
     def draw(self, step: int):
         """The batch of training step ``step``: working-size crops and, for a native refiner,
-        ``native_share`` of it drawn at finer scales (:mod:`segrefine.diffusion.native`)."""
+        ``native_share`` of it drawn at finer scales (:mod:`segrefine.diffusion.native`).
+        A class-agnostic refiner sees half of each batch with object and rest swapped."""
+        x, y, probs = self._draw_all(step)
+        if getattr(self.cfg, "class_agnostic", False):
+            # "object" is only the side the user's mask calls 1: trained on objects alone
+            # (mostly smaller than the rest) it learned to shrink whatever side is 1, so
+            # each item is shown either way round and neither side is favoured
+            rng = np.random.default_rng([self.cfg.seed, step, 2])
+            swap = torch.from_numpy(rng.random(len(y)) < 0.5)
+            y[swap] = torch.where(y[swap] == VOID, VOID, 1 - y[swap])
+            probs[swap] = probs[swap].flip(1)
+        return x, y, probs
+
+    def _draw_all(self, step: int):
         cfg = self.cfg
         if self.native is None:
             return self._draw(step, cfg.batch_size)
