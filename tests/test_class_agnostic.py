@@ -140,3 +140,20 @@ def test_training_shows_each_item_either_way_round():
     assert torch.equal(y2[swapped], torch.where(y[swapped] == VOID, VOID, 1 - y[swapped]))
     assert torch.equal(probs2[swapped], probs[swapped].flip(1))
     assert torch.equal(probs2[~swapped], probs[~swapped]) and torch.equal(y2[~swapped], y[~swapped])
+
+
+def test_the_web_app_offers_the_shipped_refiners(monkeypatch, tmp_path):
+    import segrefine.diffusion.refiner as refiner_module
+    from segrefine.web.runs import ModelCache, scan_runs
+
+    monkeypatch.setattr(refiner_module, "PRETRAINED", tmp_path / "pretrained")
+    _agnostic().save_pretrained(tmp_path / "pretrained" / "general")
+    (tmp_path / "pretrained" / "broken").mkdir()
+    (tmp_path / "pretrained" / "broken" / "config.json").write_text("{")
+    index = scan_runs(tmp_path / "runs")
+    assert index.refiners["shipped:general"]["class_agnostic"]
+    assert any(n.startswith("shipped:broken: not usable") for n in index.notes)
+    ref = ModelCache(index).get("refiner", "shipped:general")
+    assert ref.spec.class_agnostic
+    with pytest.raises(InputError, match="no refiner run called 'shipped:broken'"):
+        ModelCache(index).get("refiner", "shipped:broken")

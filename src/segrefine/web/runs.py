@@ -20,6 +20,7 @@ from ..runs import EXAMPLES, list_examples
 __all__ = ["RunIndex", "ModelCache", "scan_runs"]
 
 MAX_DEPTH = 3
+SHIPPED = "shipped:"  # the names of the refiners inside the package
 
 
 @dataclass
@@ -31,6 +32,15 @@ class RunIndex:
     refiners: dict[str, dict] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
+    def path(self, name: str) -> Path:
+        """The folder of the run called ``name`` (a refiner shipped with segrefine is named
+        ``shipped:<name>``)."""
+        if name.startswith(SHIPPED):
+            from ..diffusion import refiner
+
+            return refiner.PRETRAINED / name[len(SHIPPED):]
+        return self.root / name
+
     def example_path(self, example_id: str) -> Path:
         """The file behind ``run:<run name>:<file>``, an id :meth:`examples` gave; anything
         else (another run, another file, a path) is an input error."""
@@ -39,7 +49,7 @@ class RunIndex:
         info = self.segmenters.get(name) or self.refiners.get(name)
         if not example_id.startswith("run:") or info is None or file not in info["examples"]:
             raise InputError(f"no example {example_id!r}")
-        return self.root / name / EXAMPLES / file
+        return self.path(name) / EXAMPLES / file
 
     def examples(self) -> list[dict]:
         """The example images the runs carry (from their validation splits), one entry each."""
@@ -81,6 +91,7 @@ def scan_runs(root: str | Path) -> RunIndex:
     that carry a ``config.json`` but are not usable runs, and on a root that does not exist."""
     root = Path(root)
     index = RunIndex(root=root)
+    _add_shipped(index)
     if not root.is_dir():
         index.notes.append(f"{root}: runs folder does not exist (segrefine serve --runs DIR)")
         return index
@@ -116,6 +127,20 @@ def scan_runs(root: str | Path) -> RunIndex:
     return index
 
 
+def _add_shipped(index: RunIndex) -> None:
+    """The refiners shipped inside the package (``Refiner.pretrained``), offered beside the
+    user's runs: the general one refines an uploaded mask of any classes."""
+    from ..diffusion import refiner
+
+    for folder in sorted(refiner.PRETRAINED.glob("*/")):
+        if (folder / checkpoint.CONFIG).is_file():
+            try:
+                config = checkpoint.read_config(folder, kind="refiner")
+                index.refiners[SHIPPED + folder.name] = _describe(folder, config)
+            except InputError as err:
+                index.notes.append(f"{SHIPPED}{folder.name}: not usable ({err.message})")
+
+
 class ModelCache:
     """Loaded models by run name; each run is loaded once and kept (runs are small)."""
 
@@ -132,12 +157,12 @@ class ModelCache:
         known = self.index.segmenters if kind == "segmenter" else self.index.refiners
         if name not in known:
             raise InputError(f"no {kind} run called {name!r} under {self.index.root}")
-        weights = self.index.root / name / checkpoint.WEIGHTS
+        weights = self.index.path(name) / checkpoint.WEIGHTS
         with self._lock:
             key = (kind, name, weights.stat().st_mtime_ns if weights.exists() else 0)
             if key not in self._models:
                 for stale in [k for k in self._models if k[:2] == key[:2]]:  # retrained since
                     del self._models[stale]
                 cls = Segmenter if kind == "segmenter" else Refiner
-                self._models[key] = cls.load(self.index.root / name, device=self.device)
+                self._models[key] = cls.load(self.index.path(name), device=self.device)
             return self._models[key]
