@@ -164,6 +164,10 @@ def train_refiner(
         native,
     )
     priors = validation_priors(cfg, val, accelerator.device) if val is not None and main else None
+    # what the inputs score unrefined: each validation is read against it (a refiner that
+    # stays below its segmenter's own masks makes them worse)
+    baseline = (_headline(score_split(val, [p.argmax(0) for p in priors]).summary())
+                if priors is not None else None)  # fmt: skip
 
     bar = tqdm(range(start, cfg.iterations), initial=start, total=cfg.iterations, desc="refiner",
                disable=not (progress and main and sys.stderr.isatty()), dynamic_ncols=True)
@@ -197,6 +201,8 @@ def train_refiner(
                   "oof_seconds": round(oof_seconds, 1)}  # fmt: skip
         accelerator.wait_for_everyone()
         if main:
+            if baseline is not None:
+                record["val_input"] = baseline
             _validate_and_keep(folder, record, cfg, refiner, accelerator.unwrap_model(net),
                                optimizer, ema, val, priors, progress)  # fmt: skip
         losses, t_chunk = [], time.perf_counter()
@@ -237,6 +243,13 @@ def _validate(refiner: Refiner, plain, val, priors, settings: dict) -> dict:
     return summary
 
 
+HEADLINE = ("mean_image_iou", "miou", "boundary_iou")
+
+
+def _headline(summary: dict) -> dict:
+    return {k: round(float(summary[k]), 2) for k in HEADLINE}
+
+
 def _print_record(record: dict) -> None:
     line = (f"step {record['step']:6d}  loss {record['train_loss']:.4f}  "
             f"{record['train_images_per_s']:.1f} img/s")  # fmt: skip
@@ -244,6 +257,8 @@ def _print_record(record: dict) -> None:
         v = record["val"]
         line += (f"  val IoU/img {v['mean_image_iou']:.2f}  mIoU {v['miou']:.2f}  "
                  f"BIoU {v['boundary_iou']:.2f}")  # fmt: skip
+        if "val_input" in record:  # the gain over the unrefined inputs
+            line += f"  (mIoU {v['miou'] - record['val_input']['miou']:+.2f} over its inputs)"
     if "val_raw" in record:
         line += f"  (raw weights {record['val_raw']['mean_image_iou']:.2f})"
     tqdm.write(line + ("  *best" if record.get("best") else ""))
