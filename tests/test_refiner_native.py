@@ -164,6 +164,21 @@ def test_native_training_crops_are_crop_sized_and_the_truth_share_is_the_truth()
     np.testing.assert_allclose(p.sum(1).numpy(), 1, atol=1e-5)
 
 
+def test_a_batch_that_draws_no_finer_scale_crop_is_all_working_size():
+    from types import SimpleNamespace
+
+    from segrefine.diffusion.batches import BatchSource
+
+    rng = np.random.default_rng(0)
+    full = ([rng.integers(0, 255, (64, 96, 3), dtype=np.uint8)], [np.ones((64, 96), np.uint8)])
+    cfg = SimpleNamespace(batch_size=4, crop=16, size=32, seed=0, oof_fraction=0.0,
+                          native_share=1e-9, truth_share=0.0)  # fmt: skip
+    images = torch.zeros(2, 32, 32, 3, dtype=torch.uint8)
+    source = BatchSource(cfg, images, torch.ones(2, 32, 32, dtype=torch.int64), 2, native=full)
+    x, y, p = source.draw(0)  # once crashed: stacking an empty list of crops
+    assert x.shape == (4, 3, 16, 16) and y.shape == (4, 16, 16) and p.shape == (4, 2, 16, 16)
+
+
 @pytest.mark.parametrize("native_share", [0.5, 1.0])
 def test_a_native_refiner_trains_and_records_native_refinement(tmp_path, synthetic_root,
                                                                 native_share):  # fmt: skip

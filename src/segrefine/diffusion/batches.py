@@ -49,6 +49,8 @@ class BatchSource:
             return self._draw(step, cfg.batch_size)
         rng = np.random.default_rng([cfg.seed, step, 1])
         n = int(rng.binomial(cfg.batch_size, cfg.native_share))
+        if n == 0:  # a batch may draw no finer-scale crop (1 in 65536 at the default share)
+            return self._draw(step, cfg.batch_size)
         fine = draw_native_crops(*self.native, n, cfg.crop or 64, cfg.size, self.c, rng,
                                  cfg.truth_share)  # fmt: skip
         if n == cfg.batch_size:
