@@ -164,6 +164,24 @@ def test_native_training_crops_are_crop_sized_and_the_truth_share_is_the_truth()
     np.testing.assert_allclose(p.sum(1).numpy(), 1, atol=1e-5)
 
 
+def test_a_tile_holds_band_pixels_exactly_when_the_network_would_find_some():
+    from segrefine.diffusion.native import _holds_band
+    from segrefine.diffusion.networks import uncertain_band
+
+    rng = np.random.default_rng(0)
+    for i in range(200):
+        c = 2 + i % 3
+        logits = torch.from_numpy(rng.normal(0, 1, (c, 12, 12)).astype(np.float32))
+        if i % 2:  # mostly one sure class, sometimes with a stray pixel of another
+            logits[0] += 8
+            if i % 4 == 1:
+                logits[1, rng.integers(12), rng.integers(12)] += 30
+        probs = torch.softmax(logits * rng.uniform(0.5, 4), 0)
+        top, labels = probs.max(0)
+        for radius in (1, 6):
+            assert _holds_band(top, labels) == bool(uncertain_band(probs[None], radius).any())
+
+
 def test_a_batch_that_draws_no_finer_scale_crop_is_all_working_size():
     from types import SimpleNamespace
 

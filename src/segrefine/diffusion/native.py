@@ -28,7 +28,7 @@ from ..data.datasets import resize_image, resize_mask
 from ..data.io import VOID
 from ..data.transforms import pad_to_multiple, resize_probs, to_tensor, working_size
 from .degrade import DegradeConfig, degrade
-from .networks import uncertain_band
+from .networks import CONFIDENT, uncertain_band
 from .onehot import probs_from_labels
 
 # the errors left at a finer scale after a coarser pass: small shifts and blur, no lost regions
@@ -98,11 +98,14 @@ def refine_pass(refiner, image: np.ndarray, probs: torch.Tensor, settings: dict,
     acc, unc, weight = torch.zeros_like(probs), torch.zeros(h, w), torch.zeros(h, w)
     ramp = torch.minimum(torch.arange(TILE) + 1, torch.arange(TILE).flip(0) + 1).float()
     window = torch.minimum(ramp[:, None], ramp[None, :]).clamp(max=OVERLAP)  # tent at seams
-    # a tile is computed when it holds band pixels; looking tile by tile keeps the memory to
-    # a tile's (a boundary near a tile's edge is inside the overlapping neighbour too)
+    # a tile is computed when it holds band pixels (as the network finds them on the tile:
+    # a boundary near a tile's edge is inside the overlapping neighbour too), that is when
+    # its labels are not all one or a pixel is unsure -- no morphology needed to know that
+    sure, labels = probs.max(0)
     boxes = [(top, left) for top in _tiles(h) for left in _tiles(w)
-             if uncertain_band(probs[None, :, top : top + TILE, left : left + TILE],
-                               band).any()]  # fmt: skip
+             if _holds_band(sure[top : top + TILE, left : left + TILE],
+                            labels[top : top + TILE, left : left + TILE])]  # fmt: skip
+    del sure, labels
     for k in range(0, len(boxes), batch_size):
         chunk = boxes[k : k + batch_size]
         xt = to_tensor(np.stack([image[t : t + TILE, c : c + TILE] for t, c in chunk]))
@@ -124,6 +127,13 @@ def refine_pass(refiner, image: np.ndarray, probs: torch.Tensor, settings: dict,
     out = torch.where(done, acc.div_(weight), probs)
     del acc
     return out, unc.div_(weight).mul_(done)
+
+
+def _holds_band(top: torch.Tensor, labels: torch.Tensor) -> bool:
+    """Whether :func:`uncertain_band` of a tile whose top probabilities and labels these are
+    marks any pixel (any radius): every pixel's window lies inside the replicate-padded
+    tile, so an edge is found exactly when the tile holds two labels."""
+    return bool((top < CONFIDENT).any()) or bool(labels.amin() != labels.amax())
 
 
 def _near_boundary(probs: torch.Tensor, radius: int) -> torch.Tensor:

@@ -50,7 +50,10 @@ class FiLMConv(nn.Module):
         return nn.functional.silu(h, inplace=not torch.is_grad_enabled())
 
 
-def uncertain_band(probs: torch.Tensor, radius: int, confident: float = 0.95) -> torch.Tensor:
+CONFIDENT = 0.95  # a prior's top probability above which a pixel is sure (outside the band)
+
+
+def uncertain_band(probs: torch.Tensor, radius: int, confident: float = CONFIDENT) -> torch.Tensor:
     """(B, 1, H, W) mask of the pixels a banded refiner may change: within ``radius`` pixels of
     a boundary of the prior's argmax, or where the prior's top probability is below
     ``confident``. Everywhere else the prior is kept as it is (SegRefiner's idea: refine only
