@@ -172,6 +172,29 @@ def test_refinement_is_deterministic_under_a_seed(mode):
     assert not np.array_equal(a.probs, c.probs)
 
 
+def test_the_copy_made_for_inference_refines_as_the_network_does():
+    ref = tiny_refiner("default")
+    gen = torch.Generator().manual_seed(0)
+    torch.nn.init.normal_(ref.net.out.weight, std=0.5, generator=gen)
+    for m in ref.net.modules():  # statistics that folding has to get right
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.normal_(0, 0.5, generator=gen)
+            m.running_var.uniform_(0.5, 2.0, generator=gen)
+            m.weight.data.normal_(1, 0.3, generator=gen)
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    probs = np.full((3, 32, 32), 1 / 3, np.float32)
+    plain = ref.refine(image, probs, steps=1, samples=2, seed=5)
+    ref.prepare_inference()
+    assert ref.inference_net is not ref.net
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in ref.inference_net.modules())
+    fast = ref.refine(image, probs, steps=1, samples=2, seed=5)
+    np.testing.assert_allclose(fast.probs, plain.probs, atol=1e-4)
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in ref.net.modules())  # kept
+    ref.net = tiny_refiner("default").net  # a new network: the old copy is not used
+    assert ref.inference_net is ref.net
+
+
 def test_flip_mirrors_half_of_the_samples_and_mirrors_them_back(monkeypatch):
 
     calls = []

@@ -20,11 +20,12 @@ import torch
 import torch.nn.functional as F
 
 from ..data.datasets import resize_image
-from ..data.io import VOID
 from ..data.transforms import pad_to_multiple, resize_probs, to_tensor, working_size
 from ..errors import InputError
+from ..models.blocks import fuse_for_inference
 from ..runs import LoadableRun, RunSpec, check_network
 from ..segmenter import resolve_device
+from .agnostic import class_priors, one_vs_rest, recombine
 from .modes import MODES, RefinerMode, get_mode
 from .native import effective_size, labels_of, refine_native
 from .onehot import prior_for_image
@@ -84,6 +85,7 @@ class Refiner(LoadableRun):
 
     def __init__(self, net: torch.nn.Module, spec: RefinerSpec, device: torch.device):
         self.net = net.to(device).eval()
+        self._fast: tuple[torch.nn.Module, torch.nn.Module] | None = None  # (source, copy)
         self.spec = spec
         self.device = device
         self.scheduler = make_scheduler(spec.timesteps, spec.beta_schedule)
@@ -130,11 +132,24 @@ class Refiner(LoadableRun):
 
     @classmethod
     def load(cls, run_dir, device: str = "auto") -> Refiner:
-        """Load the best weights of a refiner run, laid out for inference: channels-last
-        convolutions run the condition encoder about a third faster on a CPU."""
+        """Load the best weights of a refiner run, prepared for inference
+        (:meth:`prepare_inference`)."""
         refiner = super().load(run_dir, device)
-        refiner.net.to(memory_format=torch.channels_last)
+        refiner.prepare_inference()
         return refiner
+
+    def prepare_inference(self) -> None:
+        """Refine with a copy of ``net`` made for speed: BatchNorm folded into the
+        convolutions and a channels-last layout (together ~40% faster on this CPU's condition
+        encoder). ``net`` itself is unchanged, for training and saving; call this again after
+        changing its weights (replacing ``net`` drops the copy)."""
+        fast = fuse_for_inference(self.net).to(memory_format=torch.channels_last)
+        self._fast = (self.net, fast)
+
+    @property
+    def inference_net(self) -> torch.nn.Module:
+        """The network refinement runs: the fast copy while it is ``net``'s, else ``net``."""
+        return self._fast[1] if self._fast and self._fast[0] is self.net else self.net
 
     @classmethod
     def pretrained(cls, name: str = "general", device: str = "auto") -> Refiner:
@@ -185,7 +200,7 @@ class Refiner(LoadableRun):
 
     def _sample(self, image, probs, k: int, s: dict, gen: torch.Generator) -> torch.Tensor:
         """``k`` refinements per image, (B, k, C, H, W)."""
-        out = self.method.sample(self.net, image, probs, self.scheduler, s["strength"],
+        out = self.method.sample(self.inference_net, image, probs, self.scheduler, s["strength"],
                                  s["steps"], gen, k)  # fmt: skip
         return out.view(-1, k, *out.shape[1:])
 
@@ -307,42 +322,15 @@ class Refiner(LoadableRun):
 
     def _one_vs_rest(self, images, probs, labels, steps, strength, samples, seed, batch_size,
                      flip, native, details) -> list[Refinement]:  # fmt: skip
-        """A class-agnostic refiner on C-class inputs: each class present in an image's
-        argmax is refined as object against the rest (all of them batched together); its
-        probability is replaced by the refined object probability and the map renormalised,
-        so where two refined classes overlap the more confident wins. Classes absent from the
-        argmax keep their probabilities. Two classes take one pass (class 1 is the object)."""
-        priors = []
-        for i, im in enumerate(images):
-            given = probs[i] if probs is not None else labels[i]
-            if probs is not None:
-                c = np.asarray(given).shape[0]
-            else:
-                ids = np.asarray(given)
-                c = max(2, int(ids[ids != VOID].max(initial=0)) + 1)
-            priors.append(prior_for_image(im.shape[:2], c, None if probs is None else given,
-                                          None if labels is None else given))  # fmt: skip
-        owners = [(i, k) for i, p in enumerate(priors)
-                  for k in ([1] if len(p) == 2 else np.unique(p.argmax(0)).tolist())]
-        binary = [np.stack([1 - priors[i][k], priors[i][k]]) for i, k in owners]
+        """A class-agnostic refiner on C-class inputs (:mod:`.agnostic`)."""
+        priors = class_priors(images, probs, labels)
+        owners, binary = one_vs_rest(priors)
         if self.settings(native=native)["native"]:  # one estimate per image, for each class
             details = [d or effective_size(p) for d, p in zip(details, priors, strict=True)]
         refined = self._refine_priors([images[i] for i, _ in owners], binary, steps, strength,
                                       samples, seed, batch_size, flip, native,
                                       [details[i] for i, _ in owners])  # fmt: skip
-        out = []
-        for i, p in enumerate(priors):
-            q, nfe = p.copy(), 0
-            for (j, k), r in zip(owners, refined, strict=True):
-                if j == i:
-                    q[k], nfe = r.probs[1], nfe + r.nfe
-            if len(q) == 2:
-                q[0] = 1 - q[1]
-            q /= np.clip(q.sum(0, keepdims=True), 1e-8, None)
-            entropy = -(q * np.log(np.clip(q, 1e-8, None))).sum(0) / np.log(len(q))
-            out.append(Refinement(q.argmax(0).astype(np.uint8), q,
-                                  np.clip(entropy, 0, 1).astype(np.float32), nfe))  # fmt: skip
-        return out
+        return [Refinement(*r) for r in recombine(priors, owners, refined)]
 
     def _refine_priors(self, images, priors, steps, strength, samples, seed, batch_size, flip,
                        native, details) -> list[Refinement]:  # fmt: skip

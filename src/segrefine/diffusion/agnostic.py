@@ -1,0 +1,56 @@
+"""A class-agnostic refiner on label maps of any classes: each class against the rest.
+
+The refiner itself knows two sides, "object" and the rest. Each class present in an image's
+argmax is refined as the object (all of them batched together); its probability is replaced
+by the refined object probability and the map renormalised, so where two refined classes
+overlap the more confident wins. Classes absent from the argmax keep their probabilities.
+Two classes take one pass (class 1 is the object).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..data.io import VOID
+from .onehot import prior_for_image
+
+
+def class_priors(images, probs, labels) -> list[np.ndarray]:
+    """Each image's coarse input as (C, H, W) probabilities at its size, C from the input:
+    the maps' own classes, or a mask's largest id + 1 (at least two)."""
+    priors = []
+    for i, im in enumerate(images):
+        given = probs[i] if probs is not None else labels[i]
+        if probs is not None:
+            c = np.asarray(given).shape[0]
+        else:
+            ids = np.asarray(given)
+            c = max(2, int(ids[ids != VOID].max(initial=0)) + 1)
+        priors.append(prior_for_image(im.shape[:2], c, None if probs is None else given,
+                                      None if labels is None else given))  # fmt: skip
+    return priors
+
+
+def one_vs_rest(priors: list[np.ndarray]) -> tuple[list[tuple[int, int]], list[np.ndarray]]:
+    """The binary tasks: (image, class) pairs and their (2, H, W) object-vs-rest inputs."""
+    owners = [(i, k) for i, p in enumerate(priors)
+              for k in ([1] if len(p) == 2 else np.unique(p.argmax(0)).tolist())]  # fmt: skip
+    return owners, [np.stack([1 - priors[i][k], priors[i][k]]) for i, k in owners]
+
+
+def recombine(priors, owners, refined) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, int]]:
+    """Per image: labels, probabilities, uncertainty (normalised entropy) and denoiser
+    evaluations, from the refined binary tasks (results with ``.probs`` and ``.nfe``)."""
+    out = []
+    for i, p in enumerate(priors):
+        q, nfe = p.copy(), 0
+        for (j, k), r in zip(owners, refined, strict=True):
+            if j == i:
+                q[k], nfe = r.probs[1], nfe + r.nfe
+        if len(q) == 2:
+            q[0] = 1 - q[1]
+        q /= np.clip(q.sum(0, keepdims=True), 1e-8, None)
+        entropy = -(q * np.log(np.clip(q, 1e-8, None))).sum(0) / np.log(len(q))
+        out.append((q.argmax(0).astype(np.uint8), q, np.clip(entropy, 0, 1).astype(np.float32),
+                    nfe))  # fmt: skip
+    return out
