@@ -44,6 +44,15 @@ def test_train_refiner_cli_with_out_of_fold_segmenters(
     assert log and all("val" in r and "val_raw" not in r for r in log)
 
 
+def test_train_refiner_cli_checks_the_native_shares_before_any_work(run_cli, tmp_path,
+                                                                     synthetic_root):
+    for option, value in (("--native-share", "1.5"), ("--truth-share", "-0.1")):
+        code, _, err = run_cli("train-refiner", "--data", synthetic_root, "--native", option,
+                               value, "--out", tmp_path / "run", "-q")  # fmt: skip
+        assert code == 2 and "share (must be in [0, 1])" in err and len(err.splitlines()) == 1
+        assert not (tmp_path / "run").exists()
+
+
 def test_refine_cli_writes_labels_probabilities_and_uncertainty(
     run_cli, tmp_path, synthetic_root, trained_run, trained_refiner
 ):

@@ -82,6 +82,10 @@ def train_refiner_cmd(
                            "refinement then continues at doubling scales up to each image's "
                            "size (default mode).")
     ] = False,
+    native_share: Annotated[
+        float, typer.Option(help="With --native: share of each batch cropped at finer scales "
+                            "(the rest trains the working-size pass, which fixes regions).")
+    ] = 0.25,
     truth_share: Annotated[
         float, typer.Option(help="With --native: share of the finer-scale crops given the "
                             "truth itself as their coarse input (to learn to leave a good "
@@ -110,7 +114,8 @@ def train_refiner_cmd(
             iterations=iterations, batch_size=batch_size, crop=crop or None, lr=lr,
             oof_folds=oof_folds, oof_epochs=oof_epochs, band=band, seed=seed,
             mixed_precision=mixed_precision, validate_raw=validate_raw, native=native,
-            truth_share=truth_share, class_agnostic=class_agnostic,
+            native_share=native_share, truth_share=truth_share,
+            class_agnostic=class_agnostic,
             **({} if ema_decay is None else {"ema_decay": ema_decay}),
         )  # fmt: skip
     best = train_refiner(cfg, out, resume=resume, device=device, progress=not quiet)

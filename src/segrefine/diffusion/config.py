@@ -57,8 +57,9 @@ class RefinerConfig(TrainingData):
     validate_raw: bool = False
     # also learn to refine at the images' own resolution (diffusion/native.py): this share of
     # each batch is cropped at finer scales, with truth_share of those given the truth itself
+    # (a quarter: with half, CamVid's working pass never beat its segmenter; docs/benchmarks.md)
     native: bool = False
-    native_share: float = 0.5
+    native_share: float = 0.25
     truth_share: float = 0.2
     # one refiner for any classes: every class of the data becomes its own object-vs-rest
     # task (background / object), and refinement runs one-vs-rest on any label map
