@@ -93,10 +93,12 @@ def add_bsds(root: Path, bsds: Path, names: list[str], segments: int = 8,
     return names + [f"bsds:seg{k + 1}" for k in range(segments)]
 
 
-def general_config(data: Path, iterations: int, seed: int) -> RefinerConfig:
+def general_config(data: Path, iterations: int, seed: int,
+                   init_encoder: Path | None = None) -> RefinerConfig:  # fmt: skip
     """The shipped refiner's settings: the default network, native scales, class-agnostic."""
     return RefinerConfig(data=str(data), class_agnostic=True, native=True, truth_share=0.3,
-                         iterations=iterations, seed=seed)  # fmt: skip
+                         iterations=iterations, seed=seed,
+                         init_encoder=str(init_encoder) if init_encoder else None)  # fmt: skip
 
 
 def main() -> None:
@@ -109,6 +111,8 @@ def main() -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--extra", type=Path, action="append", default=[],
                    help="a labelled dataset root (either layout) to train on too; repeatable")
+    p.add_argument("--init-encoder", type=Path, default=None,
+                   help="a U-Net segmenter run to start the encoder from (mind what it saw)")
     p.add_argument("--bsds", type=Path, default=None,
                    help="a BSDS500 root: its human segments as further objects")
     args = p.parse_args()
@@ -122,7 +126,8 @@ def main() -> None:
     (data / "classes.txt").write_text("\n".join(names) + "\n")
     t1 = time.perf_counter()
     print(f"scenes: {t1 - t0:.0f} s")
-    best = train_refiner(general_config(data, args.iterations, args.seed), args.out / "run",
+    cfg = general_config(data, args.iterations, args.seed, args.init_encoder)
+    best = train_refiner(cfg, args.out / "run",
                          device=args.device)  # fmt: skip
     print(f"trained in {time.perf_counter() - t1:.0f} s; best validation: {best}")
 

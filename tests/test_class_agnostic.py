@@ -157,3 +157,27 @@ def test_the_web_app_offers_the_shipped_refiners(monkeypatch, tmp_path):
     assert ref.spec.class_agnostic
     with pytest.raises(InputError, match="no refiner run called 'shipped:broken'"):
         ModelCache(index).get("refiner", "shipped:broken")
+
+
+def test_the_encoder_can_start_from_a_segmenter_of_other_classes(tmp_path, synthetic_root,
+                                                                  trained_run):
+    from segrefine import checkpoint
+
+    cfg = tiny_config(synthetic_root, class_agnostic=True, iterations=1, val_every=1,
+                      width=4, depth=2, lr=1e-12, init_encoder=str(trained_run))  # fmt: skip
+    train_refiner(cfg, tmp_path / "run", device="cpu", progress=False)
+    seg, _ = checkpoint.load_tensors(trained_run / checkpoint.WEIGHTS)
+    enc = Refiner.load(tmp_path / "run", "cpu").net.encoder.state_dict()
+    # the learned weights (BatchNorm's running statistics move with the training step)
+    same = [n for n in seg if n in enc and enc[n].shape == seg[n].shape
+            and "running" not in n and "num_batches" not in n]  # fmt: skip
+    assert len(same) > len(enc) // 3
+    for name in same:
+        torch.testing.assert_close(enc[name], seg[name], atol=1e-6, rtol=0)
+    first = next(n for n in seg if n in enc and enc[n].ndim == 4 and enc[n].shape[1] == 5)
+    torch.testing.assert_close(enc[first][:, :3], seg[first], atol=1e-6, rtol=0)
+    assert not enc[first][:, 3:].any()  # the two probability channels start at zero
+    bad = tiny_config(synthetic_root, class_agnostic=True, init_encoder=str(tmp_path / "nope"))
+    with pytest.raises(InputError, match="nope"):
+        train_refiner(bad, tmp_path / "bad", device="cpu", progress=False)
+    assert not (tmp_path / "bad").exists()

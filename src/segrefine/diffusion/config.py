@@ -22,6 +22,9 @@ class RefinerConfig(TrainingData):
     oof_fraction: float = 0.75  # share of each batch taken from out-of-fold predictions
     oof_epochs: int | None = None  # default: the segmenter's own epoch count
     init_from_segmenter: bool = True  # start the encoder from the segmenter's U-Net weights
+    # a U-Net segmenter run (of any classes) to start the encoder from when no ``segmenter``
+    # gives the coarse inputs: a class-agnostic refiner then starts with real images' features
+    init_encoder: str | None = None
     width: int = 16
     depth: int = 4
     features: int = 16

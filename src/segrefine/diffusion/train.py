@@ -106,6 +106,9 @@ def train_refiner(
         seg_cfg = checkpoint.read_config(cfg.segmenter, kind="segmenter")
         cfg = dataclasses.replace(cfg, classes=seg_cfg["classes"], size=seg_cfg["size"],
                                   binary_per_class=seg_cfg["binary_per_class"])  # fmt: skip
+    # checked before the run folder is created, like the segmenter
+    init_cfg = (checkpoint.read_config(cfg.init_encoder, kind="segmenter")
+                if cfg.init_encoder and not resume else None)  # fmt: skip
     if cfg.class_agnostic:  # every class against the rest, one binary task per class
         names = open_dataset(cfg.data, cfg.split).class_names
         cfg = dataclasses.replace(cfg, classes=[c for c in names if c != "background"],
@@ -134,10 +137,12 @@ def train_refiner(
 
     torch.manual_seed(cfg.seed)
     net = method.build_network(spec.num_classes, spec.network).train()
-    if cfg.segmenter and cfg.init_from_segmenter and not resume:
-        copied = method.init_from_segmenter(net, cfg.segmenter, seg_cfg)
+    init, init_conf = ((cfg.segmenter, seg_cfg) if cfg.segmenter and cfg.init_from_segmenter
+                       else (cfg.init_encoder, init_cfg))  # fmt: skip
+    if init and not resume:
+        copied = method.init_from_segmenter(net, init, init_conf)
         if main and progress and coarse:
-            print(f"encoder initialised from the segmenter: {copied} tensors copied")
+            print(f"encoder initialised from {init}: {copied} tensors copied")
     optimizer = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     restored = folder.restore(net, optimizer, resume, counter="step")
     start = restored["step"] if restored else 0

@@ -102,7 +102,6 @@ class DefaultMode(RefinerMode):
             return 0
         tensors, _ = checkpoint.load_tensors(Path(segmenter_run) / checkpoint.WEIGHTS)
         own = net.encoder.state_dict()
-        extra = len(segmenter_config["class_names"])
         update = {}
         for name, value in tensors.items():
             mine = own.get(name)
@@ -111,7 +110,7 @@ class DefaultMode(RefinerMode):
             if mine.shape == value.shape:
                 update[name] = value
             elif (mine.ndim == 4 and mine.shape[0] == value.shape[0]
-                  and mine.shape[1] == value.shape[1] + extra
+                  and mine.shape[1] > value.shape[1]
                   and mine.shape[2:] == value.shape[2:]):  # the first conv: image + probs
                 w = torch.zeros_like(mine)
                 w[:, : value.shape[1]] = value
