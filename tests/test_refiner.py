@@ -186,13 +186,24 @@ def test_the_copy_made_for_inference_refines_as_the_network_does():
     probs = np.full((3, 32, 32), 1 / 3, np.float32)
     plain = ref.refine(image, probs, steps=1, samples=2, seed=5)
     ref.prepare_inference()
-    assert ref.inference_net is not ref.net
-    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in ref.inference_net.modules())
+    assert ref.inference_module is not ref.net
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in ref.inference_module.modules())
     fast = ref.refine(image, probs, steps=1, samples=2, seed=5)
     np.testing.assert_allclose(fast.probs, plain.probs, atol=1e-4)
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in ref.net.modules())  # kept
     ref.net = tiny_refiner("default").net  # a new network: the old copy is not used
-    assert ref.inference_net is ref.net
+    assert ref.inference_module is ref.net
+
+
+def test_a_loaded_segmenter_predicts_with_its_inference_copy_as_without(trained_run):
+    from segrefine import Segmenter
+
+    seg = Segmenter.load(trained_run, "cpu")
+    assert seg.inference_module is not seg.model
+    image = np.random.default_rng(0).integers(0, 255, (40, 56, 3), dtype=np.uint8)
+    fast = seg.predict(image)
+    seg._fast = None  # the network itself
+    np.testing.assert_allclose(seg.predict(image), fast, atol=1e-5)
 
 
 def test_flip_mirrors_half_of_the_samples_and_mirrors_them_back(monkeypatch):

@@ -104,7 +104,8 @@ def test_native_prediction_keeps_the_aspect_ratio_at_the_training_scale(trained_
     seg = Segmenter.load(trained_run, device="cpu")
     assert seg.working_size((40, 60)) == (32, 48) and seg.working_size((90, 30)) == (96, 32)
     image = np.random.default_rng(1).integers(0, 256, (32, 48, 3), dtype=np.uint8)
-    direct = predict_probs(seg.model, image[None], seg.device)[0]  # 48 is a multiple of 4
+    # 48 is a multiple of 4: no padding (the network predict uses: its inference copy)
+    direct = predict_probs(seg.inference_module, image[None], seg.device)[0]
     np.testing.assert_array_equal(seg.predict(image), direct)
     odd = np.random.default_rng(2).integers(0, 256, (33, 50, 3), dtype=np.uint8)
     assert seg.predict(odd).shape == (5, 33, 50)

@@ -46,6 +46,7 @@ def predict_probs(
     h, w = images.shape[1:3]
     for start in range(0, len(images), batch_size):
         x = pad_to_multiple(to_tensor(images[start : start + batch_size]).to(device), stride)
+        x = x.contiguous(memory_format=torch.channels_last)  # convolutions' fastest layout
         out.append(torch.softmax(model(x).float()[..., :h, :w], dim=1).cpu())
     model.train(was_training)
     return torch.cat(out).numpy()
@@ -126,14 +127,15 @@ class Segmenter(LoadableRun):
         Images that share a working size are segmented together, ``batch_size`` at a time."""
         if protocol:
             batch = np.stack([preprocess(im, self.size) for im in images])
-            return list(predict_probs(self.model, batch, self.device, batch_size))
+            return list(predict_probs(self.inference_module, batch, self.device, batch_size))
         groups: dict[tuple[int, int], list[int]] = {}
         for i, im in enumerate(images):
             groups.setdefault(self.working_size(im.shape), []).append(i)
         out: list[np.ndarray | None] = [None] * len(images)
         for shape, idx in groups.items():
             batch = np.stack([resize_image(images[i], shape) for i in idx])
-            probs = predict_probs(self.model, batch, self.device, batch_size, self.stride)
+            probs = predict_probs(self.inference_module, batch, self.device, batch_size,
+                                  self.stride)  # fmt: skip
             for i, p in zip(idx, probs, strict=True):
                 out[i] = resize_probs(torch.from_numpy(p), images[i].shape[:2]).numpy()
         return out

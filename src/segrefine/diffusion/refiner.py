@@ -22,7 +22,6 @@ import torch.nn.functional as F
 from ..data.datasets import resize_image
 from ..data.transforms import pad_to_multiple, resize_probs, to_tensor, working_size
 from ..errors import InputError
-from ..models.blocks import fuse_for_inference
 from ..runs import LoadableRun, RunSpec, check_network
 from ..segmenter import resolve_device
 from .agnostic import class_priors, one_vs_rest, recombine
@@ -85,7 +84,6 @@ class Refiner(LoadableRun):
 
     def __init__(self, net: torch.nn.Module, spec: RefinerSpec, device: torch.device):
         self.net = net.to(device).eval()
-        self._fast: tuple[torch.nn.Module, torch.nn.Module] | None = None  # (source, copy)
         self.spec = spec
         self.device = device
         self.scheduler = make_scheduler(spec.timesteps, spec.beta_schedule)
@@ -129,27 +127,6 @@ class Refiner(LoadableRun):
         """An untrained refiner with the architecture ``spec`` describes."""
         dev = device if isinstance(device, torch.device) else resolve_device(device)
         return cls(get_mode(spec.mode).build_network(spec.num_classes, spec.network), spec, dev)
-
-    @classmethod
-    def load(cls, run_dir, device: str = "auto") -> Refiner:
-        """Load the best weights of a refiner run, prepared for inference
-        (:meth:`prepare_inference`)."""
-        refiner = super().load(run_dir, device)
-        refiner.prepare_inference()
-        return refiner
-
-    def prepare_inference(self) -> None:
-        """Refine with a copy of ``net`` made for speed: BatchNorm folded into the
-        convolutions and a channels-last layout (together ~40% faster on this CPU's condition
-        encoder). ``net`` itself is unchanged, for training and saving; call this again after
-        changing its weights (replacing ``net`` drops the copy)."""
-        fast = fuse_for_inference(self.net).to(memory_format=torch.channels_last)
-        self._fast = (self.net, fast)
-
-    @property
-    def inference_net(self) -> torch.nn.Module:
-        """The network refinement runs: the fast copy while it is ``net``'s, else ``net``."""
-        return self._fast[1] if self._fast and self._fast[0] is self.net else self.net
 
     @classmethod
     def pretrained(cls, name: str = "general", device: str = "auto") -> Refiner:
@@ -200,7 +177,7 @@ class Refiner(LoadableRun):
 
     def _sample(self, image, probs, k: int, s: dict, gen: torch.Generator) -> torch.Tensor:
         """``k`` refinements per image, (B, k, C, H, W)."""
-        out = self.method.sample(self.inference_net, image, probs, self.scheduler, s["strength"],
+        out = self.method.sample(self.inference_module, image, probs, self.scheduler, s["strength"],
                                  s["steps"], gen, k)  # fmt: skip
         return out.view(-1, k, *out.shape[1:])
 
@@ -232,7 +209,7 @@ class Refiner(LoadableRun):
             )
         k = s["samples"]
         gen = torch.Generator(self.device).manual_seed(seed)
-        last = torch.channels_last  # the layout convolutions run fastest in (see load)
+        last = torch.channels_last  # the layout convolutions run fastest in
         image = image.to(self.device, memory_format=last)
         probs = probs.to(self.device, memory_format=last)
         if s["flip"]:
