@@ -53,6 +53,28 @@ def test_train_refiner_cli_checks_the_native_shares_before_any_work(run_cli, tmp
         assert not (tmp_path / "run").exists()
 
 
+def test_refine_cli_native_or_not_reaches_the_refiner(run_cli, monkeypatch, tmp_path,
+                                                      synthetic_root, trained_run,
+                                                      trained_refiner):  # fmt: skip
+    import segrefine.refine as refine_module
+
+    seen, real = [], refine_module.segment_and_refine
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("native"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(refine_module, "segment_and_refine", spy)
+    for flag, expected in ((), None), (("--no-native",), False), (("--native",), True):
+        code, _, err = run_cli("refine", "--refiner", trained_refiner[0], "--segmenter",
+                               trained_run, "--images", synthetic_root, "--out",
+                               tmp_path / f"out{expected}", "--device", "cpu", "-q",
+                               *flag)  # fmt: skip
+        assert code == 0, err
+        assert seen and set(seen) == {expected}
+        seen.clear()
+
+
 def test_refine_cli_writes_labels_probabilities_and_uncertainty(
     run_cli, tmp_path, synthetic_root, trained_run, trained_refiner
 ):

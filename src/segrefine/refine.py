@@ -87,17 +87,19 @@ def refine_to_folder(
     progress: bool = True,
     flip: bool | None = None,
     input_size: int | None = None,
+    native: bool | None = None,
     notice=None,
 ) -> list[str]:
     """Refine every input image; returns the ids written (see the module docstring).
-    ``notice`` receives one-line notes on how inputs were read (default: printed)."""
+    ``native``: refine at finer scales too (default: as the run was trained). ``notice``
+    receives one-line notes on how inputs were read (default: printed)."""
     if (segmenter is None) == (probs_dir is None):
         raise InputError("give either a segmenter run or a folder of probabilities (--probs)")
     if segmenter is not None:
         check_pair(segmenter, refiner)
     if probs_dir is not None and not Path(probs_dir).is_dir():
         raise InputError("no such probability folder", probs_dir)
-    refiner.settings(steps, strength, samples, flip)  # bad settings fail before any work
+    refiner.settings(steps, strength, samples, flip, native)  # bad ones fail before any work
     if input_size is not None and segmenter is not None:
         raise InputError("--input-size is for --probs: a segmenter's own size is known")
     if input_size is not None and input_size < 1:
@@ -122,7 +124,7 @@ def refine_to_folder(
         try:
             (result,) = segment_and_refine([inp.image], refiner=refiner, steps=steps,
                                            strength=strength, samples=samples, flip=flip,
-                                           seed=seed, **coarse)  # fmt: skip
+                                           native=native, seed=seed, **coarse)  # fmt: skip
         except InputError as err:
             raise InputError(err.message, err.path or where) from err
         refined = result.refined

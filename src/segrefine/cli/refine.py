@@ -162,6 +162,12 @@ def refine_cmd(
     strength: Strength = None,
     samples: Samples = None,
     flip: Flip = None,
+    native: Annotated[
+        bool | None, typer.Option("--native/--no-native", help="Refine at finer scales up to "
+                                  "each image's size after the working size (default: as the "
+                                  "refiner was trained; --no-native: the working pass alone, "
+                                  "resized back).")
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the sampling noise.")] = 0,
     device: Device = "auto",
     threads: Threads = None,
@@ -184,6 +190,7 @@ def refine_cmd(
                            protocol=protocol,
                            steps=steps, strength=strength, samples=samples, seed=seed,
                            progress=not quiet, flip=flip, input_size=input_size,
+                           native=native,
                            notice=lambda m: typer.echo(f"segrefine: note: {m}", err=True))
     typer.echo(f"refined {len(ids)} images into {out}")
 
