@@ -127,8 +127,7 @@ def main() -> None:
     t1 = time.perf_counter()
     print(f"scenes: {t1 - t0:.0f} s")
     cfg = general_config(data, args.iterations, args.seed, args.init_encoder)
-    best = train_refiner(cfg, args.out / "run",
-                         device=args.device)  # fmt: skip
+    best = train_refiner(cfg, args.out / "run", device=args.device)
     print(f"trained in {time.perf_counter() - t1:.0f} s; best validation: {best}")
 
 

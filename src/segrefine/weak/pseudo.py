@@ -37,13 +37,7 @@ from .annotations import boxes_from_mask, boxes_to_json, read_boxes, read_tags, 
 from .boxes import METHODS, pseudo_mask_from_boxes
 from .rounds import allowed_classes, one_round
 from .scribbles import pseudo_mask_from_scribbles, read_scribbles, scribbles_from_mask
-from .tags import (
-    TAG_METHODS,
-    TagSettings,
-    class_maps,
-    pseudo_mask_from_tags,
-    train_classifier,  # fmt: skip
-)
+from .tags import TAG_METHODS, TagSettings, class_maps, pseudo_mask_from_tags, train_classifier
 
 
 def pseudo_mask_quality(pseudo: list[np.ndarray], truth: list[np.ndarray],
