@@ -174,6 +174,7 @@ def test_refinement_is_deterministic_under_a_seed(mode):
 
 def test_the_copy_made_for_inference_refines_as_the_network_does():
     ref = tiny_refiner("default")
+    ref.bf16 = False  # exact float32 comparison on any CPU
     gen = torch.Generator().manual_seed(0)
     torch.nn.init.normal_(ref.net.out.weight, std=0.5, generator=gen)
     for m in ref.net.modules():  # statistics that folding has to get right
@@ -193,6 +194,21 @@ def test_the_copy_made_for_inference_refines_as_the_network_does():
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in ref.net.modules())  # kept
     ref.net = tiny_refiner("default").net  # a new network: the old copy is not used
     assert ref.inference_module is ref.net
+
+
+def test_bf16_sampling_returns_float32_close_to_float32_sampling():
+    ref = tiny_refiner("default")
+    torch.nn.init.normal_(ref.net.out.weight, std=0.5, generator=torch.Generator().manual_seed(0))
+    rng = np.random.default_rng(2)
+    image = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    probs = rng.dirichlet(np.ones(3), (32, 32)).transpose(2, 0, 1).astype(np.float32)
+    ref.bf16 = False
+    exact = ref.refine(image, probs, steps=1, samples=2, seed=5)
+    ref.bf16 = True
+    half = ref.refine(image, probs, steps=1, samples=2, seed=5)
+    assert half.probs.dtype == np.float32
+    assert not np.array_equal(half.probs, exact.probs)  # bf16 really ran
+    np.testing.assert_allclose(half.probs, exact.probs, atol=0.05)
 
 
 def test_a_loaded_segmenter_predicts_with_its_inference_copy_as_without(trained_run):

@@ -11,6 +11,7 @@ protocol size) and the settings it was trained with. :class:`RunFolder` is the t
 from __future__ import annotations
 
 import dataclasses
+import functools
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -104,6 +105,24 @@ class TrainingData:
     classes: list[str] | None = None
     binary_per_class: bool = False
     size: int = 128
+
+
+@functools.cache
+def native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 / AMX); emulated bf16 on older
+    CPUs is slower than float32."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def fast_bf16(device: torch.device) -> bool:
+    """Whether bf16 autocast speeds a network up on ``device``: CUDA with bf16, or a CPU
+    with native bf16."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and native_bf16()
 
 
 def check_settings(checks: dict[str, bool], what: str) -> None:

@@ -44,7 +44,7 @@ class RefinerConfig(TrainingData):
     warmup: int = 100
     val_every: int = 250
     # bf16 autocast in training: on CUDA, and on CPUs with native bf16 (AVX512-BF16 / AMX;
-    # emulated bf16 is slower than float32). Inference and validation stay float32.
+    # emulated bf16 is slower than float32). Sampling, in validation too, follows Refiner.bf16.
     mixed_precision: bool = True
     # exponential moving average of the weights: validated, kept as the run's best and used
     # for refinement. The decay at step n is min(ema_decay, (1 + n) / (10 + n)) (diffusers'

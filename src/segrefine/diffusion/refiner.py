@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from ..data.datasets import resize_image
 from ..data.transforms import pad_to_multiple, resize_probs, to_tensor, working_size
 from ..errors import InputError
-from ..runs import LoadableRun, RunSpec, check_network
+from ..runs import LoadableRun, RunSpec, check_network, fast_bf16
 from ..segmenter import resolve_device
 from .agnostic import class_priors, one_vs_rest, recombine
 from .modes import MODES, RefinerMode, get_mode
@@ -87,6 +87,10 @@ class Refiner(LoadableRun):
         self.spec = spec
         self.device = device
         self.scheduler = make_scheduler(spec.timesteps, spec.beta_schedule)
+        # bf16 autocast for sampling: None = where it is fast (CUDA, CPUs with native bf16;
+        # ~30% off native refinement on a 2-core AMX Xeon, scores equal at two decimals,
+        # docs/benchmarks.md); False = float32 everywhere, e.g. to compare machines exactly
+        self.bf16: bool | None = None
 
     @property
     def mode(self) -> str:
@@ -177,9 +181,11 @@ class Refiner(LoadableRun):
 
     def _sample(self, image, probs, k: int, s: dict, gen: torch.Generator) -> torch.Tensor:
         """``k`` refinements per image, (B, k, C, H, W)."""
-        out = self.method.sample(self.inference_module, image, probs, self.scheduler, s["strength"],
-                                 s["steps"], gen, k)  # fmt: skip
-        return out.view(-1, k, *out.shape[1:])
+        bf16 = fast_bf16(self.device) if self.bf16 is None else self.bf16
+        with torch.autocast(self.device.type, torch.bfloat16, enabled=bf16):
+            out = self.method.sample(self.inference_module, image, probs, self.scheduler,
+                                     s["strength"], s["steps"], gen, k)  # fmt: skip
+        return out.float().view(-1, k, *out.shape[1:])
 
     @torch.no_grad()
     def refine_tensors(

@@ -24,21 +24,14 @@ from ..data.datasets import load_split, open_dataset
 from ..data.transforms import to_tensor
 from ..errors import InputError
 from ..evaluate import score_split
-from ..runs import RunFolder, check_same_classes, example_sources, make_accelerator
+from ..runs import (RunFolder, check_same_classes, example_sources, make_accelerator,
+                    native_bf16)
 from ..segmenter import resolve_device
 from .batches import BatchSource, validation_priors
 from .config import RefinerConfig, learning_rate
 from .modes import get_mode
 from .oof import out_of_fold_views
 from .refiner import Refiner
-
-
-def _native_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (emulated bf16 on older CPUs is slower)."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
 
 
 def make_ema(parameters, cfg: RefinerConfig):
@@ -121,7 +114,7 @@ def train_refiner(
                            ("the data", train.class_names), cfg.segmenter)  # fmt: skip
     accelerator = make_accelerator(dev, cfg.mixed_precision)
     main = folder.main = accelerator.is_main_process
-    cpu_bf16 = dev.type == "cpu" and cfg.mixed_precision and _native_bf16()
+    cpu_bf16 = dev.type == "cpu" and cfg.mixed_precision and native_bf16()
     spec = cfg.spec(train.class_names)
     # every process has checked the folder before the main one creates the run in it
     accelerator.wait_for_everyone()
