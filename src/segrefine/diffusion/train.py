@@ -24,8 +24,7 @@ from ..data.datasets import load_split, open_dataset
 from ..data.transforms import to_tensor
 from ..errors import InputError
 from ..evaluate import score_split
-from ..runs import (RunFolder, check_same_classes, example_sources, make_accelerator,
-                    native_bf16)
+from ..runs import RunFolder, check_same_classes, example_sources, make_accelerator, native_bf16
 from ..segmenter import resolve_device
 from .batches import BatchSource, validation_priors
 from .config import RefinerConfig, learning_rate
