@@ -182,6 +182,26 @@ def test_a_tile_holds_band_pixels_exactly_when_the_network_would_find_some():
             assert _holds_band(top, labels) == bool(uncertain_band(probs[None], radius).any())
 
 
+def test_label_edges_by_running_sums_match_max_and_min_filters():
+    from scipy import ndimage
+
+    from segrefine.diffusion.networks import near_label_edge
+
+    rng = np.random.default_rng(3)
+    for i in range(300):
+        h, w, c, radius = rng.integers(1, 30), rng.integers(1, 30), rng.integers(1, 4), i % 8
+        labels = rng.integers(0, c, (h, w))
+        if i % 2:  # blobs, as masks have, besides noise
+            small = rng.integers(0, c, (max(1, h // 6), max(1, w // 6)))
+            labels = np.kron(small, np.ones((6, 6), int))[:h, :w]
+            labels = np.pad(labels, ((0, h - labels.shape[0]), (0, w - labels.shape[1])), "edge")
+        size = 2 * radius + 1  # windows cut at the edges = edge-replicated filters
+        want = (ndimage.maximum_filter(labels, size, mode="nearest")
+                != ndimage.minimum_filter(labels, size, mode="nearest"))  # fmt: skip
+        got = near_label_edge(torch.from_numpy(labels)[None], radius)[0].numpy()
+        assert np.array_equal(got, want), (h, w, c, radius)
+
+
 def test_a_batch_that_draws_no_finer_scale_crop_is_all_working_size():
     from types import SimpleNamespace
 

