@@ -69,6 +69,34 @@ def test_finer_passes_draw_one_sample_unless_mirroring(monkeypatch):
     assert seen and all(s == (4, True) for s in seen)  # needs its samples
 
 
+def test_finer_passes_move_pixels_only_two_from_a_boundary_whatever_the_network_says(
+        monkeypatch):  # fmt: skip
+    import segrefine.diffusion.native as native
+
+    ref = native_refiner(band=6)  # the network's own band is wider
+    bands, original = [], native.refine_pass
+    monkeypatch.setattr(native, "refine_pass", lambda *a, **kw: bands.append(a[5]) or original(*a))
+    rng = np.random.default_rng(0)
+    mask = (rng.random((300, 600)) > 0.5).astype(np.uint8)
+    ref.refine(rng.integers(0, 255, (300, 600, 3), dtype=np.uint8), labels=mask, input_size=64)
+    assert bands and set(bands) == {native.FINER_BAND}
+    # a network that swaps the classes everywhere: only the finer band limits what changes
+    ref.refine_tensors = lambda x, p, **kw: (p.flip(1), torch.zeros(p.shape[0], *p.shape[2:]))
+    mask = np.zeros((100, 160), np.uint8)
+    mask[30:70, 40:120] = 1
+    probs = torch.from_numpy(probs_from_labels(mask, 2))
+    image = np.zeros((100, 160, 3), np.uint8)
+    settings = {"steps": 1, "strength": 0.3, "samples": 1, "flip": False}
+    out, _ = refine_pass(ref, image, probs, settings, seed=0, band=native.FINER_BAND)
+    changed = (out.argmax(0) != probs.argmax(0)).numpy()
+    from scipy import ndimage
+
+    size = 2 * native.FINER_BAND + 1  # pixels with the other class within two (any direction)
+    near = ndimage.maximum_filter(mask, size) != ndimage.minimum_filter(mask, size)
+    assert native.FINER_BAND == 2 and changed.any()
+    assert not (changed & ~near).any()
+
+
 def _spy_passes(monkeypatch) -> list[tuple[int, int]]:
     import segrefine.diffusion.native as native
 

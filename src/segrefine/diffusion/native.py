@@ -36,6 +36,10 @@ MILD = DegradeConfig(p_morph=0.5, max_radius=1, p_jitter=0.5, max_jitter=1.0, p_
                      p_delete=0.0, p_insert=0.0, p_swap=0.0, blur=(0.5, 1.5),
                      noise=0.5)  # fmt: skip
 TILE, OVERLAP = 128, 16  # near the training crops (64 px): GroupNorm sees similar extents
+# how far a finer pass may move a pixel from its start's boundary: a pass at twice the scale
+# of one right to a pixel starts from boundaries right to two. The network's own band (6 px)
+# let finer passes erase thin parts (poles, signs, fences; docs/benchmarks.md compares them)
+FINER_BAND = 2
 
 
 def local_coarse(mask: np.ndarray, num_classes: int, rng: np.random.Generator,
@@ -239,7 +243,6 @@ def refine_native(refiner, image: np.ndarray, prior: torch.Tensor, first_input: 
 
     Returns probabilities and uncertainty at the image's size.
     """
-    band = int(refiner.spec.network.get("band", 0)) or 6
     delta = first - first_input
     detail = detail or tuple(image.shape[:2])
     if detail[0] > 1.19 * first.shape[-2]:
@@ -249,7 +252,7 @@ def refine_native(refiner, image: np.ndarray, prior: torch.Tensor, first_input: 
     for k, shape in enumerate(sizes):
         start = _apply(resize_probs(prior, shape), _resize(delta, shape))
         out, fresh = refine_pass(refiner, resize_image(image, shape), start, settings,
-                                 seed + 1000 * (k + 1), band)  # fmt: skip
+                                 seed + 1000 * (k + 1), FINER_BAND)  # fmt: skip
         uncertainty = torch.where(fresh > 0, fresh, _resize(uncertainty[None], shape)[0])
         del fresh
         if shape == full:  # the last pass: its output is the result (start + its change)
