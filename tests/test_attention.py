@@ -317,6 +317,7 @@ def test_attention_segment_command_writes_labels_and_probabilities(run_cli, sd_f
                              "horse,traffic light", "--images", folder, "--out",
                              tmp_path / "out", "--resolution", "64", "--device", "cpu", "-q")
     assert code == 0, err
+    assert "Loading" not in err and "%|" not in err, err  # -q: no progress bars at all
     labels = np.asarray(Image.open(tmp_path / "out" / "a.png"))
     probs = np.load(tmp_path / "out" / "a.npy")
     assert labels.shape == image.shape[:2] and probs.shape[1:] == image.shape[:2]

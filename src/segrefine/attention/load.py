@@ -8,7 +8,9 @@ a traceback from deep inside diffusers or transformers.
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -54,9 +56,27 @@ def _load(name: str, path: Path, loader, **kwargs):
                          path / name) from err  # fmt: skip
 
 
+@contextlib.contextmanager
+def _quiet_libraries() -> Iterator[None]:
+    """Without diffusers' and transformers' weight-loading progress bars (restored after)."""
+    import transformers
+    from diffusers.utils import logging as diffusers_logging
+
+    libraries = (transformers.utils.logging, diffusers_logging)
+    shown = [lib.is_progress_bar_enabled() for lib in libraries]
+    for lib in libraries:
+        lib.disable_progress_bar()
+    try:
+        yield
+    finally:
+        for lib, on in zip(libraries, shown, strict=True):
+            if on:
+                lib.enable_progress_bar()
+
+
 def load_attention_model(
     path: str | Path, device: str = "auto", dtype: torch.dtype | None = None,
-    resolution: int | None = None, max_self_tokens: int = 32 * 32,
+    resolution: int | None = None, max_self_tokens: int = 32 * 32, progress: bool = True,
 ) -> AttentionModel:
     """Load the Stable Diffusion folder ``path`` for :meth:`AttentionModel.segment`.
 
@@ -67,7 +87,8 @@ def load_attention_model(
     size the model was trained at, its U-Net's sample size times the VAE's downsampling:
     512 for Stable Diffusion 1.x);
     ``max_self_tokens`` bounds which self-attention layers are recorded (HW <= it: the
-    32 x 32 and coarser layers of SD at 512 px, a few MB each).
+    32 x 32 and coarser layers of SD at 512 px, a few MB each). ``progress=False`` hides
+    the libraries' weight-loading bars (``--quiet``).
     """
     try:
         import transformers
@@ -81,13 +102,14 @@ def load_attention_model(
     if dtype is None:
         dtype = torch.float16 if dev.type == "cuda" else torch.float32
 
-    tokenizer = _load("tokenizer", path, transformers.CLIPTokenizer)
-    text_encoder = _load("text_encoder", path, transformers.CLIPTextModel)
-    unet = _load("unet", path, UNet2DConditionModel, torch_dtype=dtype)
-    vae = _load("vae", path, AutoencoderKL, torch_dtype=torch.float32)
-    # Only add_noise is used, and every SD scheduler shares the training noise schedule
-    # (betas) with DDPM; DDPM's add_noise is the variance-preserving noising the U-Net saw.
-    scheduler = _load("scheduler", path, DDPMScheduler)
+    with contextlib.nullcontext() if progress else _quiet_libraries():
+        tokenizer = _load("tokenizer", path, transformers.CLIPTokenizer)
+        text_encoder = _load("text_encoder", path, transformers.CLIPTextModel)
+        unet = _load("unet", path, UNet2DConditionModel, torch_dtype=dtype)
+        vae = _load("vae", path, AutoencoderKL, torch_dtype=torch.float32)
+        # Only add_noise is used, and every SD scheduler shares the training noise schedule
+        # (betas) with DDPM; DDPM's add_noise is the variance-preserving noising the U-Net saw
+        scheduler = _load("scheduler", path, DDPMScheduler)
     if getattr(unet.config, "addition_embed_type", None) is not None:
         raise InputError("this U-Net needs added conditions (an SDXL-style model); only "
                          "Stable Diffusion 1.x/2.x layouts are supported",

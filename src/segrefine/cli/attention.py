@@ -55,7 +55,7 @@ def attention_segment_cmd(
         raise InputError("no images found", images)
     for f in files:  # every input is checked before the first output is written
         read_image(f)
-    net = load_attention_model(model, device=device, resolution=resolution)
+    net = load_attention_model(model, device=device, resolution=resolution, progress=not quiet)
     # the classes and weights are checked too before the first U-Net pass and output
     net.check_prompt(names)
     weights = None if layer_weights is None else load_layer_weights(layer_weights,
