@@ -117,6 +117,9 @@ def write_pseudo_dataset(
     train = load_split(data, split, classes, False, size=None, require_masks=simulate)
     names = train.class_names
     negative_images = [read_image(f) for f in list_images(negatives)] if negatives else []
+    val = load_split(data, val_split, classes, False, size=None) if val_split else None
+    # the time reported is all of it: the tag classifier's or layer weights' fitting included
+    t0 = time.perf_counter()
     if source == "boxes":
         if simulate:
             given = {it.id: boxes_from_mask(it.mask) for it in train.items}
@@ -141,12 +144,10 @@ def write_pseudo_dataset(
         given = {it.id: set(range(1, len(names))) for it in train.items}  # every class, any image
         make = _attention_maker(attention_model, names, device,
                                 train.items if fit_layer_weights else None, progress)
-    val = load_split(data, val_split, classes, False, size=None) if val_split else None
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
-        t0 = time.perf_counter()
         pseudo = []
         what = method if source == "boxes" else "tags"
         for it in tqdm(train.items, desc=f"pseudo-masks ({what})", disable=not progress,
