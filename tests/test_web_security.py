@@ -70,6 +70,19 @@ def test_responses_carry_protective_headers(server):
         == 200  # fmt: skip
 
 
+def test_every_script_the_page_loads_is_served(server):
+    import re
+
+    port = server.rsplit(":", 1)[1]
+    host = {"Host": f"127.0.0.1:{port}"}
+    _, _, page = raw_request(server, "GET", "/", host)
+    scripts = re.findall(r'<script src="([^"]+)"', page.decode())
+    assert len(scripts) >= 2  # the page's code is split in parts, each must come
+    for src in scripts:
+        code, headers, body = raw_request(server, "GET", src, host)
+        assert code == 200 and "javascript" in headers["content-type"] and len(body) > 1000, src
+
+
 def test_deeply_nested_scribbles_are_a_400_not_a_500(server):
     code, _, body = _post(server, "/api/cluster", {"example": "0", "scribbles": "[" * 20_000})
     assert code == 400 and "not valid JSON" in json.loads(body)["error"]
