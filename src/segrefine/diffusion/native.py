@@ -28,7 +28,7 @@ from ..data.datasets import resize_image, resize_mask
 from ..data.io import VOID
 from ..data.transforms import pad_to_multiple, resize_probs, to_tensor, working_size
 from .degrade import DegradeConfig, degrade
-from .networks import CONFIDENT, uncertain_band
+from .networks import CONFIDENT, near_label_edge
 from .onehot import probs_from_labels
 
 # the errors left at a finer scale after a coarser pass: small shifts and blur, no lost regions
@@ -148,8 +148,8 @@ def _near_boundary(probs: torch.Tensor, radius: int) -> torch.Tensor:
         for left in range(0, w, TILE):
             # the window reaches ``radius`` beyond the tile so its edge sees its neighbours
             t0, l0 = max(top - radius, 0), max(left - radius, 0)
-            win = probs[None, :, t0 : top + TILE + radius, l0 : left + TILE + radius]
-            edge = uncertain_band(win, radius, confident=0.0)[0, 0] > 0
+            win = probs[:, t0 : top + TILE + radius, l0 : left + TILE + radius]
+            edge = near_label_edge(labels_of(win), radius)
             out[top : top + TILE, left : left + TILE] = edge[top - t0 : top - t0 + TILE,
                                                              left - l0 : left - l0 + TILE]
     return out

@@ -88,8 +88,8 @@ class Refiner(LoadableRun):
         self.device = device
         self.scheduler = make_scheduler(spec.timesteps, spec.beta_schedule)
         # bf16 autocast for sampling: None = where it is fast (CUDA, CPUs with native bf16;
-        # ~30% off native refinement on a 2-core AMX Xeon, scores equal at two decimals,
-        # docs/benchmarks.md); False = float32 everywhere, e.g. to compare machines exactly
+        # docs/benchmarks.md measures time and scores); False = float32 everywhere, e.g. to
+        # compare machines exactly
         self.bf16: bool | None = None
 
     @property
