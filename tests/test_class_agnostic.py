@@ -50,7 +50,8 @@ def test_an_untrained_one_returns_any_label_map_it_is_given():
         np.testing.assert_allclose(out.probs, prior, atol=1e-3)
         np.testing.assert_allclose(out.probs.sum(0), 1, atol=1e-5)
         present = len(np.unique(labels))
-        assert out.nfe == (1 if c == 2 else present) * ref.nfe(None, 2, None)
+        # each task both ways round (as given and with its sides swapped)
+        assert out.nfe == 2 * (1 if c == 2 else present) * ref.nfe(None, 2, None)
 
 
 def test_one_vs_rest_replaces_each_present_class_by_its_refinement(monkeypatch):
@@ -61,22 +62,48 @@ def test_one_vs_rest_replaces_each_present_class_by_its_refinement(monkeypatch):
     probs[2, :, :4], probs[1, :, 4:] = 0.1, 0.1
     seen = []
 
-    def fake(images, priors, *args):  # class 2 is refined to "everywhere"
+    def fake(images, priors, *args):  # class 2 is refined to "everywhere", either way round
         from segrefine.diffusion.refiner import Refinement
 
         seen.extend(p.shape for p in priors)
         out = []
         for p in priors:
             q = p.copy()
-            if np.allclose(p[1], probs[2]):
-                q[1], q[0] = 0.99, 0.01
+            for side in (0, 1):
+                if np.allclose(p[side], probs[2]):
+                    q[side], q[1 - side] = 0.99, 0.01
             out.append(Refinement(q.argmax(0), q, np.zeros(p.shape[1:], np.float32), 1))
         return out
 
     monkeypatch.setattr(ref, "_refine_priors", fake)
     out = ref.refine(np.zeros((8, 8, 3), np.uint8), probs)
-    assert seen == [(2, 8, 8), (2, 8, 8)]  # classes 1 and 2 present; 0 is not in the argmax
+    # classes 1 and 2 present (0 is not in the argmax), each as given and swapped
+    assert seen == [(2, 8, 8)] * 4
     assert (out.labels == 2).all()  # the more confident refinement wins the overlap
+
+
+def test_a_bias_towards_the_side_called_object_cancels(monkeypatch):
+    """A network that grows whichever side is 1 (one trained with swapped sides did) changes
+    nothing: each task is refined both ways round and the two averaged."""
+    from segrefine.diffusion.refiner import Refinement
+
+    ref = _agnostic()
+    labels = np.zeros((16, 16), np.uint8)
+    labels[4:12, 3:9] = 1
+
+    def grows_side_one(images, priors, *args):
+        out = []
+        for p in priors:
+            # a mask's probabilities lie in [0.05, 0.95]: the shift keeps them probabilities
+            q = p + np.array([-0.04, 0.04], np.float32)[:, None, None]
+            out.append(Refinement(q.argmax(0), q, np.zeros(p.shape[1:], np.float32), 1))
+        return out
+
+    monkeypatch.setattr(ref, "_refine_priors", grows_side_one)
+    out = ref.refine(np.zeros((16, 16, 3), np.uint8), labels=labels)
+    prior = prior_for_image(labels.shape, 2, labels=labels)
+    np.testing.assert_allclose(out.probs, prior, atol=1e-6)
+    assert np.array_equal(out.labels, labels)
 
 
 def test_trains_on_every_class_against_the_rest(tmp_path, synthetic_root):

@@ -5,9 +5,17 @@ argmax is refined as the object (all of them batched together); its probability 
 by the refined object probability and the map renormalised, so where two refined classes
 overlap the more confident wins. Classes absent from the argmax keep their probabilities.
 Two classes take one pass (class 1 is the object).
+
+Each task is refined both ways round -- as given, and with its two sides swapped -- and the
+two object probabilities averaged, so the result does not depend on which side is called the
+object. Trained with the sides swapped half the time, a network still learned to grow
+whichever side is 1 (a horse given as 1 grew, and so did its background given as 1;
+docs/benchmarks.md): averaging the two ways cancels any such bias exactly, for twice the work.
 """
 
 from __future__ import annotations
+
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -36,6 +44,19 @@ def one_vs_rest(priors: list[np.ndarray]) -> tuple[list[tuple[int, int]], list[n
     owners = [(i, k) for i, p in enumerate(priors)
               for k in ([1] if len(p) == 2 else np.unique(p.argmax(0)).tolist())]  # fmt: skip
     return owners, [np.stack([1 - priors[i][k], priors[i][k]]) for i, k in owners]
+
+
+def both_ways(binary: list[np.ndarray]) -> list[np.ndarray]:
+    """The binary tasks as given, then each with its sides swapped (same order)."""
+    return binary + [np.ascontiguousarray(b[::-1]) for b in binary]
+
+
+def merge_ways(refined: list) -> list[SimpleNamespace]:
+    """Results of :func:`both_ways`' tasks -> one per task: the mean of the two ways'
+    probabilities (the swapped one swapped back) and their denoiser evaluations."""
+    n = len(refined) // 2
+    return [SimpleNamespace(probs=(a.probs + b.probs[::-1]) / 2, nfe=a.nfe + b.nfe)
+            for a, b in zip(refined[:n], refined[n:], strict=True)]  # fmt: skip
 
 
 def recombine(priors, owners, refined) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, int]]:

@@ -24,7 +24,7 @@ from ..data.transforms import pad_to_multiple, resize_probs, to_tensor, working_
 from ..errors import InputError
 from ..runs import LoadableRun, RunSpec, check_network, fast_bf16
 from ..segmenter import resolve_device
-from .agnostic import class_priors, one_vs_rest, recombine
+from .agnostic import both_ways, class_priors, merge_ways, one_vs_rest, recombine
 from .modes import MODES, RefinerMode, get_mode
 from .native import effective_size, labels_of, refine_native
 from .onehot import prior_for_image
@@ -310,10 +310,10 @@ class Refiner(LoadableRun):
         owners, binary = one_vs_rest(priors)
         if self.settings(native=native)["native"]:  # one estimate per image, for each class
             details = [d or effective_size(p) for d, p in zip(details, priors, strict=True)]
-        refined = self._refine_priors([images[i] for i, _ in owners], binary, steps, strength,
-                                      samples, seed, batch_size, flip, native,
-                                      [details[i] for i, _ in owners])  # fmt: skip
-        return [Refinement(*r) for r in recombine(priors, owners, refined)]
+        refined = self._refine_priors([images[i] for i, _ in owners] * 2, both_ways(binary),
+                                      steps, strength, samples, seed, batch_size, flip, native,
+                                      [details[i] for i, _ in owners] * 2)  # fmt: skip
+        return [Refinement(*r) for r in recombine(priors, owners, merge_ways(refined))]
 
     def _refine_priors(self, images, priors, steps, strength, samples, seed, batch_size, flip,
                        native, details) -> list[Refinement]:  # fmt: skip
