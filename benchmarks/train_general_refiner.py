@@ -3,14 +3,15 @@
 It sees synthetic scenes (our own generator: no data terms attached), rendered at several
 sizes so that native refinement learns every scale between the working size and the original
 one, and with ``--extra ROOT`` real labelled datasets too (their terms then apply), each class
-as object against the rest, with coarse masks from degradations:
+as object against the rest, with coarse masks from degradations (``--boundary-only``: boundary
+errors alone, no missing or extra regions):
 
     python benchmarks/train_general_refiner.py --out runs/general
 
 writes ``OUT/data`` (the scenes, folder layout) and the run ``OUT/run``; ``segrefine export
---run OUT/run --out DIR`` then copies what loading needs. The shipped model
-(``segrefine/pretrained/general``) was made this way; docs/benchmarks.md ("General refiner")
-has the machine, the time and what it scores on data it never saw.
+--run OUT/run --out DIR`` then copies what loading needs (``segrefine/pretrained/general`` is
+where a shipped one would go). None ships yet: docs/benchmarks.md ("The general refiner")
+has each attempt's command, machine, time and what it scored on data it never saw.
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ from segrefine.data.synthetic_scene import generate_scene
 from segrefine.diffusion import RefinerConfig, train_refiner
 
 SIZES = (256, 512, 768, 1024)  # scene sides, in turn
+# coarse masks with boundary errors only (too smooth, too fat or thin, shifted): a refiner
+# that has never seen an object cannot know which regions it has, only where its edges lie
+BOUNDARY_ERRORS = {"p_delete": 0.0, "p_insert": 0.0, "p_swap": 0.0, "p_coarse": 0.6}
 
 
 def write_scenes(root: Path, n_train: int, n_val: int, seed: int) -> Path:
@@ -93,11 +97,13 @@ def add_bsds(root: Path, bsds: Path, names: list[str], segments: int = 8,
     return names + [f"bsds:seg{k + 1}" for k in range(segments)]
 
 
-def general_config(data: Path, iterations: int, seed: int,
-                   init_encoder: Path | None = None) -> RefinerConfig:  # fmt: skip
+def general_config(data: Path, iterations: int, seed: int, init_encoder: Path | None = None,
+                   boundary_only: bool = False, native_share: float = 0.25,
+                   ) -> RefinerConfig:  # fmt: skip
     """The shipped refiner's settings: the default network, native scales, class-agnostic."""
     return RefinerConfig(data=str(data), class_agnostic=True, native=True, truth_share=0.3,
-                         iterations=iterations, seed=seed,
+                         iterations=iterations, seed=seed, native_share=native_share,
+                         degrade=dict(BOUNDARY_ERRORS) if boundary_only else {},
                          init_encoder=str(init_encoder) if init_encoder else None)  # fmt: skip
 
 
@@ -115,6 +121,10 @@ def main() -> None:
                    help="a U-Net segmenter run to start the encoder from (mind what it saw)")
     p.add_argument("--bsds", type=Path, default=None,
                    help="a BSDS500 root: its human segments as further objects")
+    p.add_argument("--boundary-only", action="store_true",
+                   help="coarse masks with boundary errors only (no missing or extra regions)")
+    p.add_argument("--native-share", type=float, default=0.25,
+                   help="share of each batch cropped at finer scales than the working size")
     args = p.parse_args()
     t0 = time.perf_counter()
     data = write_scenes(args.out / "data", args.n_train, args.n_val, args.seed)
@@ -126,7 +136,8 @@ def main() -> None:
     (data / "classes.txt").write_text("\n".join(names) + "\n")
     t1 = time.perf_counter()
     print(f"scenes: {t1 - t0:.0f} s")
-    cfg = general_config(data, args.iterations, args.seed, args.init_encoder)
+    cfg = general_config(data, args.iterations, args.seed, args.init_encoder,
+                         args.boundary_only, args.native_share)
     best = train_refiner(cfg, args.out / "run", device=args.device)
     print(f"trained in {time.perf_counter() - t1:.0f} s; best validation: {best}")
 

@@ -283,6 +283,35 @@ def test_degrade_is_deterministic_and_makes_plausible_errors():
     assert 0.4 < np.mean(ious) < 0.98  # wrong, but recognisably the same object
 
 
+def test_a_run_can_choose_its_degradations():
+    """``RefinerConfig.degrade`` overrides the error kinds training and validation draw: with
+    every kind off and no noise the coarse masks keep the truth's labels; unknown keys fail."""
+    from types import SimpleNamespace
+
+    from segrefine.diffusion import RefinerConfig
+    from segrefine.diffusion.batches import BatchSource, validation_priors
+
+    off = {"p_morph": 0, "p_jitter": 0, "p_coarse": 0, "p_delete": 0, "p_insert": 0,
+           "p_swap": 0, "noise": 0.0, "blur": (0.5, 0.5)}  # fmt: skip
+    masks = torch.zeros(8, 32, 32, dtype=torch.int64)
+    masks[:, 8:24, 6:20] = 1
+    images = torch.full((8, 32, 32, 3), 128, dtype=torch.uint8)
+    changed = []
+    for degrade_with in ({}, off):
+        cfg = SimpleNamespace(batch_size=8, crop=None, seed=0, oof_fraction=0.0,
+                              degrade=degrade_with)  # fmt: skip
+        _, y, probs = BatchSource(cfg, images, masks, 2).draw(step=1)
+        # augmentation pads with void, which degradations count as background
+        changed.append(int(((probs.argmax(1) != y) & (y != VOID)).sum()))
+        val = SimpleNamespace(items=[SimpleNamespace(mask=masks[0].numpy())], num_classes=2)
+        cfg.segmenter = None
+        changed[-1] += int((validation_priors(cfg, val, "cpu")[0].argmax(0) != masks[0].numpy())
+                           .sum())  # fmt: skip
+    assert changed[0] > 0 and changed[1] == 0
+    with pytest.raises(InputError, match="degrade"):
+        RefinerConfig(data="d", degrade={"p_teleport": 1.0})
+
+
 # --- bad inputs -----------------------------------------------------------------------------
 
 

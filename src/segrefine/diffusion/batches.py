@@ -9,6 +9,7 @@ import torch
 from ..data.io import VOID
 from ..data.transforms import augment_batch, to_tensor
 from ..segmenter import Segmenter
+from .config import degradations
 from .degrade import degrade
 from .native import draw_native_crops
 from .onehot import probs_from_labels
@@ -84,7 +85,9 @@ class BatchSource:
             x, y = augment_batch(to_tensor(self.images[idx].numpy()), self.masks[idx], rng)
             x, y = x[window], y[window]
             if self.coarse:
-                probs = torch.from_numpy(np.stack([degrade(m.numpy(), self.c, rng) for m in y]))
+                how = degradations(cfg)
+                probs = torch.from_numpy(np.stack([degrade(m.numpy(), self.c, rng, how)
+                                                   for m in y]))  # fmt: skip
         if n_oof:
             j = rng.integers(len(self.views["images"]), size=n_oof)
             vx = to_tensor(self.views["images"][j].numpy()[:, rows, cols])
@@ -107,7 +110,8 @@ def validation_priors(cfg, val, device) -> np.ndarray:
         return np.stack(seg.predict_batch([it.image for it in val.items]))
     return np.stack(
         [
-            degrade(it.mask, val.num_classes, np.random.default_rng([cfg.seed, 7, i]))
+            degrade(it.mask, val.num_classes, np.random.default_rng([cfg.seed, 7, i]),
+                    degradations(cfg))
             for i, it in enumerate(val.items)
         ]
     )

@@ -4,11 +4,14 @@ is written, and the run spec it produces."""
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 from ..runs import TrainingData, check_settings
+from .degrade import DegradeConfig
 from .modes import get_mode
 from .refiner import AGNOSTIC_CLASSES, RefinerSpec
+
+DEGRADE_FIELDS = {f.name for f in fields(DegradeConfig)}
 
 
 @dataclass
@@ -67,6 +70,10 @@ class RefinerConfig(TrainingData):
     # one refiner for any classes: every class of the data becomes its own object-vs-rest
     # task (background / object), and refinement runs one-vs-rest on any label map
     class_agnostic: bool = False
+    # DegradeConfig fields to override for the coarse masks made from the truth (training and
+    # validation alike): e.g. a class-agnostic refiner that should only move boundaries, not
+    # guess which regions an object it never saw has, is trained without region errors
+    degrade: dict = field(default_factory=dict)
     seed: int = 0
     inference: dict = field(default_factory=dict)  # steps, strength, samples
 
@@ -77,6 +84,8 @@ class RefinerConfig(TrainingData):
             self.inference.setdefault("native", True)
         strength = self.inference.get("strength")
         check_settings({
+            "degrade (keys must be DegradeConfig fields)":
+                isinstance(self.degrade, dict) and set(self.degrade) <= DEGRADE_FIELDS,
             "size (must be in 8..4096)": 8 <= self.size <= 4096,
             "width, features, head width (must be in 1..512)":
                 1 <= min(self.width, self.features, self.head_width)
@@ -126,6 +135,11 @@ class RefinerConfig(TrainingData):
             timesteps=self.timesteps, beta_schedule=self.beta_schedule,
             inference=self.inference, class_agnostic=agnostic,
         )  # fmt: skip
+
+
+def degradations(cfg) -> DegradeConfig:
+    """The degradation settings ``cfg`` trains and validates with (defaults + its overrides)."""
+    return DegradeConfig(**getattr(cfg, "degrade", {}))
 
 
 def learning_rate(cfg: RefinerConfig, step: int) -> float:
