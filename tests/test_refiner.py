@@ -308,8 +308,9 @@ def test_a_run_can_choose_its_degradations():
         changed[-1] += int((validation_priors(cfg, val, "cpu")[0].argmax(0) != masks[0].numpy())
                            .sum())  # fmt: skip
     assert changed[0] > 0 and changed[1] == 0
-    with pytest.raises(InputError, match="degrade"):
-        RefinerConfig(data="d", degrade={"p_teleport": 1.0})
+    for bad in ({"p_teleport": 1.0}, {"p_morph": "often"}, {"blur": [1.0]}):
+        with pytest.raises(InputError, match="degrade"):
+            RefinerConfig(data="d", degrade=bad)
 
 
 # --- bad inputs -----------------------------------------------------------------------------

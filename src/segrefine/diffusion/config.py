@@ -84,8 +84,9 @@ class RefinerConfig(TrainingData):
             self.inference.setdefault("native", True)
         strength = self.inference.get("strength")
         check_settings({
-            "degrade (keys must be DegradeConfig fields)":
-                isinstance(self.degrade, dict) and set(self.degrade) <= DEGRADE_FIELDS,
+            "degrade (DegradeConfig fields, each a number or a (low, high) pair)":
+                isinstance(self.degrade, dict) and set(self.degrade) <= DEGRADE_FIELDS
+                and all(_number_or_range(v) for v in self.degrade.values()),
             "size (must be in 8..4096)": 8 <= self.size <= 4096,
             "width, features, head width (must be in 1..512)":
                 1 <= min(self.width, self.features, self.head_width)
@@ -135,6 +136,13 @@ class RefinerConfig(TrainingData):
             timesteps=self.timesteps, beta_schedule=self.beta_schedule,
             inference=self.inference, class_agnostic=agnostic,
         )  # fmt: skip
+
+
+def _number_or_range(v) -> bool:
+    def number(x):
+        return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+
+    return number(v) or (isinstance(v, list | tuple) and len(v) == 2 and all(map(number, v)))
 
 
 def degradations(cfg) -> DegradeConfig:
