@@ -28,6 +28,7 @@ class BatchSource:
         self.cfg, self.images, self.masks = cfg, images, masks
         self.c, self.views, self.coarse = num_classes, views, coarse
         self.native = native  # (images, masks) at their original sizes, for native refiners
+        self.how = degradations(cfg)  # the error kinds the coarse masks from the truth get
 
     def draw(self, step: int):
         """The batch of training step ``step``: working-size crops and, for a native refiner,
@@ -85,8 +86,7 @@ class BatchSource:
             x, y = augment_batch(to_tensor(self.images[idx].numpy()), self.masks[idx], rng)
             x, y = x[window], y[window]
             if self.coarse:
-                how = degradations(cfg)
-                probs = torch.from_numpy(np.stack([degrade(m.numpy(), self.c, rng, how)
+                probs = torch.from_numpy(np.stack([degrade(m.numpy(), self.c, rng, self.how)
                                                    for m in y]))  # fmt: skip
         if n_oof:
             j = rng.integers(len(self.views["images"]), size=n_oof)
@@ -108,10 +108,6 @@ def validation_priors(cfg, val, device) -> np.ndarray:
     if cfg.segmenter:
         seg = Segmenter.load(cfg.segmenter, device)
         return np.stack(seg.predict_batch([it.image for it in val.items]))
-    return np.stack(
-        [
-            degrade(it.mask, val.num_classes, np.random.default_rng([cfg.seed, 7, i]),
-                    degradations(cfg))
-            for i, it in enumerate(val.items)
-        ]
-    )
+    how = degradations(cfg)
+    return np.stack([degrade(it.mask, val.num_classes, np.random.default_rng([cfg.seed, 7, i]), how)
+                     for i, it in enumerate(val.items)])  # fmt: skip
