@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .data.coarse import Coarse
 from .diffusion.refiner import Refinement, Refiner
 from .errors import InputError
 from .runs import check_same_classes
@@ -32,6 +33,17 @@ class Segmentation:
     probs: np.ndarray | None
     labels: np.ndarray
     refined: Refinement | None = None
+
+
+def _coarse(given) -> Segmentation:
+    """A coarse input (an array, or a :class:`~segrefine.data.coarse.Coarse` as read from a
+    file) as the pipeline's first stage."""
+    if isinstance(given, Coarse):
+        return Segmentation(given.probs, given.top_labels())
+    given = np.asarray(given)
+    if given.ndim == 3:
+        return Segmentation(given, given.argmax(0).astype(np.uint8))
+    return Segmentation(None, given)
 
 
 def check_pair(segmenter: Segmenter, refiner: Refiner, where: str | Path | None = None) -> None:
@@ -64,7 +76,9 @@ def segment_and_refine(
     """Coarse masks for RGB uint8 ``images`` (H, W, 3), refined when a ``refiner`` is given.
 
     The coarse input is exactly one of: ``segmenter`` (its probabilities at each image's
-    size), ``probs`` (C, H, W maps from any model) or ``labels`` (hard masks, softened by
+    size), ``probs`` (C, H, W maps from any model, or coarse inputs as
+    :func:`~segrefine.data.coarse.read_coarse` reads files) or ``labels`` (hard masks, read as
+    :mod:`segrefine.data.coarse` reads arrays and softened by
     :func:`~segrefine.diffusion.onehot.probs_from_labels`). Refinement settings default to
     the refiner run's; ``seed`` makes the result reproducible (batch ``k`` uses
     ``seed + k * batch_size``). ``input_size`` is the short side the coarse input was
@@ -88,8 +102,7 @@ def segment_and_refine(
         probs = segmenter.predict_batch(images, batch_size=batch_size)
         input_size = segmenter.size
         clock["segment_s"] = clock.get("segment_s", 0.0) + time.perf_counter() - t0
-    out = [Segmentation(p, p.argmax(0).astype(np.uint8)) for p in probs] if probs is not None \
-        else [Segmentation(None, np.asarray(m)) for m in labels]  # fmt: skip
+    out = [_coarse(x) for x in (probs if probs is not None else labels)]
     if refiner is not None:
         t0 = time.perf_counter()
         refined = refiner.refine_batch(images, probs, labels, steps, strength, samples, seed,

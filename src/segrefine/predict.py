@@ -23,7 +23,14 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .data.datasets import detect_layout, load_split
-from .data.io import check_image_file, list_images, read_image, write_label_png, write_npy
+from .data.io import (
+    check_image_file,
+    image_size,
+    list_images,
+    read_image,
+    write_label_png,
+    write_npy,
+)
 from .errors import InputError
 from .segmenter import Segmenter
 
@@ -58,8 +65,19 @@ class Inputs:
     """The images a command will read, listed before any is read: sized (progress bars know
     the total) and iterable (each image is read when its turn comes)."""
 
-    def __init__(self, entries: list, read: Callable[[object], InputImage]):
-        self.entries, self.read = entries, read
+    def __init__(self, entries: list, read: Callable[[object], InputImage],
+                 peek: Callable[[object], tuple[str, tuple[int, int]]]):  # fmt: skip
+        self.entries, self.read, self.peek = entries, read, peek
+
+    def sizes(self) -> list[tuple[str, tuple[int, int]]]:
+        """Each input's id and (H, W), found without decoding: to check what goes with an
+        image before any output is written."""
+        return [self.peek(entry) for entry in self.entries]
+
+    def without(self, ids: set[str]) -> Inputs:
+        """The inputs but those with these ids."""
+        keep = [e for e in self.entries if self.peek(e)[0] not in ids]
+        return Inputs(keep, self.read, self.peek)
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -71,7 +89,7 @@ class Inputs:
 
 def iter_inputs(
     source: str | Path, size: int, split: str = "val", classes=None, binary_per_class=False,
-    protocol: bool = False,
+    protocol: bool = False, bad: dict[str, str] | None = None,
 ) -> Inputs:
     """Images from a plain folder, or from ``split`` of a dataset root (either layout).
 
@@ -79,7 +97,8 @@ def iter_inputs(
     square protocol (centre crop, resize to ``size``); dataset images take the run's class
     selection, so predictions line up with ``evaluate`` on the same split. Folder images are
     read one at a time and keep their names. In several processes each one gets
-    its share (:func:`process_share`), so every output is written once.
+    its share (:func:`process_share`), so every output is written once. A broken image file is
+    an input error, or with a ``bad`` dict it is recorded there (id -> the error) and left out.
     """
     source = Path(source)
     if not source.exists():
@@ -87,14 +106,22 @@ def iter_inputs(
     if source.is_dir() and detect_layout(source) is not None:
         data = load_split(source, split, classes, binary_per_class,
                           size if protocol else None, require_masks=False)
-        return Inputs(process_share(data.items), lambda item: InputImage(item.id, item.image))
+        return Inputs(process_share(data.items), lambda item: InputImage(item.id, item.image),
+                      lambda item: (item.id, item.image.shape[:2]))  # fmt: skip
     paths = [source] if source.is_file() else list_images(source)
     if not paths:
         raise InputError("no images found (jpg, png, bmp, tif, webp)", source)
-    mine = process_share(paths)
-    for path in mine:  # a broken file fails now, before the first output is written
-        check_image_file(path)
-    return Inputs(mine, lambda path: InputImage(path.stem, read_image(path)))
+    mine = []
+    for path in process_share(paths):  # a broken file fails now, before any output
+        try:
+            check_image_file(path)
+            mine.append(path)
+        except InputError as err:
+            if bad is None:
+                raise
+            bad[path.stem] = str(err)
+    return Inputs(mine, lambda path: InputImage(path.stem, read_image(path)),
+                  lambda path: (path.stem, image_size(path)))
 
 
 def predict_to_folder(

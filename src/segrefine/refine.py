@@ -7,12 +7,11 @@ For an input named ``<id>`` the output folder gets:
 * ``<id>_uncertainty.png`` -- uncertainty (normalised entropy) as 8-bit grey, 255 = unsure;
 * ``classes.txt`` -- class order of the probability maps.
 
-The coarse input comes from a segmenter run, or from a folder of ``<id>.npy`` probability
-maps (C, H, W, summing to 1; e.g. ``segrefine predict --save-probs`` or any other model), or
-from a folder of ``<id>.png`` label masks (softened as documented in ``probs_from_labels``):
-class ids, RGB colour masks (VOC colours, or those of a ``classes.txt`` of ``name R G B``
-lines), or, for a 2-class refiner, 0/255 binary masks. Maps and masks may be smaller than
-their image (same aspect ratio): they are upsampled. A native refiner refines at full
+The coarse input comes from a segmenter run, or from a folder of masks or maps from any other
+tool, read by :mod:`segrefine.data.coarse` (class ids, colour masks, two-valued, soft and RGBA
+masks, ``.npy`` maps; see there) and found by :class:`~segrefine.data.mask_folder.MaskFolder`
+(``<id>.png``, ``<id>_mask.png``, ``<id>.npy``, ... or a pattern). Maps and masks may be smaller
+than their image (same aspect ratio): they are upsampled. A native refiner refines at full
 resolution only above the resolution the input was predicted at (``input_size``, the short
 side; by default found from the maps, and a hard mask at the image's size counts as drawn
 there).
@@ -26,49 +25,14 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from .data.datasets import read_class_table
-from .data.io import read_mask, read_npy, write_image, write_label_png, write_npy
+from .data.io import write_image, write_label_png, write_npy
+from .data.mask_folder import MaskFolder
+from .diffusion.onehot import check_coarse
 from .diffusion.refiner import Refiner
 from .errors import InputError
 from .pipeline import check_pair, segment_and_refine
 from .predict import is_main_process, iter_inputs
 from .runs import check_same_classes
-
-
-class _Priors:
-    """Coarse inputs from a folder of ``<id>.npy`` maps or ``<id>.png`` masks, read the way
-    other tools write them: a ``classes.txt`` there must name the refiner's classes (and may
-    give colours for RGB masks, the VOC palette otherwise), and for a 2-class refiner a 0/255
-    binary mask (rembg, SAM exports, thresholding) is read as background/object, with one
-    notice, instead of as background and void."""
-
-    def __init__(self, folder: Path, refiner: Refiner, notice):
-        self.folder, self.refiner, self.notice = folder, refiner, notice
-        self.colours, self.noticed, self.names = None, False, None
-        table = folder / "classes.txt"
-        if table.is_file():
-            self.names, self.colours = read_class_table(table)
-            if not refiner.spec.class_agnostic:  # that one takes any classes
-                check_same_classes(("the masks' classes.txt", self.names),
-                                   ("the refiner", refiner.class_names), table)  # fmt: skip
-
-    def read(self, item_id: str):
-        """(probs, labels, path) for one input."""
-        npy, png = self.folder / f"{item_id}.npy", self.folder / f"{item_id}.png"
-        if npy.exists():
-            return read_npy(npy), None, npy
-        if not png.exists():
-            raise InputError(f"no {item_id}.npy or {item_id}.png for image '{item_id}'",
-                             self.folder)  # fmt: skip
-        labels = read_mask(png, self.colours)
-        values = set(np.unique(labels).tolist())
-        if self.refiner.num_classes == 2 and values <= {0, 255} and 255 in values:
-            if not self.noticed:
-                self.notice(f"{png}: a 0/255 binary mask, read as {self.refiner.class_names[0]}"
-                            f" (0) / {self.refiner.class_names[1]} (255); so are the others")
-                self.noticed = True
-            labels = (labels == 255).astype(np.uint8)
-        return None, labels, png
 
 
 def refine_to_folder(
@@ -89,44 +53,59 @@ def refine_to_folder(
     input_size: int | None = None,
     native: bool | None = None,
     notice=None,
+    mask_pattern: str | None = None,
+    skip_bad: bool = False,
 ) -> list[str]:
     """Refine every input image; returns the ids written (see the module docstring).
     ``native``: refine at finer scales too (default: as the run was trained). ``notice``
-    receives one-line notes on how inputs were read (default: printed)."""
+    receives one-line notes on how inputs were read (default: printed). ``probs_dir``: a
+    folder of coarse masks or maps, read by :class:`~segrefine.data.mask_folder.MaskFolder`
+    (``mask_pattern``: how they are named). Every input is checked before the first output
+    is written: a bad one is an input error naming it, or with ``skip_bad`` the good ones are
+    refined and then :class:`BadInputs` lists the rest."""
     if (segmenter is None) == (probs_dir is None):
-        raise InputError("give either a segmenter run or a folder of probabilities (--probs)")
+        raise InputError("give either a segmenter run or a folder of masks (--masks)")
     if segmenter is not None:
         check_pair(segmenter, refiner)
-    if probs_dir is not None and not Path(probs_dir).is_dir():
-        raise InputError("no such probability folder", probs_dir)
     refiner.settings(steps, strength, samples, flip, native)  # bad ones fail before any work
     if input_size is not None and segmenter is not None:
-        raise InputError("--input-size is for --probs: a segmenter's own size is known")
+        raise InputError("--input-size is for --masks: a segmenter's own size is known")
     if input_size is not None and input_size < 1:
         raise InputError(f"--input-size must be a positive number of pixels, got {input_size}")
+    say = notice or (lambda m: tqdm.write(m, file=sys.stderr))
+    folder = None
+    if probs_dir is not None:
+        folder = MaskFolder(probs_dir, None if refiner.spec.class_agnostic else
+                            refiner.num_classes, mask_pattern, say, refiner.class_names)
+        if folder.names is not None and not refiner.spec.class_agnostic:
+            check_same_classes(("the masks' classes.txt", folder.names),
+                               ("the refiner", refiner.class_names),
+                               folder.folder / "classes.txt")  # fmt: skip
     cfg = refiner.spec
+    bad: dict[str, str] = {}
     inputs = iter_inputs(source, refiner.size, split, cfg.classes, cfg.binary_per_class,
-                         protocol)  # fmt: skip
+                         protocol, bad if skip_bad else None)  # fmt: skip
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise InputError("output folder is a file", out)
+    if folder is not None:
+        bad.update(_check_masks(folder, inputs, refiner, say))
+        if bad and not skip_bad:
+            first = next(iter(bad.values()))
+            more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
+            raise InputError(f"{first}{more}; nothing was written (--skip-bad refines the "
+                             "good ones)")  # fmt: skip
+        inputs = inputs.without(set(bad))
     written = []
-    priors = None
-    if probs_dir is not None:
-        say = notice or (lambda m: tqdm.write(m, file=sys.stderr))
-        priors = _Priors(Path(probs_dir), refiner, say)
     for inp in tqdm(inputs, desc="refine", disable=not progress, leave=False):
-        coarse, where = {"segmenter": segmenter}, None
-        if priors is not None:
-            probs, labels, where = priors.read(inp.id)
-            coarse = {"probs": [probs]} if probs is not None else {"labels": [labels]}
+        coarse = {"segmenter": segmenter}
+        if folder is not None:
+            c = folder.read(inp.id)
+            coarse = {"probs": [c]} if c.probs is not None else {"labels": [c]}
             coarse["input_size"] = input_size
-        try:
-            (result,) = segment_and_refine([inp.image], refiner=refiner, steps=steps,
-                                           strength=strength, samples=samples, flip=flip,
-                                           native=native, seed=seed, **coarse)  # fmt: skip
-        except InputError as err:
-            raise InputError(err.message, err.path or where) from err
+        (result,) = segment_and_refine([inp.image], refiner=refiner, steps=steps,
+                                       strength=strength, samples=samples, flip=flip,
+                                       native=native, seed=seed, **coarse)  # fmt: skip
         refined = result.refined
         write_label_png(out / f"{inp.id}.png", refined.labels)
         write_npy(out / f"{inp.id}.npy", refined.probs.astype(np.float16))
@@ -137,7 +116,40 @@ def refine_to_folder(
     out.mkdir(parents=True, exist_ok=True)
     names = refiner.class_names
     if refiner.spec.class_agnostic:  # the output keeps the input's classes
-        names = segmenter.class_names if segmenter is not None else priors.names
+        names = segmenter.class_names if segmenter is not None else folder.names
     if is_main_process() and names:
         (out / "classes.txt").write_text("\n".join(names) + "\n")
+    if bad:
+        raise BadInputs(written, bad)
     return written
+
+
+class BadInputs(InputError):
+    """Some inputs were bad and left out (``--skip-bad``): ``written`` are the ids refined,
+    ``bad`` maps each other id to its error. One line, as every input error."""
+
+    def __init__(self, written: list[str], bad: dict[str, str]):
+        self.written, self.bad = written, bad
+        listed = "; ".join(f"{i}: {e}" for i, e in list(bad.items())[:3])
+        more = f"; and {len(bad) - 3} more" if len(bad) > 3 else ""
+        super().__init__(f"refined {len(written)} images, skipped {len(bad)} bad inputs "
+                         f"({listed}{more})")  # fmt: skip
+
+
+def _check_masks(folder: MaskFolder, inputs, refiner: Refiner, notice) -> dict[str, str]:
+    """Read every coarse input once, as refinement will, and check it against its image:
+    id -> error for the bad ones. A mask holding one class only is refined (the refiner may
+    still find the object) but the user is told."""
+    bad = {}
+    classes = None if refiner.spec.class_agnostic else refiner.num_classes
+    for item_id, shape in inputs.sizes():
+        try:
+            coarse = folder.read(item_id)
+            check_coarse(coarse, shape, classes)
+        except InputError as err:
+            bad[item_id] = str(err)
+            continue
+        if coarse.is_empty():
+            notice(f"{coarse.path}: holds one class only (nothing to refine around); "
+                   "refined anyway")  # fmt: skip
+    return bad

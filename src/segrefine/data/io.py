@@ -76,6 +76,19 @@ def check_image_file(path: str | Path) -> None:
         raise InputError(f"cannot read image ({err})", path) from err
 
 
+def image_size(path: str | Path) -> tuple[int, int]:
+    """An image file's (H, W) as :func:`read_image` returns it (EXIF orientation applied),
+    from its header: nothing is decoded."""
+    path = Path(path)
+    try:
+        with Image.open(path) as img:
+            w, h = img.size
+            turned = img.getexif().get(0x0112) in (5, 6, 7, 8)  # stored rotated by 90 degrees
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise InputError(f"cannot read image ({err})", path) from err
+    return (w, h) if turned else (h, w)
+
+
 def read_image(path: str | Path) -> np.ndarray:
     """Read an image as RGB ``uint8`` (H, W, 3).
 

@@ -23,19 +23,17 @@ from ..data.io import VOID
 from .onehot import prior_for_image
 
 
-def class_priors(images, probs, labels) -> list[np.ndarray]:
-    """Each image's coarse input as (C, H, W) probabilities at its size, C from the input:
-    the maps' own classes, or a mask's largest id + 1 (at least two)."""
+def class_priors(images, given) -> list[np.ndarray]:
+    """Each image's coarse input (a :class:`~segrefine.data.coarse.Coarse`) as (C, H, W)
+    probabilities at its size, C from the input: the maps' own classes, or a mask's largest
+    id + 1 (at least two)."""
     priors = []
-    for i, im in enumerate(images):
-        given = probs[i] if probs is not None else labels[i]
-        if probs is not None:
-            c = np.asarray(given).shape[0]
+    for im, c in zip(images, given, strict=True):
+        if c.probs is not None:
+            n = c.probs.shape[0]
         else:
-            ids = np.asarray(given)
-            c = max(2, int(ids[ids != VOID].max(initial=0)) + 1)
-        priors.append(prior_for_image(im.shape[:2], c, None if probs is None else given,
-                                      None if labels is None else given))  # fmt: skip
+            n = max(2, int(c.labels[c.labels != VOID].max(initial=0)) + 1)
+        priors.append(prior_for_image(im.shape[:2], n, c.probs, c.labels))
     return priors
 
 

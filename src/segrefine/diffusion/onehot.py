@@ -122,6 +122,26 @@ def check_probs(
     return probs / probs.sum(0, keepdims=True)
 
 
+def check_size(given_hw: tuple[int, int], shape: tuple[int, int], what: str = "coarse input",
+               path: str | Path | None = None) -> None:  # fmt: skip
+    """A coarse input of size ``given_hw`` for an image of ``shape`` (both H, W) is its size,
+    or smaller with the same aspect ratio (within 2%); anything else is an input error."""
+    (h, w), (H, W) = given_hw, shape
+    if (h, w) != (H, W) and (h > H or w > W or abs((h / w) / (H / W) - 1) > 0.02):
+        raise InputError(f"{what} is {w}x{h} but its image is {W}x{H} (a coarse input may "
+                         f"be smaller than its image, with the same aspect ratio)", path)
+
+
+def check_coarse(coarse, shape: tuple[int, int], num_classes: int | None) -> None:
+    """Everything :func:`prior_for_image` would refuse in a
+    :class:`~segrefine.data.coarse.Coarse` for an image of ``shape``, found without the work
+    (``num_classes`` None: any, as a class-agnostic refiner takes them)."""
+    what = "label mask" if coarse.hard else "probability map"
+    check_size(coarse.shape, shape, what, coarse.path)
+    if coarse.probs is not None:
+        check_probs(coarse.probs, num_classes or coarse.probs.shape[0], path=coarse.path)
+
+
 def prior_for_image(
     shape: tuple[int, int],
     num_classes: int,
@@ -140,11 +160,7 @@ def prior_for_image(
     given = probs if probs is not None else labels
     h, w = np.asarray(given).shape[-2:]
     H, W = shape
-    what = "probability map" if probs is not None else "label mask"
-    if (h, w) != (H, W):
-        if h > H or w > W or abs((h / w) / (H / W) - 1) > 0.02:
-            raise InputError(f"{what} is {w}x{h} but its image is {W}x{H} (a coarse input may "
-                             f"be smaller than its image, with the same aspect ratio)", path)
+    check_size((h, w), shape, "probability map" if probs is not None else "label mask", path)
     if probs is not None:
         p = check_probs(probs, num_classes, path=path)
     else:

@@ -11,6 +11,7 @@ hard label mask alone can be passed as ``labels=`` and is softened by
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..data.coarse import Coarse, interpret_array, read_coarse
 from ..data.datasets import resize_image
 from ..data.transforms import pad_to_multiple, resize_probs, to_tensor, working_size
 from ..errors import InputError
@@ -241,7 +243,10 @@ class Refiner(LoadableRun):
         native: bool | None = None,
         input_size: int | None = None,
     ) -> Refinement:
-        """Refine one RGB uint8 image (H, W, 3) given ``probs`` (C, H, W) or hard ``labels``.
+        """Refine one RGB uint8 image (H, W, 3) given ``probs`` (C, H, W), a coarse input as
+        :meth:`read_coarse` reads it, or hard ``labels``. Arrays are read as files are
+        (:mod:`segrefine.data.coarse`): for a refiner with one object class a 0/255 mask is
+        background/object and an antialiased one the object's probability, never void.
 
         ``steps``, ``strength``, ``samples`` and ``flip`` default to the run's settings
         (:attr:`defaults`); see :meth:`refine_tensors`; ``native`` and ``input_size``: see
@@ -290,23 +295,40 @@ class Refiner(LoadableRun):
             raise InputError("give either probability maps or label masks, not both or neither")
         if input_size is not None and input_size < 1:
             raise InputError(f"input size must be a positive number of pixels, got {input_size}")
-        given = probs if probs is not None else labels
-        details = [_input_detail(im.shape[:2], np.shape(given[i])[-2:], input_size)
-                   for i, im in enumerate(images)]  # fmt: skip
+        given = self._coarse_items(probs if probs is not None else labels)
+        if len(given) != len(images):
+            raise InputError(f"{len(images)} images but {len(given)} coarse inputs")
+        details = [_input_detail(im.shape[:2], c.shape, input_size)
+                   for im, c in zip(images, given, strict=True)]  # fmt: skip
         if self.spec.class_agnostic:
-            return self._one_vs_rest(images, probs, labels, steps, strength, samples, seed,
+            return self._one_vs_rest(images, given, steps, strength, samples, seed,
                                      batch_size, flip, native, details)  # fmt: skip
-        priors = [prior_for_image(im.shape[:2], self.num_classes,
-                                  None if probs is None else probs[i],
-                                  None if labels is None else labels[i])
-                  for i, im in enumerate(images)]  # fmt: skip
+        priors = [prior_for_image(im.shape[:2], self.num_classes, c.probs, c.labels)
+                  for im, c in zip(images, given, strict=True)]  # fmt: skip
         return self._refine_priors(images, priors, steps, strength, samples, seed, batch_size,
                                    flip, native, details)  # fmt: skip
 
-    def _one_vs_rest(self, images, probs, labels, steps, strength, samples, seed, batch_size,
+    def read_coarse(self, path: str | Path, colours: np.ndarray | None = None) -> Coarse:
+        """A coarse mask or map file read for this refiner, as ``segrefine refine`` reads it
+        (:func:`~segrefine.data.coarse.read_coarse`; ``colours``: a ``classes.txt``'s)."""
+        return read_coarse(path, None if self.spec.class_agnostic else self.num_classes, colours)
+
+    def _coarse_items(self, given: Sequence) -> list[Coarse]:
+        """Each coarse input as :mod:`segrefine.data.coarse` reads arrays; a user is told
+        once (a warning) when an array is read as anything but class ids or probabilities."""
+        classes = None if self.spec.class_agnostic else self.num_classes
+        items = []
+        for g in given:
+            c = g if isinstance(g, Coarse) else interpret_array(g, classes)
+            if c.note and not isinstance(g, Coarse):
+                warnings.warn(f"segrefine: coarse input read as {c.note}", stacklevel=4)
+            items.append(c)
+        return items
+
+    def _one_vs_rest(self, images, given, steps, strength, samples, seed, batch_size,
                      flip, native, details) -> list[Refinement]:  # fmt: skip
         """A class-agnostic refiner on C-class inputs (:mod:`.agnostic`)."""
-        priors = class_priors(images, probs, labels)
+        priors = class_priors(images, given)
         owners, binary = one_vs_rest(priors)
         if self.settings(native=native)["native"]:  # one estimate per image, for each class
             details = [d or effective_size(p) for d, p in zip(details, priors, strict=True)]
