@@ -216,13 +216,14 @@ def create_app(
             elif upload is not None and not isinstance(upload, str) and upload.filename:
                 # "refine my mask": the uploaded mask replaces the segmenter
                 # (its own name: ``data`` is the image's, decoded again in the job)
-                mask_data = await upload.read()
-                mask = await run_in_threadpool(decode_mask, mask_data, upload.filename,
-                                               image.shape[:2])  # fmt: skip
-                # the short side an upsampled mask was predicted at (refine --input-size)
-                input_size = _number(form, "input_size", int, 1, min(image.shape[:2]))
                 if not ref_name:
                     raise InputError("choose a refiner run to refine your mask")
+                mask_data = await upload.read()
+                mask = await run_in_threadpool(decode_mask, mask_data, upload.filename,
+                                               image.shape[:2],
+                                               cache.get("refiner", ref_name))  # fmt: skip
+                # the short side an upsampled mask was predicted at (refine --input-size)
+                input_size = _number(form, "input_size", int, 1, min(image.shape[:2]))
             elif not seg_name:
                 raise InputError("choose a segmenter run")
             own = mask is not None or box is not None  # no segmenter then

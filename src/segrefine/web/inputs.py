@@ -14,7 +14,9 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ..data.datasets import resize_image, resize_mask
-from ..data.io import VOID, as_rgb, mask_ids
+from ..data.coarse import Coarse, interpret_image
+from ..data.io import VOID, as_rgb
+from ..diffusion.onehot import check_size
 from ..errors import InputError
 from ..weak.annotations import Box
 
@@ -37,27 +39,22 @@ def decode_upload(data: bytes, name: str, max_megapixels: float = DEFAULT_MAX_ME
     return as_rgb(_decode(data, name, fits, "image"))
 
 
-MAX_MASK_CLASSES = 32  # classes one uploaded mask may hold (each is one refinement pass)
-
-
-def decode_mask(data: bytes, name: str, shape: tuple[int, int]) -> np.ndarray:
-    """An uploaded mask -> class ids (h, w) for an image of ``shape`` (H, W), or
-    :class:`InputError` naming the file. Read as ``read_mask`` reads files (class ids, VOC
-    colours); a 0/255 mask is object/background. It may be smaller than the image (it is
-    upsampled), never larger, and its size is checked from the header first."""
+def decode_mask(data: bytes, name: str, shape: tuple[int, int], refiner) -> Coarse:
+    """An uploaded mask for an image of ``shape`` (H, W), read for ``refiner`` as ``segrefine
+    refine`` reads mask files (:func:`~segrefine.data.coarse.interpret_image`: class ids,
+    colours, two-valued, soft and RGBA masks), or :class:`InputError` naming the file. It may
+    be smaller than the image (it is upsampled), never larger, and its size is checked from
+    the header first."""
 
     def fits(w: int, h: int) -> str | None:
         if h > shape[0] or w > shape[1]:
             return f"mask is {w}x{h}, larger than its {shape[1]}x{shape[0]} image"
         return None
 
-    ids = mask_ids(_decode(data, name, fits, "mask"), path=name)
-    values = np.unique(ids)
-    if set(values.tolist()) == {0, 255}:  # what rembg, SAM exports and thresholds write
-        return (ids == 255).astype(np.uint8)
-    if len(values[values != VOID]) > MAX_MASK_CLASSES:
-        raise InputError(f"mask holds {len(values)} classes; at most {MAX_MASK_CLASSES}", name)
-    return ids
+    classes = None if refiner.spec.class_agnostic else refiner.num_classes
+    coarse = interpret_image(_decode(data, name, fits, "mask"), classes, path=name)
+    check_size(coarse.shape, shape, "mask", name)
+    return coarse
 
 
 MAX_BOX_CHARS = 1000  # the box field: one small JSON object

@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from ..data.coarse import Coarse
 from ..data.datasets import resize_image, resize_mask
 from ..data.io import VOC_PALETTE, VOID
 from ..diffusion.onehot import prior_for_image
@@ -80,12 +81,13 @@ def segment_and_refine(
     flip: bool | None = None,
     seed: int = 0,
     progress: Progress | None = None,
-    mask: np.ndarray | None = None,
+    mask: Coarse | None = None,
     box: Box | None = None,
     input_size: int | None = None,
 ) -> Figures:
     """Segment ``image`` (and refine the result when a refiner is given), timing each stage;
-    with a ``mask`` (class ids, at most the image's size) instead of a segmenter, refine that;
+    with a ``mask`` (an upload as :func:`decode_mask` reads it, at most the image's size)
+    instead of a segmenter, refine that;
     with a ``box``, refine the mask GrabCut makes in it (:func:`mask_from_box`).
     ``input_size``: the short side an uploaded ``mask`` was predicted at, when it was
     upsampled to the image's size (``refine --input-size``).
@@ -102,14 +104,18 @@ def segment_and_refine(
     if box is not None:  # the user's box: GrabCut makes the mask, refined like an upload
         report("GrabCut in your box", 0.05)
         t0 = time.perf_counter()
-        mask = mask_from_box(image, box)
+        mask = Coarse(labels=mask_from_box(image, box))
         out.timings["grabcut_s"] = time.perf_counter() - t0
     if mask is not None:  # the user's own mask is the coarse input
         names = mask_class_names(mask, refiner)
-        probs = prior_for_image(image.shape[:2], len(names), labels=mask)
+        probs = prior_for_image(image.shape[:2], len(names), mask.probs, mask.labels)
         coarse = Segmentation(probs, probs.argmax(0).astype(np.uint8))
         coarse_input = {"labels": [mask], "input_size": input_size}
         out.info["coarse"] = "mask"
+        if mask.note:  # how the upload was read (a two-valued or soft mask, a cutout)
+            out.info["mask_note"] = f"your mask was read as {mask.note}"
+        if mask.is_empty():
+            out.info["mask_note"] = "your mask holds one class only: nothing to refine around"
         if box is not None:
             out.info["coarse"] = "box"
             out.info["box"] = {"x": box.x, "y": box.y, "w": box.w, "h": box.h,
@@ -145,11 +151,14 @@ def segment_and_refine(
     return out
 
 
-def mask_class_names(mask: np.ndarray, refiner) -> tuple[str, ...]:
+def mask_class_names(mask: Coarse, refiner) -> tuple[str, ...]:
     """Class names for an uploaded mask: the refiner's, or for a class-agnostic refiner
     background / object for two classes and background / class 1 / ... for more. Ids the
     refiner does not know are an input error."""
-    top = int(mask[mask != VOID].max(initial=0))
+    if mask.probs is not None:
+        return tuple(refiner.class_names) if len(mask.probs) == refiner.num_classes else (
+            "background", *(f"class {k}" for k in range(1, len(mask.probs))))
+    top = int(mask.labels[mask.labels != VOID].max(initial=0))
     if not refiner.spec.class_agnostic:
         if top >= refiner.num_classes:
             raise InputError(f"mask has class id {top} but the refiner knows "
