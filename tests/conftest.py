@@ -104,6 +104,20 @@ def trained_refiner(tmp_path_factory, synthetic_root):
     return out, best
 
 
+@pytest.fixture(scope="session")
+def binary_refiner(tmp_path_factory, synthetic_root) -> Path:
+    """A tiny refiner for one object class ("blob" vs background), 2 training steps: enough
+    for comparing code paths, which must agree whatever the weights."""
+    from refiner_helpers import tiny_config
+
+    from segrefine.diffusion import train_refiner
+
+    out = tmp_path_factory.mktemp("binary") / "run"
+    cfg = tiny_config(synthetic_root, classes=["blob"], iterations=2, val_split=None)
+    train_refiner(cfg, out, device="cpu", progress=False)
+    return out
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, trained_run, trained_refiner):
     """The web app on a free port, serving the tiny fixture runs (or SEGREFINE_WEB_RUNS)."""
