@@ -127,23 +127,11 @@ def test_refine_cli_keeps_the_masks_classes(run_cli, tmp_path, synthetic_root):
         (masks / src.name).write_bytes(src.read_bytes())
     (masks / "classes.txt").write_text((synthetic_root / "classes.txt").read_text())
     code, _, err = run_cli("refine", "--refiner", tmp_path / "agnostic", "--images",
-                           synthetic_root, "--probs", masks, "--out", tmp_path / "out",
+                           synthetic_root, "--masks", masks, "--out", tmp_path / "out",
                            "--device", "cpu", "-q")  # fmt: skip
     assert code == 0, err
     assert (tmp_path / "out" / "classes.txt").read_text() == (
         synthetic_root / "classes.txt").read_text()
-
-
-def test_pretrained_loads_a_shipped_folder_and_names_what_is_shipped(monkeypatch, tmp_path):
-    import segrefine.diffusion.refiner as refiner_module
-
-    monkeypatch.setattr(refiner_module, "PRETRAINED", tmp_path)
-    with pytest.raises(InputError, match=r"shipped: none"):
-        Refiner.pretrained("general", "cpu")
-    _agnostic().save_pretrained(tmp_path / "general")
-    assert Refiner.pretrained("general", "cpu").spec.class_agnostic
-    with pytest.raises(InputError, match=r"no pretrained refiner 'other'.*shipped: general"):
-        Refiner.pretrained("other", "cpu")
 
 
 def test_training_shows_each_item_either_way_round():
@@ -167,23 +155,6 @@ def test_training_shows_each_item_either_way_round():
     assert torch.equal(y2[swapped], torch.where(y[swapped] == VOID, VOID, 1 - y[swapped]))
     assert torch.equal(probs2[swapped], probs[swapped].flip(1))
     assert torch.equal(probs2[~swapped], probs[~swapped]) and torch.equal(y2[~swapped], y[~swapped])
-
-
-def test_the_web_app_offers_the_shipped_refiners(monkeypatch, tmp_path):
-    import segrefine.diffusion.refiner as refiner_module
-    from segrefine.web.runs import ModelCache, scan_runs
-
-    monkeypatch.setattr(refiner_module, "PRETRAINED", tmp_path / "pretrained")
-    _agnostic().save_pretrained(tmp_path / "pretrained" / "general")
-    (tmp_path / "pretrained" / "broken").mkdir()
-    (tmp_path / "pretrained" / "broken" / "config.json").write_text("{")
-    index = scan_runs(tmp_path / "runs")
-    assert index.refiners["shipped:general"]["class_agnostic"]
-    assert any(n.startswith("shipped:broken: not usable") for n in index.notes)
-    ref = ModelCache(index).get("refiner", "shipped:general")
-    assert ref.spec.class_agnostic
-    with pytest.raises(InputError, match="no refiner run called 'shipped:broken'"):
-        ModelCache(index).get("refiner", "shipped:broken")
 
 
 def test_the_encoder_can_start_from_a_segmenter_of_other_classes(tmp_path, synthetic_root,

@@ -3,7 +3,9 @@
 The public API mirrors the CLI: :class:`Segmenter` (``train-segmenter`` / ``predict``),
 :class:`Refiner` (``train-refiner`` / ``refine``), :func:`segment_and_refine` (the path every
 command takes), :func:`run_benchmark` (``benchmark``),
-:func:`cluster` (``cluster``), :func:`evaluate_folder` (``evaluate``), the metrics in
+:func:`cluster` (``cluster``), :func:`evaluate_folder` (``evaluate``), :func:`read_coarse`
+(a coarse mask or map file, read as ``refine`` reads it), the model zoo (``"zoo:NAME"``
+wherever a run is loaded; :mod:`segrefine.zoo`), the metrics in
 :mod:`segrefine.metrics` and the data readers in :mod:`segrefine.data`. Heavy modules load
 lazily, so ``import segrefine`` is quick.
 """
@@ -28,6 +30,7 @@ _LAZY = {
     "run_benchmark": "segrefine.benchmark",
     "run_native_benchmark": "segrefine.native_benchmark",
     "cluster": "segrefine.unsupervised",
+    "read_coarse": "segrefine.data.coarse",
 }
 
 __all__ = ["__version__", *_LAZY]

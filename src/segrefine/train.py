@@ -31,7 +31,15 @@ from .data.transforms import AugmentConfig, augment_batch, to_tensor
 from .errors import InputError
 from .evaluate import score_split
 from .models import available_segmenters
-from .runs import RunFolder, TrainingData, check_settings, example_sources, make_accelerator
+from .runs import (
+    RunFolder,
+    TrainingData,
+    check_init_from,
+    check_settings,
+    example_sources,
+    init_from,
+    make_accelerator,
+)
 from .segmenter import Segmenter, SegmenterSpec, predict_probs, resolve_device
 
 
@@ -52,6 +60,8 @@ class TrainConfig(TrainingData):
     seed: int = 0
     # [k, n]: leave out every n-th training image starting at k (out-of-fold segmenters)
     exclude_fold: list[int] | None = None
+    # a trained segmenter run (or zoo:NAME) to start from: tensors of matching shape copied
+    init_from: str | None = None
     augment_config: dict = field(default_factory=lambda: asdict(AugmentConfig()))
 
     def __post_init__(self):
@@ -142,9 +152,16 @@ def train_segmenter(
         raise InputError(f"split '{cfg.split}' has {len(train.items)} images, fewer than one"
                          f" batch ({cfg.batch_size})", cfg.data)  # fmt: skip
     spec = cfg.spec(train.class_names)
+    if cfg.init_from and not resume:
+        check_init_from(cfg.init_from, "segmenter")  # before the run folder is made
 
     torch.manual_seed(cfg.seed)
     model = Segmenter.from_spec(spec, "cpu").model.train()
+    started = init_from(model, cfg.init_from, "segmenter") if cfg.init_from and not resume \
+        else None  # fmt: skip
+    if started and main and progress:
+        print(f"started from {started['run']}: {started['copied']} tensors copied, "
+              f"{started['fresh']} fresh")  # fmt: skip
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     # every process has checked the folder before the main one creates the run in it
     accelerator.wait_for_everyone()

@@ -28,6 +28,9 @@ class RefinerConfig(TrainingData):
     # a U-Net segmenter run (of any classes) to start the encoder from when no ``segmenter``
     # gives the coarse inputs: a class-agnostic refiner then starts with real images' features
     init_encoder: str | None = None
+    # a trained refiner run (or zoo:NAME) to start from: every tensor whose shape matches is
+    # copied (after the encoder's start above), the class layers start fresh when classes differ
+    init_from: str | None = None
     width: int = 16
     depth: int = 4
     features: int = 16

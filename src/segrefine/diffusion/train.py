@@ -24,7 +24,15 @@ from ..data.datasets import load_split, open_dataset
 from ..data.transforms import to_tensor
 from ..errors import InputError
 from ..evaluate import score_split
-from ..runs import RunFolder, check_same_classes, example_sources, make_accelerator, native_bf16
+from ..runs import (
+    RunFolder,
+    check_init_from,
+    check_same_classes,
+    example_sources,
+    init_from,
+    make_accelerator,
+    native_bf16,
+)
 from ..segmenter import resolve_device
 from .batches import BatchSource, validation_priors
 from .config import RefinerConfig, learning_rate
@@ -101,6 +109,8 @@ def train_refiner(
     # checked before the run folder is created, like the segmenter
     init_cfg = (checkpoint.read_config(cfg.init_encoder, kind="segmenter")
                 if cfg.init_encoder and not resume else None)  # fmt: skip
+    if cfg.init_from and not resume:
+        check_init_from(cfg.init_from, "refiner")
     if cfg.class_agnostic:  # every class against the rest, one binary task per class
         names = open_dataset(cfg.data, cfg.split).class_names
         cfg = dataclasses.replace(cfg, classes=[c for c in names if c != "background"],
@@ -135,6 +145,11 @@ def train_refiner(
         copied = method.init_from_segmenter(net, init, init_conf)
         if main and progress and coarse:
             print(f"encoder initialised from {init}: {copied} tensors copied")
+    if cfg.init_from and not resume:
+        started = init_from(net, cfg.init_from, "refiner")
+        if main and progress:
+            print(f"started from {started['run']}: {started['copied']} tensors copied, "
+                  f"{started['fresh']} fresh")  # fmt: skip
     optimizer = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     restored = folder.restore(net, optimizer, resume, counter="step")
     start = restored["step"] if restored else 0

@@ -13,32 +13,29 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import checkpoint
+from .. import checkpoint, zoo
 from ..errors import InputError
 from ..runs import EXAMPLES, list_examples
 
 __all__ = ["RunIndex", "ModelCache", "scan_runs"]
 
 MAX_DEPTH = 3
-SHIPPED = "shipped:"  # the names of the refiners inside the package
 
 
 @dataclass
 class RunIndex:
     """Runs found under a folder: ``name`` (path relative to the root) -> description."""
 
-    root: Path
+    root: Path | None
     segmenters: dict[str, dict] = field(default_factory=dict)
     refiners: dict[str, dict] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
-    def path(self, name: str) -> Path:
-        """The folder of the run called ``name`` (a refiner shipped with segrefine is named
-        ``shipped:<name>``)."""
-        if name.startswith(SHIPPED):
-            from ..diffusion import refiner
-
-            return refiner.PRETRAINED / name[len(SHIPPED):]
+    def path(self, name: str, kind: str = "segmenter") -> Path:
+        """The folder of the run called ``name`` (a zoo entry, ``zoo:NAME``, holds a run of
+        each ``kind``)."""
+        if zoo.is_zoo(name):
+            return zoo.ROOT / zoo.entry(name[len(zoo.PREFIX):])["runs"][kind]
         return self.root / name
 
     def example_path(self, example_id: str) -> Path:
@@ -63,7 +60,7 @@ class RunIndex:
 
     def as_json(self) -> dict:
         return {
-            "root": str(self.root),
+            "root": None if self.root is None else str(self.root),
             "segmenters": [{"name": k, **v} for k, v in self.segmenters.items()],
             "refiners": [{"name": k, **v} for k, v in self.refiners.items()],
             "notes": self.notes,
@@ -86,12 +83,15 @@ def _describe(run: Path, config: dict) -> dict:
     return info
 
 
-def scan_runs(root: str | Path) -> RunIndex:
-    """Every readable run under ``root`` (sorted by relative path), plus notes on folders
-    that carry a ``config.json`` but are not usable runs, and on a root that does not exist."""
-    root = Path(root)
+def scan_runs(root: str | Path | None) -> RunIndex:
+    """The zoo's entries and every readable run under ``root`` (sorted by relative path; None:
+    the zoo alone), plus notes on folders that carry a ``config.json`` but are not usable
+    runs, and on a root that does not exist."""
+    root = Path(root) if root is not None else None
     index = RunIndex(root=root)
-    _add_shipped(index)
+    _add_zoo(index)
+    if root is None:  # the zoo alone
+        return index
     if not root.is_dir():
         index.notes.append(f"{root}: runs folder does not exist (segrefine serve --runs DIR)")
         return index
@@ -127,18 +127,25 @@ def scan_runs(root: str | Path) -> RunIndex:
     return index
 
 
-def _add_shipped(index: RunIndex) -> None:
-    """The refiners shipped inside the package (``Refiner.pretrained``), offered beside the
-    user's runs: the general one refines an uploaded mask of any classes."""
-    from ..diffusion import refiner
-
-    for folder in sorted(refiner.PRETRAINED.glob("*/")):
-        if (folder / checkpoint.CONFIG).is_file():
+def _add_zoo(index: RunIndex) -> None:
+    """The zoo's entries (``zoo:NAME``, shipped inside the package), offered beside the
+    user's runs: each is a segmenter and a refiner."""
+    try:
+        names = zoo.names()
+    except InputError as err:
+        index.notes.append(f"zoo: not usable ({err.message})")
+        return
+    for name in names:
+        for kind in zoo.KINDS:
+            label = zoo.PREFIX + name
             try:
-                config = checkpoint.read_config(folder, kind="refiner")
-                index.refiners[SHIPPED + folder.name] = _describe(folder, config)
-            except InputError as err:
-                index.notes.append(f"{SHIPPED}{folder.name}: not usable ({err.message})")
+                folder = index.path(label, kind)
+                info = _describe(folder, checkpoint.read_config(folder, kind=kind))
+                info["examples"] = []  # the zoo ships no images (their licences)
+            except (InputError, KeyError) as err:
+                index.notes.append(f"{label}: not usable ({getattr(err, 'message', err)})")
+                continue
+            (index.segmenters if kind == "segmenter" else index.refiners)[label] = info
 
 
 class ModelCache:
@@ -157,12 +164,14 @@ class ModelCache:
         known = self.index.segmenters if kind == "segmenter" else self.index.refiners
         if name not in known:
             raise InputError(f"no {kind} run called {name!r} under {self.index.root}")
-        weights = self.index.path(name) / checkpoint.WEIGHTS
+        weights = self.index.path(name, kind) / checkpoint.WEIGHTS
         with self._lock:
             key = (kind, name, weights.stat().st_mtime_ns if weights.exists() else 0)
             if key not in self._models:
                 for stale in [k for k in self._models if k[:2] == key[:2]]:  # retrained since
                     del self._models[stale]
                 cls = Segmenter if kind == "segmenter" else Refiner
-                self._models[key] = cls.load(self.index.path(name), device=self.device)
+                # a zoo entry loads by its name: its files are checked against the manifest
+                target = name if zoo.is_zoo(name) else self.index.path(name)
+                self._models[key] = cls.load(target, device=self.device)
             return self._models[key]

@@ -1,0 +1,128 @@
+"""A zoo entry's model card (src/segrefine/zoo/NAME/README.md) and its failure figure, written
+from the manifest's scores and a `benchmarks/zoo.py score` run's per-image results; used by
+`python benchmarks/zoo.py card NAME`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from segrefine import Refiner, Segmenter, zoo
+from segrefine.data.datasets import load_split
+from segrefine.report import overlay, save_grid
+
+REPO = Path(__file__).resolve().parents[1]
+LABELS = {"segmenter": "U-Net alone", "refined": "U-Net + refiner", "crf": "U-Net + DenseCRF",
+          "refined_truth": "the truth, refined"}  # fmt: skip
+
+TEXT = {
+    "weizmann-horse": {
+        "about": "A U-Net (width 16, depth 4, 1.9 M parameters) and a native diffusion refiner "
+                 "(trained on the U-Net's out-of-fold errors, refining up to each image's own "
+                 "size) for horse vs background in photos.",
+        "use": "segrefine refine --segmenter zoo:weizmann-horse --refiner zoo:weizmann-horse "
+               "--images photos/ --out refined/",
+        "trained": [
+            "segrefine train-segmenter --data ../shared/data/weizmann_horse_voc --classes horse "
+            "--model unet --epochs 60 --out RUN/segmenter --device cpu",
+            "segrefine train-refiner --data ../shared/data/weizmann_horse_voc --segmenter "
+            "RUN/segmenter --native --out RUN/refiner --device cpu",
+        ],
+        "machine": "Intel Xeon 2.8 GHz without native bf16, 2 threads: the U-Net 17.6 min, the "
+                   "refiner 60 min (its out-of-fold U-Nets 31 min of it, contended); the runs "
+                   "of ../shared/runs (2026-12-01 and 2026-12-06), default recipe (5500 steps)",
+        "failures": [
+            "Texture that looks like a horse's coat next to the horse (trees, a rider's legs, "
+            "fences): the refiner can paint horse into it, and its uncertainty map marks the "
+            "spot.",
+            "Coats unlike most of the training horses (a spotted white horse): what the U-Net "
+            "leaves out as background stays out.",
+            "Thin parts the U-Net missed entirely (legs, tails behind grass): the refiner moves "
+            "boundaries near where the U-Net put them; it rarely restores a part that is not "
+            "in the coarse mask at all.",
+            "Horses only: other animals come out as background or as partial horses.",
+            "A perfect mask refined is not returned perfectly (Boundary IoU "
+            "{truth_biou:.2f}, below the 97 the zoo aims for): keep the input where it is "
+            "already exact.",
+        ],
+    },
+}
+
+
+def write_card(name: str, score_dir: Path, data: Path, worst: int = 3) -> Path:
+    """Write the card and the figure of the ``worst`` validation images (by the refined
+    Boundary IoU of ``score_dir/per_image.json``)."""
+    text, record = TEXT[name], zoo.entry(name)
+    scores = record["scores"]
+    figure = REPO / "docs" / "images" / f"zoo_{name}_failures.png"
+    per_image = json.loads((score_dir / "per_image.json").read_text())
+    worst_ids = [r["id"] for r in sorted(per_image,
+                                         key=lambda r: r["refined"]["boundary_iou"])[:worst]]
+    save_failures(failure_rows(name, data, worst_ids), worst_ids, figure)
+    rows = "\n".join(
+        f"| {LABELS[r]} | " + " | ".join(f"{scores[r][m]:.2f}" for m in
+                                         ("mean_image_iou", "miou", "boundary_iou", "mba"))
+        + " |" for r in LABELS if r in scores)  # fmt: skip
+    truth_biou = scores["refined_truth"]["boundary_iou"]
+    failures = "\n".join(f"- {f.format(truth_biou=truth_biou)}" for f in text["failures"])
+    trained = "\n".join(text["trained"])
+    card = f"""# zoo:{name} — {record["title"]}
+
+{text["about"]}
+
+```bash
+{text["use"]}
+```
+
+**Data and licence.** {record["licence"]}. Trained on the `train` split, validated on `val`;
+nothing else was seen. The weights are float16 (labels identical to float32 on all but
+0.01% of pixels); the package ships no images of the dataset.
+
+**Validation at each image's own size** (`val`, native resolution, DenseCRF on the same U-Net
+probabilities; per-image IoU / mIoU / Boundary IoU / mBA, percent):
+
+| | per-image IoU | mIoU | Boundary IoU | mBA |
+|---|---|---|---|---|
+{rows}
+
+Measured by `python benchmarks/zoo.py score {name} --shared ../shared --write`
+(docs/results/zoo.json has every column, the machine and the time).
+
+**Trained by** the project's own commands, seed 0 (`python benchmarks/zoo.py train {name}`
+runs them):
+
+```bash
+{trained}
+```
+
+{text["machine"]}.
+
+**Known failure cases.** The {worst} validation images the refiner does worst on
+(docs/images/{figure.name}: image, truth, U-Net, refined, uncertainty):
+
+{failures}
+"""
+    path = zoo.card(name)
+    path.write_text(card)
+    return path
+
+
+def failure_rows(name: str, data: Path, ids: list[str]) -> list[list[np.ndarray]]:
+    """Image, truth, segmenter, refined and uncertainty panels for validation images ``ids``."""
+    seg, ref = Segmenter.load(f"zoo:{name}", "cpu"), Refiner.load(f"zoo:{name}", "cpu")
+    val = load_split(data, "val", seg.spec.classes, seg.spec.binary_per_class, size=None)
+    rows = []
+    for item in sorted((it for it in val.items if it.id in ids), key=lambda it: ids.index(it.id)):
+        probs = seg.predict(item.image)
+        out = ref.refine(item.image, probs)
+        unc = (np.repeat(out.uncertainty[..., None], 3, -1) * 255).astype(np.uint8)
+        rows.append([item.image, overlay(item.image, item.mask), overlay(item.image,
+                     probs.argmax(0)), overlay(item.image, out.labels), unc])  # fmt: skip
+    return rows
+
+
+def save_failures(rows, ids, path: Path) -> None:
+    save_grid(path, rows, ["image", "truth", "U-Net", "refined", "uncertainty"], ids,
+              cell_inches=1.6)  # fmt: skip
