@@ -3,6 +3,8 @@ inputs validation refines."""
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import torch
 
@@ -104,10 +106,18 @@ class BatchSource:
 
 def validation_priors(cfg, val, device) -> np.ndarray:
     """The coarse inputs validation refines: the segmenter's predictions when one is given,
-    else fixed degradations of the ground truth."""
+    the ``--coarse`` folder's when it holds them all, else fixed degradations of the truth."""
     if cfg.segmenter:
         seg = Segmenter.load(cfg.segmenter, device)
         return np.stack(seg.predict_batch([it.image for it in val.items]))
+    if getattr(cfg, "coarse", None):  # the user's model's predictions, when it made them
+        from .coarse_views import coarse_priors
+
+        found = coarse_priors(cfg.coarse, val, cfg.data, cfg.val_split, cfg.size, True)
+        if found is not None:
+            return found.astype(np.float32)
+        print(f"segrefine: note: {cfg.coarse} lacks predictions for some '{cfg.val_split}' "
+              "images: validation refines degradations of the truth instead", file=sys.stderr)
     how = degradations(cfg)
     return np.stack([degrade(it.mask, val.num_classes, np.random.default_rng([cfg.seed, 7, i]), how)
                      for i, it in enumerate(val.items)])  # fmt: skip

@@ -24,6 +24,9 @@ class RefinerConfig(TrainingData):
     oof_views: int = 8
     oof_fraction: float = 0.75  # share of each batch taken from out-of-fold predictions
     oof_epochs: int | None = None  # default: the segmenter's own epoch count
+    # a folder of the user's own model's predictions for the training images (any form the
+    # coarse-mask reader takes, by image id): used instead of out-of-fold predictions
+    coarse: str | None = None
     init_from_segmenter: bool = True  # start the encoder from the segmenter's U-Net weights
     # a U-Net segmenter run (of any classes) to start the encoder from when no ``segmenter``
     # gives the coarse inputs: a class-agnostic refiner then starts with real images' features
@@ -124,6 +127,10 @@ class RefinerConfig(TrainingData):
             "masks are degradations, for any class)":
                 not self.class_agnostic or (method.learns_from_coarse_masks
                                             and not self.segmenter),
+            "--coarse (needs default mode, and replaces --segmenter's out-of-fold "
+            "predictions: give one of them)":
+                not self.coarse or (method.learns_from_coarse_masks and not self.segmenter
+                                    and not self.class_agnostic),
             "inference strength (must be in (0, 1])":
                 isinstance(strength, int | float) and 0 < strength <= 1,
         }, "refiner settings")  # fmt: skip

@@ -35,6 +35,7 @@ from ..runs import (
 )
 from ..segmenter import resolve_device
 from .batches import BatchSource, validation_priors
+from .coarse_views import coarse_priors, coarse_quality, coarse_views, in_fold_note
 from .config import RefinerConfig, learning_rate
 from .modes import get_mode
 from .oof import out_of_fold_views
@@ -125,6 +126,8 @@ def train_refiner(
     main = folder.main = accelerator.is_main_process
     cpu_bf16 = dev.type == "cpu" and cfg.mixed_precision and native_bf16()
     spec = cfg.spec(train.class_names)
+    # the user's predictions are read and checked before the run folder is made
+    user_views = _user_views(cfg, train, val) if cfg.coarse and coarse else None
     # every process has checked the folder before the main one creates the run in it
     accelerator.wait_for_everyone()
     folder.create(spec, example_sources(cfg.data, cfg.val_split) if not resume else ())
@@ -135,6 +138,8 @@ def train_refiner(
         views = out_of_fold_views(cfg.segmenter, train, cfg.data, cfg.split, cfg.oof_folds,
                                   cfg.oof_views, Path(out) / "oof", cfg.seed, cfg.oof_epochs,
                                   device, progress)  # fmt: skip
+    elif user_views is not None:
+        views = user_views
     oof_seconds = time.perf_counter() - t0
 
     torch.manual_seed(cfg.seed)
@@ -220,6 +225,23 @@ def train_refiner(
         losses, t_chunk = [], time.perf_counter()
         accelerator.wait_for_everyone()
     return folder.best_record("step")
+
+
+def _user_views(cfg: RefinerConfig, train, val) -> dict[str, torch.Tensor]:
+    """The ``--coarse`` folder's predictions as training views, with one line on how good
+    they are (and a warning when they look like an in-fold model's)."""
+    priors = coarse_priors(cfg.coarse, train, cfg.data, cfg.split, cfg.size)
+    train_iou = coarse_quality(priors, train)
+    val_priors = (coarse_priors(cfg.coarse, val, cfg.data, cfg.val_split, cfg.size, True)
+                  if val is not None else None)  # fmt: skip
+    val_iou = coarse_quality(val_priors, val) if val_priors is not None else None
+    print(f"segrefine: --coarse masks: per-image IoU {train_iou:.1f} on '{cfg.split}'"
+          + (f", {val_iou:.1f} on '{cfg.val_split}'" if val_iou is not None else ""),
+          file=sys.stderr)  # fmt: skip
+    note = in_fold_note(train_iou, val_iou)
+    if note:
+        print(f"segrefine: warning: {note}", file=sys.stderr)
+    return coarse_views(priors, train)
 
 
 def _validate_and_keep(folder, record, cfg, refiner, plain, optimizer, ema, val, priors,
