@@ -82,3 +82,27 @@ def test_the_web_app_opens_on_the_zoo():
     assert json.dumps(index.as_json())  # what /api/runs sends
     ref = ModelCache(index).get("refiner", "zoo:weizmann-horse")
     assert ref.class_names == ("background", "horse")
+
+
+def test_segrefine_zoo_lists_the_entries_with_their_scores(run_cli):
+    code, out, err = run_cli("zoo", "--verify")
+    assert code == 0, err
+    scores = zoo.entry("weizmann-horse")["scores"]["refined"]
+    assert "zoo:weizmann-horse" in out and f"Boundary IoU {scores['boundary_iou']:.2f}" in out
+    code, out, _ = run_cli("zoo", "zoo:weizmann-horse")
+    assert code == 0 and out.startswith("# zoo:weizmann-horse")
+    code, _, err = run_cli("zoo", "nope")
+    assert code == 2 and "known: zoo:weizmann-horse" in err
+
+
+def test_refine_takes_zoo_names_for_both_runs(run_cli, tmp_path):
+    from PIL import Image
+
+    image = np.zeros((48, 64, 3), np.uint8)
+    image[12:36, 16:48] = (150, 90, 60)
+    Image.fromarray(image).save(tmp_path / "photo.png")
+    code, _, err = run_cli("refine", "--segmenter", "zoo:weizmann-horse", "--refiner",
+                           "zoo:weizmann-horse", "--images", tmp_path / "photo.png", "--out",
+                           tmp_path / "out", "--device", "cpu", "-q")  # fmt: skip
+    assert code == 0, err
+    assert np.asarray(Image.open(tmp_path / "out" / "photo.png")).shape == (48, 64)
