@@ -313,7 +313,7 @@ def test_attention_segment_command_writes_labels_and_probabilities(run_cli, sd_f
     folder = tmp_path / "images"
     folder.mkdir()
     Image.fromarray(image).save(folder / "a.png")
-    code, out, err = run_cli("attention-segment", "--model", sd_folder, "--classes",
+    code, out, err = run_cli("attention-segment", "--attention-model", sd_folder, "--classes",
                              "horse,traffic light", "--images", folder, "--out",
                              tmp_path / "out", "--resolution", "64", "--device", "cpu", "-q")
     assert code == 0, err
@@ -323,8 +323,8 @@ def test_attention_segment_command_writes_labels_and_probabilities(run_cli, sd_f
     assert labels.shape == image.shape[:2] and probs.shape[1:] == image.shape[:2]
     names = (tmp_path / "out" / "classes.txt").read_text().split("\n")[:-1]
     assert names == ["background", "horse", "traffic light"] and probs.shape[0] == 3
-    code, _, err = run_cli("attention-segment", "--model", tmp_path / "nowhere", "--classes",
-                           "horse", "--images", folder, "--out", tmp_path / "o2")
+    code, _, err = run_cli("attention-segment", "--attention-model", tmp_path / "nowhere",
+                           "--classes", "horse", "--images", folder, "--out", tmp_path / "o2")
     assert code == 2 and "nowhere" in err and not (tmp_path / "o2").exists()
 
 

@@ -245,9 +245,10 @@ def test_fit_layer_weights_command_then_attention_segment(run_cli, sd_folder, sy
     assert fitted.fitted_on == 16 and fitted.classes == ("blob",) and len(fitted.layers) == 4
 
     images = out / "images" / "train"
-    code, _, err = run_cli("attention-segment", "--model", sd_folder, "--classes", "blob,ring",
-                           "--images", images, "--out", tmp_path / "seg", "--layer-weights",
-                           out / "layer_weights.json", "--device", "cpu", "-q")  # fmt: skip
+    code, _, err = run_cli("attention-segment", "--attention-model", sd_folder, "--classes",
+                           "blob,ring", "--images", images, "--out", tmp_path / "seg",
+                           "--layer-weights", out / "layer_weights.json", "--device", "cpu",
+                           "-q")  # fmt: skip
     assert code == 0, err
     first = sorted(images.iterdir())[0]
     labels = np.asarray(Image.open(tmp_path / "seg" / f"{first.stem}.png"))
@@ -255,7 +256,7 @@ def test_fit_layer_weights_command_then_attention_segment(run_cli, sd_folder, sy
 
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({**GOOD, "weights": [1, float("nan")]}))
-    code, _, err = run_cli("attention-segment", "--model", sd_folder, "--classes", "blob",
+    code, _, err = run_cli("attention-segment", "--attention-model", sd_folder, "--classes", "blob",
                            "--images", images, "--out", tmp_path / "seg2", "--layer-weights",
                            bad, "--device", "cpu")  # fmt: skip
     assert code == 2 and _error_line(err).endswith("bad.json: weights must be finite, "
@@ -300,7 +301,7 @@ def test_long_prompt_is_refused_before_any_unet_pass(model, image, monkeypatch, 
     folder = tmp_path / "images"
     folder.mkdir()
     Image.fromarray(image).save(folder / "a.png")
-    code, _, err = run_cli("attention-segment", "--model", sd_folder, "--classes",
+    code, _, err = run_cli("attention-segment", "--attention-model", sd_folder, "--classes",
                            ",".join(names), "--images", folder, "--out", tmp_path / "out",
                            "--device", "cpu")  # fmt: skip
     assert code == 2 and f"{n} tokens" in err and not (tmp_path / "out").exists()

@@ -27,7 +27,7 @@ def test_a_flipped_bit_in_the_weights_breaks_the_checksum(run_cli, tmp_path, tra
     data = bytearray(path.read_bytes())
     data[-4] ^= 0x01  # the lowest mantissa bit of the last float: a finite, plausible value
     path.write_bytes(bytes(data))
-    code, _, err = run_cli("predict", "--model", run, "--images", synthetic_root,
+    code, _, err = run_cli("predict", "--segmenter", run, "--images", synthetic_root,
                            "--out", tmp_path / "pred")  # fmt: skip
     assert "checksum" in _one_line(code, err, path)
     assert not (tmp_path / "pred").exists()

@@ -110,7 +110,7 @@ def test_checkpoint_of_the_wrong_kind(run_cli, tmp_path, synthetic_root):
     run = tmp_path / "refiner_run"
     run.mkdir()
     (run / "config.json").write_text(json.dumps({"kind": "refiner", "format_version": 1}))
-    code, _, err = run_cli("predict", "--model", run, "--images", synthetic_root,
+    code, _, err = run_cli("predict", "--segmenter", run, "--images", synthetic_root,
                            "--out", tmp_path / "pred")
     _assert_one_line_error(code, err, run)
     assert "expected a segmenter run" in err
@@ -118,7 +118,7 @@ def test_checkpoint_of_the_wrong_kind(run_cli, tmp_path, synthetic_root):
 
 
 def test_folder_that_is_not_a_run(run_cli, tmp_path, synthetic_root):
-    code, _, err = run_cli("predict", "--model", tmp_path, "--images", synthetic_root,
+    code, _, err = run_cli("predict", "--segmenter", tmp_path, "--images", synthetic_root,
                            "--out", tmp_path / "pred")
     _assert_one_line_error(code, err, tmp_path)
     assert "not a segrefine run" in err
@@ -127,7 +127,7 @@ def test_folder_that_is_not_a_run(run_cli, tmp_path, synthetic_root):
 def test_corrupt_weights_file(run_cli, tmp_path, trained_run, synthetic_root):
     run = _copy(trained_run, tmp_path / "run")
     (run / "model.safetensors").write_bytes(b"garbage")
-    code, _, err = run_cli("predict", "--model", run, "--images", synthetic_root,
+    code, _, err = run_cli("predict", "--segmenter", run, "--images", synthetic_root,
                            "--out", tmp_path / "pred")
     _assert_one_line_error(code, err, run / "model.safetensors")
 
@@ -140,7 +140,7 @@ def test_weights_with_nan_are_refused(run_cli, tmp_path, trained_run, synthetic_
     name = next(k for k, v in tensors.items() if v.is_floating_point())
     tensors[name][0] = float("nan")  # a bit-flipped exponent reads as this
     checkpoint.save_tensors(run / "model.safetensors", tensors, meta)
-    code, _, err = run_cli("predict", "--model", run, "--images", synthetic_root,
+    code, _, err = run_cli("predict", "--segmenter", run, "--images", synthetic_root,
                            "--out", tmp_path / "pred")
     _assert_one_line_error(code, err, run / "model.safetensors")
     assert "NaN or infinite" in err
@@ -149,7 +149,7 @@ def test_weights_with_nan_are_refused(run_cli, tmp_path, trained_run, synthetic_
 def test_an_output_path_that_is_a_file_is_one_line(run_cli, tmp_path, trained_run,
                                                    synthetic_root):  # fmt: skip
     (tmp_path / "pred").write_text("a file, not a folder")
-    code, _, err = run_cli("predict", "--model", trained_run, "--images", synthetic_root,
+    code, _, err = run_cli("predict", "--segmenter", trained_run, "--images", synthetic_root,
                            "--out", tmp_path / "pred")
     _assert_one_line_error(code, err, tmp_path / "pred")
 
@@ -162,7 +162,7 @@ def test_corrupt_image_while_predicting_leaves_no_partial_files(run_cli, tmp_pat
         shutil.copy(src, images / f"img{i}.png")
     (images / "img1.png").write_bytes(b"\x89PNG broken")
     out = tmp_path / "pred"
-    code, _, err = run_cli("predict", "--model", trained_run, "--images", images, "--out", out,
+    code, _, err = run_cli("predict", "--segmenter", trained_run, "--images", images, "--out", out,
                            "--save-probs", "--quiet")
     _assert_one_line_error(code, err, images / "img1.png")
     leftovers = sorted(p.name for p in out.iterdir()) if out.exists() else []
@@ -174,7 +174,7 @@ def test_corrupt_image_while_predicting_leaves_no_partial_files(run_cli, tmp_pat
 def test_prediction_missing_for_an_image(run_cli, tmp_path, synthetic_root):
     pred = tmp_path / "pred"
     pred.mkdir()
-    code, _, err = run_cli("evaluate", "--pred", pred, "--data", synthetic_root, "--split", "val")
+    code, _, err = run_cli("evaluate", "--masks", pred, "--data", synthetic_root, "--split", "val")
     _assert_one_line_error(code, err, pred)
     assert "no prediction" in err
 

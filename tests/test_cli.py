@@ -1,4 +1,5 @@
-"""The commands behave alike: the same shared options where they apply, one-line errors."""
+"""The commands behave alike: the same shared options where they apply, one-line errors
+(the option names themselves: test_cli_vocabulary.py)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,8 @@ import typer
 from segrefine.cli import app
 
 COMMANDS = typer.main.get_command(app).commands
-NETWORK = {"train-segmenter", "predict", "evaluate", "train-refiner", "refine", "benchmark",
-           "demo", "serve", "cluster", "cluster-benchmark",
-           "attention-segment"} - {"evaluate"}  # fmt: skip
+NETWORK = {"train-segmenter", "predict", "train-refiner", "refine", "benchmark", "demo", "serve",
+           "cluster", "cluster-benchmark", "attention-segment", "pseudo-masks"}  # fmt: skip
 
 
 def _options(name: str) -> dict[str, click.Parameter]:
@@ -19,7 +19,7 @@ def _options(name: str) -> dict[str, click.Parameter]:
 
 
 def test_every_command_is_walked():
-    assert set(COMMANDS) == NETWORK | {"evaluate", "export", "pseudo-masks"}
+    assert set(COMMANDS) == NETWORK | {"evaluate", "export", "zoo"}
 
 
 @pytest.mark.parametrize("name", sorted(NETWORK))
@@ -30,8 +30,7 @@ def test_commands_that_run_a_network_share_threads_and_device(name):
         assert "device" not in options
     else:
         assert options["device"].default == "auto", name
-    if name != "serve":  # the server has no progress to hide
-        assert "quiet" in options and "-q" in options["quiet"].opts, name
+    assert "quiet" in options and "-q" in options["quiet"].opts, name
 
 
 @pytest.mark.parametrize("name", sorted(COMMANDS))
@@ -39,15 +38,12 @@ def test_options_are_named_alike(name):
     for param in COMMANDS[name].params:
         for opt in param.opts:
             assert opt == opt.lower() and "_" not in opt, f"{name}: {opt}"
-    images = _options(name).get("images")
-    if images is not None and name in ("predict", "refine"):
-        assert "--images" in images.opts
 
 
 @pytest.mark.parametrize("command, bad", [("predict", ["--threads", "0"]),
                                           ("refine", ["--device", "tpu"])])  # fmt: skip
 def test_a_bad_shared_option_is_one_line_and_exit_2(run_cli, tmp_path, command, bad):
-    run = "--model" if command == "predict" else "--refiner"
+    run = "--segmenter" if command == "predict" else "--refiner"
     code, _, err = run_cli(command, run, tmp_path, "--images", tmp_path, "--out",
                            tmp_path / "o", *bad)  # fmt: skip
     assert code == 2 and len(err.strip().splitlines()) == 1, err
@@ -64,8 +60,8 @@ def test_help_shows_flags_as_flags(run_cli, name):
 
 
 @pytest.mark.parametrize("folders, expected", [(["demo_out"], "demo_out"),
-                                               (["runs", "demo_out"], "runs"), ([], "runs")])
-def test_serve_finds_the_demos_runs_without_being_told(run_cli, tmp_path, monkeypatch,
+                                               (["runs", "demo_out"], "runs"), ([], "None")])
+def test_serve_finds_the_demos_runs_or_opens_on_the_zoo_without_being_told(run_cli, tmp_path, monkeypatch,
                                                        folders, expected):  # fmt: skip
     import segrefine.web
 
@@ -76,3 +72,28 @@ def test_serve_finds_the_demos_runs_without_being_told(run_cli, tmp_path, monkey
         (tmp_path / name).mkdir()
     code, _, err = run_cli("serve", "--device", "cpu")
     assert code == 0 and str(served["runs"]) == expected, err
+
+
+def test_q_leaves_only_errors_where_the_result_is_a_file(run_cli, tmp_path, synthetic_root,
+                                                         trained_run):  # fmt: skip
+    import json
+
+    code, out, err = run_cli("export", "--run", trained_run, "--out", tmp_path / "shared", "-q")
+    assert code == 0 and out == err == "" and (tmp_path / "shared" / "config.json").is_file()
+    code, _, err = run_cli("predict", "--segmenter", trained_run, "--images", synthetic_root,
+                           "--out", tmp_path / "pred", "--device", "cpu", "-q")  # fmt: skip
+    assert code == 0, err
+    code, out, err = run_cli("evaluate", "--masks", tmp_path / "pred", "--data", synthetic_root,
+                             "--json", tmp_path / "m.json", "-q")  # fmt: skip
+    assert code == 0 and out == err == "", err
+    assert "mba" in json.loads((tmp_path / "m.json").read_text())
+
+
+def test_serve_q_keeps_its_status_lines_to_itself(run_cli, tmp_path, monkeypatch):
+    import segrefine.web
+
+    monkeypatch.setattr(segrefine.web, "serve", lambda *a: None)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    assert run_cli("serve", "--device", "cpu")[2].startswith("serving the runs in runs/")
+    assert run_cli("serve", "--device", "cpu", "-q") == (0, "", "")

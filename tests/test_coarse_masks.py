@@ -139,13 +139,19 @@ def test_what_the_reader_refuses_says_what_to_do(tmp_path, write, message):
         MaskFolder(tmp_path, 3).read("x")
 
 
-def test_two_masks_for_one_image_are_an_error_naming_both(tmp_path):
-    _save(_object(), tmp_path / "x.png")
+def test_two_different_masks_for_one_image_are_an_error_naming_both(tmp_path):
+    _save(np.roll(_object(), 3, 1), tmp_path / "x.png")
     np.save(tmp_path / "x.npy", np.stack([1 - _soft(), _soft()]).astype(np.float32))
     with pytest.raises(InputError, match="x.npy and x.png are both masks for image 'x'"):
         MaskFolder(tmp_path, 2).read("x")
     assert MaskFolder(tmp_path, 2, "{id}.npy").read("x").kind == "probability map"
+    _save(np.stack([1 - _soft(), _soft()]).argmax(0).astype(np.uint8), tmp_path / "x.png")
+    # labels beside the map they came from, as predict --save-probs writes them
+    assert MaskFolder(tmp_path, 2).read("x").kind == "probability map"
     assert MaskFolder(tmp_path, 2, labels_first=True).read("x").kind == "class ids"
+    _save(_object(), tmp_path / "x_mask.png")
+    with pytest.raises(InputError, match="are both masks"):
+        MaskFolder(tmp_path, 2).read("x")
     for bad in ("{id}/../x.png", "mask.png", "{id}{other}.png"):
         with pytest.raises(InputError, match="--mask-pattern"):
             MaskFolder(tmp_path, 2, bad)

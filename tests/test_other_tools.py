@@ -6,10 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from PIL import Image
-from refiner_helpers import tiny_config
 
 from segrefine.data.io import VOC_PALETTE, read_mask
-from segrefine.diffusion import train_refiner
 from segrefine.errors import InputError
 
 PALETTE = np.array(VOC_PALETTE, np.uint8).reshape(256, 3)
@@ -25,14 +23,6 @@ def test_rgb_colour_masks_are_read_through_the_voc_palette_or_a_colour_table(tmp
     assert np.array_equal(read_mask(tmp_path / "own.png", table), np.minimum(labels, 1))
     with pytest.raises(InputError, match=r"own\.png: colour mask has colour \(255, 255, 255\)"):
         read_mask(tmp_path / "own.png")  # white is not a VOC colour
-
-
-@pytest.fixture(scope="module")
-def binary_refiner(tmp_path_factory, synthetic_root):
-    out = tmp_path_factory.mktemp("binary") / "run"
-    cfg = tiny_config(synthetic_root, classes=["blob"], iterations=2, val_split=None)
-    train_refiner(cfg, out, device="cpu", progress=False)
-    return out
 
 
 def _inputs(root, tmp_path, write):
@@ -51,15 +41,15 @@ def test_a_binary_0_255_mask_is_read_as_background_and_object_with_one_notice(
 ):
     images, masks = _inputs(synthetic_root, tmp_path, lambda p, m: Image.fromarray(
         (m * 255).astype(np.uint8)).save(p))  # fmt: skip
-    code, _, err = run_cli("refine", "--refiner", binary_refiner, "--probs", masks, "--images",
+    code, _, err = run_cli("refine", "--refiner", binary_refiner, "--masks", masks, "--images",
                            images, "--out", tmp_path / "out", "--device", "cpu", "-q")
     assert code == 0, err
-    assert err.count("0/255 binary mask") == 1 and "background (0) / blob (255)" in err
+    assert err.count("two-valued mask") == 1 and "0 = background, 255 = blob" in err
     ids01, ids255 = tmp_path / "ids", tmp_path / "out"
     # the same masks written as class ids 0/1 refine identically
     images2, masks01 = _inputs(synthetic_root, tmp_path / "b", lambda p, m: Image.fromarray(
         m.astype(np.uint8)).save(p))  # fmt: skip
-    code, _, err = run_cli("refine", "--refiner", binary_refiner, "--probs", masks01,
+    code, _, err = run_cli("refine", "--refiner", binary_refiner, "--masks", masks01,
                            "--images", images2, "--out", ids01, "--device", "cpu", "-q")
     assert code == 0 and "binary" not in err
     for path in ids01.glob("*.png"):
@@ -72,15 +62,15 @@ def test_a_class_list_that_does_not_match_is_refused(
     images, masks = _inputs(synthetic_root, tmp_path, lambda p, m: Image.fromarray(
         m.astype(np.uint8)).save(p))  # fmt: skip
     (masks / "classes.txt").write_text("background\nhorse\n")
-    code, _, err = run_cli("refine", "--refiner", binary_refiner, "--probs", masks, "--images",
+    code, _, err = run_cli("refine", "--refiner", binary_refiner, "--masks", masks, "--images",
                            images, "--out", tmp_path / "out", "--device", "cpu", "-q")
     assert code == 2 and "classes.txt" in err and "horse" in err and "blob" in err
     # evaluate reads the classes.txt that predict writes beside its predictions
     preds = tmp_path / "preds"
-    code, _, err = run_cli("predict", "--model", trained_run, "--images", synthetic_root,
+    code, _, err = run_cli("predict", "--segmenter", trained_run, "--images", synthetic_root,
                            "--out", preds, "--device", "cpu", "-q")
     assert code == 0, err
-    code, _, err = run_cli("evaluate", "--pred", preds, "--data", synthetic_root,
+    code, _, err = run_cli("evaluate", "--masks", preds, "--data", synthetic_root,
                            "--classes", "blob")
     assert code == 2 and "predictions' classes.txt" in err and "the truth has 2" in err
 

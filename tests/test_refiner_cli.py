@@ -65,14 +65,40 @@ def test_refine_cli_native_or_not_reaches_the_refiner(run_cli, monkeypatch, tmp_
         return real(*args, **kwargs)
 
     monkeypatch.setattr(refine_module, "segment_and_refine", spy)
+    import dataclasses
+
+    from segrefine.diffusion import Refiner
+
+    plain = Refiner.load(trained_refiner[0], "cpu")  # the same network, marked native
+    native = Refiner(plain.net, dataclasses.replace(plain.spec, inference={
+        **plain.spec.inference, "native": True}), plain.device)  # fmt: skip
+    native.save_pretrained(tmp_path / "native")
     for flag, expected in ((), None), (("--no-native",), False), (("--native",), True):
-        code, _, err = run_cli("refine", "--refiner", trained_refiner[0], "--segmenter",
+        code, _, err = run_cli("refine", "--refiner", tmp_path / "native", "--segmenter",
                                trained_run, "--images", synthetic_root, "--out",
                                tmp_path / f"out{expected}", "--device", "cpu", "-q",
                                *flag)  # fmt: skip
         assert code == 0, err
         assert seen and set(seen) == {expected}
         seen.clear()
+    code, _, err = run_cli("refine", "--refiner", trained_refiner[0], "--segmenter", trained_run,
+                           "--images", synthetic_root, "--out", tmp_path / "bad", "--native",
+                           "--device", "cpu", "-q")  # fmt: skip
+    assert code == 2 and "trained without --native" in err and not (tmp_path / "bad").exists()
+
+
+def test_refine_cli_says_once_what_the_refiner_is_unless_quiet(run_cli, tmp_path, synthetic_root,
+                                                                trained_run, trained_refiner):
+    image = sorted((synthetic_root / "images" / "val").iterdir())[0]
+    common = ("refine", "--refiner", trained_refiner[0], "--segmenter", trained_run, "--images",
+              image, "--device", "cpu")  # fmt: skip
+    code, _, err = run_cli(*common, "--out", tmp_path / "said")
+    said = [line for line in err.splitlines() if line.startswith("refiner: ")]
+    assert code == 0 and len(said) == 1, err
+    assert str(trained_refiner[0]) in said[0] and "5 classes (background, " in said[0]
+    assert "working size 32 px" in said[0] and "not native" in said[0]  # trained without
+    code, _, err = run_cli(*common, "-q", "--out", tmp_path / "quiet")
+    assert code == 0 and "refiner: " not in err
 
 
 def test_refine_cli_writes_labels_probabilities_and_uncertainty(
@@ -113,7 +139,7 @@ def test_refine_cli_takes_any_models_probabilities_and_rejects_bad_ones(
     probs = tmp_path / "probs"
     code, _, err = run_cli(
         "predict",
-        "--model",
+        "--segmenter",
         trained_run,
         "--images",
         synthetic_root,
@@ -129,7 +155,7 @@ def test_refine_cli_takes_any_models_probabilities_and_rejects_bad_ones(
         "refine",
         "--refiner",
         ref,
-        "--probs",
+        "--masks",
         probs,
         "--images",
         synthetic_root,
@@ -141,11 +167,9 @@ def test_refine_cli_takes_any_models_probabilities_and_rejects_bad_ones(
     )
     assert code == 0, err
     common = ("refine", "--refiner", ref, "--images", synthetic_root, "--device", "cpu", "-q")
-    code, _, err = run_cli(*common, "--probs", probs, "--input-size", "16", "--out",
-                           tmp_path / "a16")  # fmt: skip
-    assert code == 0, err
-    for bad, says in ((("--probs", probs, "--input-size", "0"), "positive"),
-                      (("--segmenter", trained_run, "--input-size", "16"), "is for --probs")):
+    for bad, says in ((("--masks", probs, "--input-size", "0"), "positive"),
+                      (("--masks", probs, "--input-size", "16"), "tells a native refiner"),
+                      (("--segmenter", trained_run, "--input-size", "16"), "--input-size is for")):
         code, _, err = run_cli(*common, *bad, "--out", tmp_path / "bad")
         assert code == 2 and says in err and len(err.strip().splitlines()) == 1
         assert not (tmp_path / "bad").exists()
@@ -155,7 +179,7 @@ def test_refine_cli_takes_any_models_probabilities_and_rejects_bad_ones(
         "refine",
         "--refiner",
         ref,
-        "--probs",
+        "--masks",
         probs,
         "--images",
         synthetic_root,
@@ -172,7 +196,7 @@ def test_refine_cli_takes_any_models_probabilities_and_rejects_bad_ones(
         "refine",
         "--refiner",
         ref,
-        "--probs",
+        "--masks",
         probs,
         "--images",
         synthetic_root,
@@ -242,7 +266,7 @@ def test_benchmark_cli_writes_report_and_results(
         out,
         "--sweep",
         "1,2",
-        "--other",
+        "--other-segmenter",
         trained_run,
         "-q",
     )
@@ -257,6 +281,8 @@ def test_benchmark_cli_writes_report_and_results(
     for name in ("report.md", "improved.png", "worsened.png", "scatter.png", "steps.png"):
         assert (out / name).exists(), name
     assert "Table 1" in (out / "report.md").read_text()
+    assert set(results["uncertainty"]) == {"baseline", "refined"}
+    assert "ECE" in (out / "report.md").read_text()
 
 
 def test_native_benchmark_scores_every_row_at_the_images_own_size(
@@ -279,9 +305,14 @@ def test_native_benchmark_scores_every_row_at_the_images_own_size(
     results = json.loads((out / "results.json").read_text())
     assert results["megapixels"] == round(8 * 32 * 48 / 1e6, 3)
     assert list(results["rows"]) == ["segmenter", "refined", "refined_128", "refined_truth"]
-    for row in results["rows"].values():
+    for name, row in results["rows"].items():
+        trust = {"uncertainty"} if name in ("segmenter", "refined") else set()
         assert set(row) == {"mean_image_iou", "miou", "boundary_iou", "boundary_f", "mba",
-                            "seconds_per_megapixel"}
+                            "seconds_per_megapixel"} | trust
+    for name in ("segmenter", "refined"):  # the same scores of both, by the same code
+        assert set(results["rows"][name]["uncertainty"]) == {"error_auroc", "ece",
+                                                             "errors_in_top10"}
+        assert 0 <= results["rows"][name]["uncertainty"]["ece"] <= 1
         assert 0 <= row["mean_image_iou"] <= 100 and row["seconds_per_megapixel"] > 0
     per_image = json.loads((out / "per_image.json").read_text())
     assert len(per_image) == 8 and "mba" in per_image[0]["refined_truth"]

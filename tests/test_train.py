@@ -123,7 +123,7 @@ def test_train_predict_evaluate_end_to_end(run_cli, tmp_path, synthetic_root):
     assert "best epoch" in out
 
     pred = tmp_path / "pred"
-    code, out, err = run_cli("predict", "--model", run, "--images", synthetic_root,
+    code, out, err = run_cli("predict", "--segmenter", run, "--images", synthetic_root,
                              "--split", "val", "--out", pred, "--save-probs", "--quiet")
     assert code == 0, err
     pngs, npys = sorted(pred.glob("*.png")), sorted(pred.glob("*.npy"))
@@ -135,7 +135,7 @@ def test_train_predict_evaluate_end_to_end(run_cli, tmp_path, synthetic_root):
         (run / "config.json").read_text())["class_names"]
 
     metrics = tmp_path / "metrics.json"
-    code, out, err = run_cli("evaluate", "--pred", pred, "--data", synthetic_root, "--split",
+    code, out, err = run_cli("evaluate", "--masks", pred, "--data", synthetic_root, "--split",
                              "val", "--json", metrics)
     assert code == 0, err
     result = json.loads(metrics.read_text())

@@ -38,7 +38,7 @@ def test_cluster_folder_writes_outputs_named_after_inputs(cli, tmp_path):
     write_bands(tmp_path / "in" / "a.png", 0)
     write_bands(tmp_path / "in" / "b.jpg", 1)
     code, out, err = cli(
-        "cluster", tmp_path / "in", "--out", tmp_path / "out", "--quiet", "--max-iter", "5"
+        "cluster", "--images", tmp_path / "in", "--out", tmp_path / "out", "-q", "--max-iter", "5"
     )
     assert code == 0, err
     names = sorted(p.name for p in (tmp_path / "out").iterdir())
@@ -56,6 +56,7 @@ def test_cluster_with_scribbles_outputs_scribble_labels(cli, tmp_path):
     Image.fromarray(scr, mode="L").save(tmp_path / "scr" / "a.png")
     code, _, err = cli(
         "cluster",
+        "--images",
         tmp_path / "in" / "a.png",
         "--out",
         tmp_path / "out",
@@ -76,6 +77,7 @@ def test_scribble_map_of_another_size_names_the_file(cli, tmp_path):
         read_scribbles(tmp_path / "scr" / "a.png", (24, 32))
     code, out, err = cli(
         "cluster",
+        "--images",
         tmp_path / "in",
         "--out",
         tmp_path / "out",
@@ -90,13 +92,13 @@ def test_scribble_map_of_another_size_names_the_file(cli, tmp_path):
 def test_unreadable_image_exits_2_with_one_line(cli, tmp_path):
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "broken.jpg").write_bytes(b"not a jpeg")
-    code, _, err = cli("cluster", tmp_path / "in", "--out", tmp_path / "out", "--quiet")
+    code, _, err = cli("cluster", "--images", tmp_path / "in", "--out", tmp_path / "out", "-q")
     assert code == 2
     assert len(err.strip().splitlines()) == 1 and "broken.jpg" in err
 
 
 def test_missing_input_exits_2(cli, tmp_path):
-    code, _, err = cli("cluster", tmp_path / "nope.png", "--out", tmp_path / "out")
+    code, _, err = cli("cluster", "--images", tmp_path / "nope.png", "--out", tmp_path / "out")
     assert code == 2 and "nope.png" in err
 
 
@@ -160,12 +162,14 @@ def test_default_method_beats_felzenszwalb_covering_on_a_real_image():
                                     ["--merge-threshold", "nan"], ["--max-side", "0"]])  # fmt: skip
 def test_bad_cluster_settings_are_one_line_before_any_work(cli, tmp_path, option):
     write_bands(tmp_path / "in" / "a.png", 0)
-    code, _, err = cli("cluster", tmp_path / "in", "--out", tmp_path / "out", "-q", *option)
+    code, _, err = cli("cluster", "--images", tmp_path / "in", "--out", tmp_path / "out", "-q",
+                       *option)
     assert code == 2 and len(err.strip().splitlines()) == 1 and "clustering settings" in err
     assert not (tmp_path / "out").exists()
 
 
 def test_a_one_pixel_image_is_one_line(cli, tmp_path):
     Image.fromarray(np.zeros((1, 1, 3), np.uint8)).save(tmp_path / "dot.png")
-    code, _, err = cli("cluster", tmp_path / "dot.png", "--out", tmp_path / "out", "-q")
+    code, _, err = cli("cluster", "--images", tmp_path / "dot.png", "--out", tmp_path / "out",
+                       "-q")
     assert code == 2 and "at least 4 x 4" in err and len(err.strip().splitlines()) == 1

@@ -162,7 +162,9 @@ def test_scan_runs_lists_runs_and_explains_folders_that_are_not(tmp_path, traine
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "config.json").write_text("{not json")
     index = scan_runs(tmp_path)
-    assert list(index.segmenters) == ["seg"] and list(index.refiners) == ["group/ref"]
+    own = [n for n in index.segmenters if not n.startswith("zoo:")]
+    assert own == ["seg"] and [n for n in index.refiners if not n.startswith("zoo:")] == [
+        "group/ref"]  # and the zoo's after them
     assert index.refiners["group/ref"]["defaults"]["samples"] >= 1
     notes = " | ".join(index.notes)
     assert "junk: not a usable segrefine run" in notes and "broken: not a usable" in notes
@@ -220,8 +222,8 @@ def test_job_queue_drops_old_results_over_its_memory_budget():
 def test_api_segment_refine_and_download(server):
     code, runs = get(f"{server}/api/runs")
     runs = json.loads(runs)
-    assert [s["name"] for s in runs["segmenters"]] == ["tiny_unet"]
-    assert [r["name"] for r in runs["refiners"]] == ["tiny_refiner"]
+    assert [s["name"] for s in runs["segmenters"]][:1] == ["tiny_unet"]
+    assert [r["name"] for r in runs["refiners"]][:1] == ["tiny_refiner"]
     assert any("not_a_run: not a usable segrefine run" in n for n in runs["notes"])
     code, body = post(f"{server}/api/segment",
                        {"segmenter": "tiny_unet", "refiner": "tiny_refiner", "samples": "2"},

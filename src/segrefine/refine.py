@@ -72,6 +72,10 @@ def refine_to_folder(
         raise InputError("--input-size is for --masks: a segmenter's own size is known")
     if input_size is not None and input_size < 1:
         raise InputError(f"--input-size must be a positive number of pixels, got {input_size}")
+    if input_size is not None and not refiner.settings(native=native)["native"]:
+        raise InputError("--input-size tells a native refiner where to start its finer "
+                         "passes; this refiner runs none (trained without --native, or "
+                         "--no-native)")  # fmt: skip
     say = notice or (lambda m: tqdm.write(m, file=sys.stderr))
     folder = None
     if probs_dir is not None:
@@ -92,7 +96,7 @@ def refine_to_folder(
         bad.update(_check_masks(folder, inputs, refiner, say))
         if bad and not skip_bad:
             first = next(iter(bad.values()))
-            more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
+            more = f" (and {len(bad) - 1} more bad inputs)" if len(bad) > 1 else ""
             raise InputError(f"{first}{more}; nothing was written (--skip-bad refines the "
                              "good ones)")  # fmt: skip
         inputs = inputs.without(set(bad))

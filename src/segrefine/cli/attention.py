@@ -11,14 +11,15 @@ from tqdm.auto import tqdm
 
 from ..errors import InputError
 from .options import Device, Quiet, Threads
+from .renamed import renamed
 
 __all__ = ["register"]
 
 
 def attention_segment_cmd(
-    model: Annotated[Path, typer.Option(help="A local Stable Diffusion folder in the diffusers "
-                                        "layout (model_index.json, unet/, vae/, text_encoder/, "
-                                        "tokenizer/, scheduler/). Nothing is downloaded.")],
+    attention_model: Annotated[Path, typer.Option(
+        help="A local Stable Diffusion folder in the diffusers layout (model_index.json, unet/, "
+             "vae/, text_encoder/, tokenizer/, scheduler/). Nothing is downloaded.")],
     classes: Annotated[str, typer.Option(help="Comma-separated class names, any words, e.g. "
                                          "'horse,grass,sky' or 'car,traffic light'.")],
     images: Annotated[Path, typer.Option(help="A folder of images, or one image.")],
@@ -55,7 +56,8 @@ def attention_segment_cmd(
         raise InputError("no images found", images)
     for f in files:  # every input is checked before the first output is written
         read_image(f)
-    net = load_attention_model(model, device=device, resolution=resolution, progress=not quiet)
+    net = load_attention_model(attention_model, device=device, resolution=resolution,
+                               progress=not quiet)  # fmt: skip
     # the classes and weights are checked too before the first U-Net pass and output
     net.check_prompt(names)
     weights = None if layer_weights is None else load_layer_weights(layer_weights,
@@ -73,4 +75,5 @@ def attention_segment_cmd(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("attention-segment")(attention_segment_cmd)
+    app.command("attention-segment", cls=renamed({"--model": "--attention-model"}))(
+        attention_segment_cmd)

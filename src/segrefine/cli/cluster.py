@@ -12,12 +12,13 @@ from typing import Annotated
 import typer
 
 from .options import Quiet, Threads
+from .renamed import renamed
 
 __all__ = ["register"]
 
 
 def cluster_cmd(
-    images: Annotated[Path, typer.Argument(help="An image file or a folder of images.")],
+    images: Annotated[Path, typer.Option(help="A folder of images, or one image.")],
     out: Annotated[
         Path,
         typer.Option(
@@ -135,5 +136,5 @@ def cluster_benchmark_cmd(
 
 def register(app: typer.Typer) -> None:
     """Add ``cluster`` and ``cluster-benchmark`` to ``app``."""
-    app.command("cluster")(cluster_cmd)
+    app.command("cluster", cls=renamed(positional="--images"))(cluster_cmd)
     app.command("cluster-benchmark")(cluster_benchmark_cmd)

@@ -37,7 +37,10 @@ Threads = Annotated[
     int | None, typer.Option(help="CPU threads for PyTorch (default: PyTorch's choice).",
                              callback=_threads)  # fmt: skip
 ]
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or epoch lines.")]
+Quiet = Annotated[
+    bool, typer.Option("--quiet", "-q", help="No progress bars, epoch lines or status lines "
+                       "(notes, errors and the closing summary still print).")
+]
 
 Classes = Annotated[
     str | None,

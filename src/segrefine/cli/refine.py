@@ -20,6 +20,7 @@ from .options import (
     data_unless_resuming,
     split_classes,
 )
+from .renamed import renamed
 
 
 def train_refiner_cmd(
@@ -36,14 +37,17 @@ def train_refiner_cmd(
         typer.Option(help="Comma-separated classes to keep (default: all; taken from "
                      "--segmenter)."),
     ] = None,
-    size: Annotated[int, typer.Option(help="Square training size.")] = 128,
+    size: Annotated[
+        int, typer.Option(help="Working size: training uses square crops of this side; "
+                          "refinement puts the short side at it, aspect ratio kept.")
+    ] = 128,
     mode: Annotated[
         str, typer.Option(help="default (conditional, x0, few steps) or paper.")
     ] = "default",
     segmenter: Annotated[
         Path | None,
-        typer.Option(help="A segmenter run: its architecture is retrained out-of-fold to make "
-                     "realistic coarse masks (default mode)."),
+        typer.Option(help="A trained segmenter's run folder: its architecture is retrained "
+                     "out-of-fold to make realistic coarse masks (default mode)."),
     ] = None,
     iterations: Annotated[int, typer.Option(help="Optimisation steps.")] = 5500,
     batch_size: Annotated[int, typer.Option(help="Images per step.")] = 16,
@@ -97,6 +101,22 @@ def train_refiner_cmd(
                            "coarse masks from degradations), and refinement runs one class "
                            "against the rest on any label map.")
     ] = False,
+    coarse: Annotated[
+        Path | None, typer.Option(help="Your own model's predictions for the training images "
+                                  "(a folder of masks by id, in any form refine --masks "
+                                  "takes; out-of-fold, see the README): the refiner learns "
+                                  "that model's errors, instead of --segmenter's.")
+    ] = None,
+    coarse_share: Annotated[
+        float | None, typer.Option(help="Share of each batch whose coarse masks are "
+                                   "--segmenter's out-of-fold predictions or --coarse's masks "
+                                   "(the rest: degradations of the truth; default 0.75).")
+    ] = None,
+    init_from: Annotated[
+        Path | None, typer.Option(help="Start from a trained refiner (its run folder, or "
+                                  "zoo:NAME): every tensor whose shape fits is copied, class "
+                                  "layers start fresh when the classes differ.")
+    ] = None,
     resume: Resume = False,
     device: Device = "auto",
     threads: Threads = None,
@@ -110,13 +130,15 @@ def train_refiner_cmd(
         cfg = RefinerConfig(
             data=root, split=split, val_split=val_split or None, size=size, mode=mode,
             classes=split_classes(classes),
-            segmenter=str(segmenter.resolve()) if segmenter else None,
+            segmenter=_run_name(segmenter),
             iterations=iterations, batch_size=batch_size, crop=crop or None, lr=lr,
             oof_folds=oof_folds, oof_epochs=oof_epochs, band=band, seed=seed,
             mixed_precision=mixed_precision, validate_raw=validate_raw, native=native,
             native_share=native_share, truth_share=truth_share,
-            class_agnostic=class_agnostic,
+            class_agnostic=class_agnostic, coarse=str(coarse) if coarse else None,
+            init_from=_run_name(init_from),
             **({} if ema_decay is None else {"ema_decay": ema_decay}),
+            **({} if coarse_share is None else {"oof_fraction": coarse_share}),
         )  # fmt: skip
     best = train_refiner(cfg, out, resume=resume, device=device, progress=not quiet)
     if best.get("val"):
@@ -124,6 +146,26 @@ def train_refiner_cmd(
         typer.echo(f"best step {best['step']}: per-image IoU {v['mean_image_iou']:.2f}, "
                    f"Boundary IoU {v['boundary_iou']:.2f}")  # fmt: skip
     typer.echo(f"run saved in {out}")
+
+
+def _run_name(run: Path | None) -> str | None:
+    """A run as the config records it: an absolute folder, or zoo:NAME as it is."""
+    if run is None:
+        return None
+    return str(run) if str(run).startswith("zoo:") else str(run.resolve())
+
+
+def describe_refiner(ref, run: Path, settings: dict) -> str:
+    """One line on what refined the masks: the run, its classes, working size and scales."""
+    if ref.spec.class_agnostic:
+        classes = "class-agnostic (any classes, each against the rest)"
+    else:
+        names = ref.class_names[:8] + (("...",) if ref.num_classes > 8 else ())
+        classes = f"{ref.num_classes} classes ({', '.join(names)})"
+    scales = ("native: then finer scales up to each image's size" if settings["native"]
+              else "not native: the working pass alone, resized back")  # fmt: skip
+    return (f"refiner: {run} ({ref.mode} mode): {classes}; working size {ref.size} px "
+            f"(short side); {scales}")
 
 
 def refine_cmd(
@@ -135,24 +177,37 @@ def refine_cmd(
         Path, typer.Option(help="Folder for refined <id>.png, <id>.npy and <id>_uncertainty.png.")
     ],
     refiner: Annotated[
-        Path | None, typer.Option(help="Run folder of a trained refiner (default: the "
-                                  "general class-agnostic refiner shipped with segrefine).")
-    ] = None,
+        Path, typer.Option(help="A trained refiner's run folder, or zoo:NAME.")
+    ],
     segmenter: Annotated[
-        Path | None, typer.Option(help="Segmenter run giving the coarse probabilities.")
+        Path | None, typer.Option(help="A trained segmenter's run folder, or zoo:NAME: its "
+                                  "predictions are the coarse masks.")
     ] = None,
-    probs: Annotated[
+    masks: Annotated[
         Path | None,
-        typer.Option(help="Folder of <id>.npy probability maps (C x H x W, any model) or "
-                     "<id>.png label masks, instead of --segmenter."),
+        typer.Option(help="Folder of masks from any model or tool, instead of --segmenter, "
+                     "named <id>.png, <id>_mask.png, <id>-mask.png (any image format) or "
+                     "<id>.npy: class ids, colour masks (VOC colours or a classes.txt of "
+                     "'name R G B' lines), two-valued masks (0/255, any two greys or colours), "
+                     "soft masks (8/16-bit grey, JPEG), RGBA cutouts (their alpha), H x W or "
+                     "C x H x W probability maps."),
     ] = None,
+    mask_pattern: Annotated[
+        str | None, typer.Option(help="With --masks: how the mask files are named, e.g. "
+                                 "'{id}_seg.png' ({id}: the image's name without extension).")
+    ] = None,
+    skip_bad: Annotated[
+        bool, typer.Option("--skip-bad", help="Refine the good inputs when some are bad, and "
+                           "list the bad in one line (exit 2). Without it every input is "
+                           "checked first and one bad input stops the run before any output.")
+    ] = False,
     split: Annotated[str, typer.Option(help="Split when --images is a dataset.")] = "val",
     protocol: Annotated[
         bool, typer.Option("--protocol", help="The paper's square protocol: centre crop and "
                            "resize to the run's size (default: each image's own size).")
     ] = False,
     input_size: Annotated[
-        int | None, typer.Option(help="With --probs: the short side (px) the maps or masks "
+        int | None, typer.Option(help="With --masks: the short side (px) the maps or masks "
                                  "were predicted at, when saved upsampled to the images' size; "
                                  "a native refiner refines at finer scales only above it "
                                  "(default: found from soft maps; a full-size mask counts as "
@@ -181,33 +236,37 @@ def refine_cmd(
     from ..refine import refine_to_folder
     from ..segmenter import Segmenter
 
-    if (segmenter is None) == (probs is None):
-        raise InputError("give exactly one of --segmenter or --probs")
-    ref = Refiner.load(refiner, device) if refiner is not None else Refiner.pretrained(
-        device=device)
+    if (segmenter is None) == (masks is None):
+        raise InputError("give exactly one of --segmenter or --masks")
+    ref = Refiner.load(refiner, device)
     seg = Segmenter.load(segmenter, device) if segmenter is not None else None
-    ids = refine_to_folder(ref, images, out, segmenter=seg, probs_dir=probs, split=split,
+    ids = refine_to_folder(ref, images, out, segmenter=seg, probs_dir=masks, split=split,
                            protocol=protocol,
                            steps=steps, strength=strength, samples=samples, seed=seed,
                            progress=not quiet, flip=flip, input_size=input_size,
-                           native=native,
+                           native=native, mask_pattern=mask_pattern, skip_bad=skip_bad,
                            notice=lambda m: typer.echo(f"segrefine: note: {m}", err=True))
+    if not quiet:  # after the work, so that a bad input stays a one-line error
+        typer.echo(describe_refiner(ref, refiner, ref.settings(steps, strength, samples, flip,
+                                                               native)), err=True)
     typer.echo(f"refined {len(ids)} images into {out}")
 
 
 def benchmark_cmd(
     data: Annotated[Path, typer.Option(help="Dataset root with ground truth.")],
-    segmenter: Annotated[Path, typer.Option(help="Segmenter run.")],
-    refiner: Annotated[Path, typer.Option(help="Refiner run.")],
+    segmenter: Annotated[Path, typer.Option(help="A trained segmenter's run folder, or "
+                                            "zoo:NAME.")],
+    refiner: Annotated[Path, typer.Option(help="A trained refiner's run folder, or zoo:NAME.")],
     out: Annotated[Path, typer.Option(help="Folder for report.md, results.json, figures.")],
     split: Annotated[str, typer.Option(help="Split to score.")] = "val",
     crf: Annotated[
-        bool, typer.Option("--crf", help="Also score DenseCRF (needs the optional extra "
-                           "segrefine\\[crf]: pip install 'segrefine\\[crf]')."),
+        bool, typer.Option("--crf", help="Also score DenseCRF (needs the optional extra crf: "
+                           "pip install 'segrefine[crf]')."),
     ] = False,
-    other: Annotated[
+    other_segmenter: Annotated[
         list[Path] | None,
-        typer.Option(help="Another segmenter run refined by the same refiner (repeatable)."),
+        typer.Option(metavar="<path>", help="Another segmenter's run folder, refined by the "
+                     "same refiner (repeatable)."),
     ] = None,
     steps: Steps = None,
     strength: Strength = None,
@@ -243,7 +302,7 @@ def benchmark_cmd(
         raise InputError(f"--sweep must be comma-separated integers, got '{sweep}'") from err
     r = run_benchmark(data, split, segmenter, refiner, out, crf=crf, steps=steps,
                       strength=strength, samples=samples, flip=flip, step_sweep=sweep_steps,
-                      other_segmenters=tuple(other or ()), device=device,
+                      other_segmenters=tuple(other_segmenter or ()), device=device,
                       progress=not quiet)  # fmt: skip
     for name in ("baseline", "refined", "crf"):
         if name in r:
@@ -257,5 +316,5 @@ def benchmark_cmd(
 
 def register(app: typer.Typer) -> None:
     app.command("train-refiner")(train_refiner_cmd)
-    app.command("refine")(refine_cmd)
-    app.command("benchmark")(benchmark_cmd)
+    app.command("refine", cls=renamed({"--probs": "--masks"}))(refine_cmd)
+    app.command("benchmark", cls=renamed({"--other": "--other-segmenter"}))(benchmark_cmd)

@@ -11,12 +11,16 @@ import typer
 def export_cmd(
     run: Annotated[Path, typer.Option(help="A segmenter or refiner run folder.")],
     out: Annotated[Path, typer.Option(help="New folder for the shareable copy.")],
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")]
+    = False,
 ) -> None:
     """Copy a run without its training state and caches (config, weights, log): what
     Segmenter.load / Refiner.load and the web app need."""
     from ..runs import export_run
 
     written = export_run(run, out)
+    if quiet:
+        return
     size = sum(p.stat().st_size for p in written) / 1e6
     typer.echo(f"exported {len(written)} files ({size:.1f} MB) to {out}")
 

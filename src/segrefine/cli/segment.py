@@ -17,6 +17,7 @@ from .options import (
     data_unless_resuming,
     split_classes,
 )
+from .renamed import renamed
 
 
 def train_segmenter_cmd(
@@ -31,7 +32,10 @@ def train_segmenter_cmd(
     ] = "val",
     classes: Classes = None,
     binary_per_class: BinaryPerClass = False,
-    size: Annotated[int, typer.Option(help="Images are square-cropped and resized to this.")] = 128,
+    size: Annotated[
+        int, typer.Option(help="Working size: training uses centred square crops resized to "
+                          "this side; prediction puts the short side at it, aspect ratio kept.")
+    ] = 128,
     model: Annotated[
         str, typer.Option(help="Architecture: unet, fcn, deeplabv3plus or pspnet.")
     ] = "unet",
@@ -45,6 +49,11 @@ def train_segmenter_cmd(
         bool, typer.Option(help="Random flip, scale/crop and colour jitter while training.")
     ] = True,
     seed: Annotated[int, typer.Option(help="Seed for weights, data order and augmentation.")] = 0,
+    init_from: Annotated[
+        Path | None, typer.Option(help="Start from a trained segmenter (its run folder, or "
+                                  "zoo:NAME): every tensor whose shape fits is copied, the "
+                                  "class layer starts fresh when the classes differ.")
+    ] = None,
     resume: Resume = False,
     device: Device = "auto",
     threads: Threads = None,
@@ -59,7 +68,8 @@ def train_segmenter_cmd(
             data=root, split=split, val_split=val_split or None,
             classes=split_classes(classes), binary_per_class=binary_per_class, size=size,
             model=model, width=width, depth=depth, epochs=epochs, batch_size=batch_size, lr=lr,
-            augment=augment, seed=seed,
+            augment=augment, seed=seed, init_from=None if init_from is None else (
+                str(init_from) if str(init_from).startswith("zoo:") else str(init_from.resolve())),
         )  # fmt: skip
     best = train_segmenter(cfg, out, resume=resume, device=device, progress=not quiet)
     if best:
@@ -72,7 +82,8 @@ def train_segmenter_cmd(
 
 
 def predict_cmd(
-    model: Annotated[Path, typer.Option(help="Run folder of a trained segmenter.")],
+    segmenter: Annotated[Path, typer.Option(help="A trained segmenter's run folder, or "
+                                            "zoo:NAME.")],
     images: Annotated[
         Path, typer.Option(help="A folder of images, one image, or a dataset root (then "
                            "--split picks the images and the run's class selection applies).")
@@ -98,39 +109,61 @@ def predict_cmd(
     from ..predict import predict_to_folder
     from ..segmenter import Segmenter
 
-    seg = Segmenter.load(model, device=device)
+    seg = Segmenter.load(segmenter, device=device)
     ids = predict_to_folder(seg, images, out, split=split, save_probs=save_probs,
                             protocol=protocol, progress=not quiet)
     typer.echo(f"wrote {len(ids)} predictions to {out}")
 
 
 def evaluate_cmd(
-    pred: Annotated[Path, typer.Option(help="Folder of predicted <id>.png label maps.")],
-    data: Annotated[Path, typer.Option(help="Dataset root with the ground truth.")],
-    split: Annotated[str, typer.Option(help="Split to score.")] = "val",
+    masks: Annotated[Path, typer.Option(help="Folder of predictions by id, in any form "
+                                        "refine --masks takes (what predict and refine "
+                                        "write, or any tool's; soft ones at 0.5).")],
+    data: Annotated[
+        Path | None, typer.Option(help="Dataset root with the ground truth (or --truth).")
+    ] = None,
+    truth: Annotated[
+        Path | None, typer.Option(help="Folder of truth masks by id, in the same forms, "
+                                  "instead of --data (classes from a classes.txt there or "
+                                  "beside the predictions).")
+    ] = None,
+    mask_pattern: Annotated[
+        str | None, typer.Option(help="How the prediction files are named, e.g. "
+                                 "'{id}_seg.png'.")
+    ] = None,
+    split: Annotated[str, typer.Option(help="Split to score (with --data).")] = "val",
     classes: Classes = None,
     binary_per_class: BinaryPerClass = False,
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Write all metrics (and per-image scores) "
                                   "to this JSON file.")
     ] = None,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="With --json: print nothing (the metrics are "
+                           "in the file).")
+    ] = False,
 ) -> None:
-    """Score predictions: per-image IoU, mIoU, per-class IoU, Boundary IoU, boundary F."""
+    """Score predictions: per-image IoU, mIoU, Boundary IoU, boundary F, mBA, pixel accuracy
+    and per-class IoU (per task too with --binary-per-class)."""
     from ..data.io import write_json
     from ..evaluate import evaluate_folder
     from ..metrics import format_table
 
-    summary = evaluate_folder(pred, data, split, split_classes(classes), binary_per_class)
+    summary = evaluate_folder(masks, data, split, split_classes(classes), binary_per_class,
+                              truth=truth, mask_pattern=mask_pattern)
+    if json_out is not None:
+        write_json(json_out, summary)
+        if quiet:
+            return
     typer.echo(format_table(summary))
     for name, task in summary.get("per_task", {}).items():
         typer.echo(f"{name}: per-image IoU {task['mean_image_iou']:.2f} "
                    f"({task['num_images']} images)")
     if json_out is not None:
-        write_json(json_out, summary)
         typer.echo(f"metrics written to {json_out}")
 
 
 def register(app: typer.Typer) -> None:
     app.command("train-segmenter")(train_segmenter_cmd)
-    app.command("predict")(predict_cmd)
-    app.command("evaluate")(evaluate_cmd)
+    app.command("predict", cls=renamed({"--model": "--segmenter"}))(predict_cmd)
+    app.command("evaluate", cls=renamed({"--pred": "--masks"}))(evaluate_cmd)

@@ -49,8 +49,9 @@ def serve_cmd(
                                              "more is refused (429).")] = 8,
     allow_host: Annotated[
         list[str] | None,
-        typer.Option(help="Another host name the server answers to (repeatable; the loopback "
-                     "names and --host always are). Other names are refused."),
+        typer.Option(metavar="<str>", help="Another host name the server answers to "
+                     "(repeatable; the loopback names and --host always are). Other names "
+                     "are refused."),
     ] = None,
     attention_model: Annotated[Path | None, typer.Option(
         help="A local Stable Diffusion folder (diffusers layout): adds the 'Attention (no "
@@ -58,6 +59,10 @@ def serve_cmd(
              "Loaded once at startup; needs transformers.")] = None,
     device: Device = "auto",
     threads: Threads = None,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No status lines (notes, errors and the "
+                           "line with the address still print).")
+    ] = False,
 ) -> None:
     """Local web app: upload an image, segment, refine, see uncertainty; cluster with scribbles."""
     from ..segmenter import resolve_device
@@ -69,18 +74,21 @@ def serve_cmd(
         raise InputError(f"--max-upload-mb must be in (0, 4096], got {max_upload_mb:g}")
     if not 1 <= max_pending <= 1000:
         raise InputError(f"--max-pending must be in 1..1000, got {max_pending}")
-    if runs is None:  # after `make demo` the only runs are the demo's
-        runs = Path("demo_out") if Path("demo_out").is_dir() and not Path("runs").is_dir() \
-            else Path("runs")
-        typer.echo(f"serving the runs in {runs}/ (--runs to choose)", err=True)
-    if not runs.is_dir():
+    if runs is None:  # runs/, or after `make demo` the demo's; else the zoo alone
+        found = [p for p in (Path("runs"), Path("demo_out")) if p.is_dir()]
+        runs = found[0] if found else None
+        if not quiet:
+            where = f"the runs in {runs}/ and " if runs else ""
+            typer.echo(f"serving {where}the model zoo (--runs to choose a folder)", err=True)
+    elif not runs.is_dir():
         typer.echo(f"segrefine: note: {runs}: no such folder yet; the page will say so", err=True)
     attention = None
     if attention_model is not None:  # a bad folder: one line and exit 2, before serving
         from ..attention import load_attention_model
 
-        typer.echo(f"loading the attention model in {attention_model} ...", err=True)
-        attention = load_attention_model(attention_model, device=device)
+        if not quiet:
+            typer.echo(f"loading the attention model in {attention_model} ...", err=True)
+        attention = load_attention_model(attention_model, device=device, progress=not quiet)
     args = (runs, host, port, max_megapixels, str(resolve_device(device)),
             tuple(allow_host or ()), max_upload_mb, max_pending)
     # positional, and only when given: the web app's serve(..., attention_model)

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from ..errors import InputError
-from .options import Classes, Quiet, split_classes
+from .options import Classes, Device, Quiet, Threads, split_classes
 
 __all__ = ["register"]
 
@@ -64,6 +64,8 @@ def pseudo_masks_cmd(
     split: Annotated[str, typer.Option(help="Split to make pseudo-masks for.")] = "train",
     val_split: Annotated[str, typer.Option(help="Split copied with its real masks ('' = "
                                            "none).")] = "val",
+    device: Device = "auto",
+    threads: Threads = None,
     quiet: Quiet = False,
 ) -> None:
     """Pseudo-masks from boxes or image tags: a dataset root train-segmenter trains on."""
@@ -86,7 +88,7 @@ def pseudo_masks_cmd(
                                   rounds=rounds,
                                   round_epochs=round_epochs,
                                   fit_layer_weights=fit_layer_weights,
-                                  tag_settings=settings)  # fmt: skip
+                                  tag_settings=settings, device=device)  # fmt: skip
     for r, q in enumerate(report.get("quality_by_round", [])[:-1]):
         typer.echo(f"round {r}: per-image IoU {q['mean_image_iou']:.2f}, mIoU {q['miou']:.2f}")
     q = report.get("quality")

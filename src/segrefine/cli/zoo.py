@@ -17,6 +17,10 @@ def zoo_cmd(
         bool, typer.Option("--verify", help="Check every entry's files against the "
                            "manifest's SHA-256.")
     ] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="The list alone, without the closing lines "
+                           "(with --verify, the exit code says whether the files match).")
+    ] = False,
 ) -> None:
     """List the zoo's models with their validation scores; use one as --segmenter zoo:NAME
     and --refiner zoo:NAME anywhere a run is taken."""
@@ -45,6 +49,8 @@ def zoo_cmd(
                 typer.echo(f"    {label:9s} per-image IoU {v['mean_image_iou']:.2f}  mIoU "
                            f"{v['miou']:.2f}  Boundary IoU {v['boundary_iou']:.2f}  mBA "
                            f"{v['mba']:.2f}")  # fmt: skip
+    if quiet:
+        return
     typer.echo("(validation split, each image at its own size; `segrefine zoo NAME` shows the "
                "model card)")
     if verify:

@@ -4,7 +4,8 @@ same folder reads the same way in every command.
 
 Names: ``<id>.npy``, ``<id>.<image extension>``, ``<id>_mask.<ext>`` or ``<id>-mask.<ext>``,
 or a pattern such as ``'{id}_mask.png'``. Two candidates for one id are an error naming both
-(which one a user meant is not ours to guess). A ``classes.txt`` beside the masks names their
+(which one a user meant is not ours to guess), except the labels and probabilities segrefine
+writes side by side. A ``classes.txt`` beside the masks names their
 classes (and may give each a colour, ``name R G B``, for RGB masks).
 """
 
@@ -42,8 +43,9 @@ class MaskFolder:
     """The masks in ``folder`` for a task of ``classes`` classes (None: any, as a
     class-agnostic refiner takes them). ``notice`` receives one line per kind of reading
     that a user should be told about (e.g. a two-valued or soft mask), once per folder;
-    ``names`` are the task's classes, for those lines. With ``labels_first`` an ``<id>.png``
-    beside an ``<id>.npy`` is taken (what segrefine writes), else the pair is an error."""
+    ``names`` are the task's classes, for those lines. An ``<id>.png`` of labels beside the
+    ``<id>.npy`` they came from (what segrefine writes) is read as the ``.npy``, or with
+    ``labels_first`` as the ``.png``; any other pair of candidates is an error."""
 
     def __init__(self, folder: str | Path, classes: int | None, pattern: str | None = None,
                  notice: Callable[[str], None] | None = None,
@@ -83,12 +85,32 @@ class MaskFolder:
                              f"{item_id}.npy, {item_id}_mask.png, {item_id}-mask.png and other "
                              "image formats; name them so or pass --mask-pattern)",
                              self.folder)  # fmt: skip
-        if self.labels_first and sorted(found) == [f"{item_id}.npy", f"{item_id}.png"]:
-            found = [f"{item_id}.png"]
+        if sorted(found) == [f"{item_id}.npy", f"{item_id}.png"]:
+            found = [self._pair(item_id)]
         if len(found) > 1:
             raise InputError(f"{' and '.join(found)} are both masks for image '{item_id}': "
                              "remove one, or pick with --mask-pattern", self.folder)  # fmt: skip
         return self.folder / found[0]
+
+    def _pair(self, item_id: str) -> str:
+        """``<id>.png`` beside ``<id>.npy``: as ``predict --save-probs`` and ``refine`` write
+        them, the labels and their probabilities. Taken as such (the ``.png`` for a scorer of
+        labels, the ``.npy`` otherwise) when the labels are the map's most likely classes;
+        two different predictions are an error naming both."""
+        png, npy = self.folder / f"{item_id}.png", self.folder / f"{item_id}.npy"
+        labels = read_coarse(png, self.classes, self.colours).top_labels()
+        probs = read_coarse(npy, self.classes).probs
+        if probs is not None and self.classes is not None and len(probs) != self.classes:
+            return npy.name  # a map for other classes: its own error says so
+        # float16 maps round near-ties: the labels must be a most likely class up to that
+        same = probs is not None and probs.shape[1:] == labels.shape and labels.max() < len(
+            probs) and (np.take_along_axis(probs, labels[None].astype(np.int64), 0)[0]
+                        >= probs.max(0) - 2e-3).all()  # fmt: skip
+        if not same:
+            raise InputError(f"{npy.name} and {png.name} are both masks for image '{item_id}' "
+                             "and differ: remove one, or pick with --mask-pattern",
+                             self.folder)  # fmt: skip
+        return png.name if self.labels_first else npy.name
 
     def read(self, item_id: str) -> Coarse:
         """The coarse input for ``item_id`` (see :func:`~segrefine.data.coarse.read_coarse`),

@@ -118,7 +118,7 @@ def _lifespan(queue: JobQueue):
 
 
 def create_app(
-    runs: str | Path = "runs",
+    runs: str | Path | None = "runs",
     max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
     device: str = "cpu",
     allowed_hosts: set[str] | None = None,
@@ -131,7 +131,7 @@ def create_app(
     the loopback names) and at most ``max_pending`` jobs wait or run (see ``security.py``).
     ``attention_model``, a loaded :class:`~segrefine.attention.AttentionModel` or the path of
     a Stable Diffusion folder (loaded here, on ``device``), enables the attention tab."""
-    runs = Path(runs)
+    runs = Path(runs) if runs is not None else None  # None: the zoo alone
     if isinstance(attention_model, (str, Path)):
         from ..attention import load_attention_model
 
@@ -346,7 +346,7 @@ def create_app(
     return Guard(app, allowed_hosts or default_hosts("127.0.0.1"), int(max_upload_mb * 1e6))
 
 
-def serve(runs: str | Path = "runs", host: str = "127.0.0.1", port: int = 7860,
+def serve(runs: str | Path | None = "runs", host: str = "127.0.0.1", port: int = 7860,
           max_megapixels: float = DEFAULT_MAX_MEGAPIXELS, device: str = "cpu",
           allow_hosts: tuple[str, ...] = (), max_upload_mb: float = 64.0,
           max_pending: int = 8, attention_model=None) -> None:  # fmt: skip
@@ -358,6 +358,7 @@ def serve(runs: str | Path = "runs", host: str = "127.0.0.1", port: int = 7860,
     app = create_app(runs, max_megapixels, device, hosts, max_upload_mb, max_pending,
                      attention_model=attention_model)  # fmt: skip
     note = "" if attention_model is None else "; attention tab on"
-    print(f"segrefine web app on http://{host}:{port}  (runs: {Path(runs).resolve()}; "
+    shown = Path(runs).resolve() if runs is not None else "the zoo alone"
+    print(f"segrefine web app on http://{host}:{port}  (runs: {shown}; "
           f"answers to {', '.join(sorted(hosts))}{note})")
     uvicorn.run(app, host=host, port=port, log_level="warning")

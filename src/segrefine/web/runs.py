@@ -89,11 +89,12 @@ def scan_runs(root: str | Path | None) -> RunIndex:
     runs, and on a root that does not exist."""
     root = Path(root) if root is not None else None
     index = RunIndex(root=root)
-    _add_zoo(index)
     if root is None:  # the zoo alone
+        _add_zoo(index)
         return index
     if not root.is_dir():
         index.notes.append(f"{root}: runs folder does not exist (segrefine serve --runs DIR)")
+        _add_zoo(index)
         return index
 
     def visit(folder: Path, depth: int) -> None:
@@ -119,7 +120,8 @@ def scan_runs(root: str | Path | None) -> RunIndex:
                 visit(child, depth + 1)
 
     visit(root, 0)
-    if not index.segmenters:
+    _add_zoo(index)  # after the user's own: the page picks the first run it lists
+    if not any(not zoo.is_zoo(name) for name in index.segmenters):
         index.notes.append(
             f"{root}: no segmenter runs found; train one with `segrefine train-segmenter` or "
             "`segrefine demo --out DIR` and serve with `--runs DIR`"
