@@ -176,11 +176,17 @@ def effective_size(probs: torch.Tensor | np.ndarray, tolerance: float = 0.05,
     at every pixel (a hard mask, even softened by ``probs_from_labels``) is not. Returns
     (H, W) / f for the largest such f of 1.5 ... 8, or (H, W). Looks at the ``window``-px
     squares holding most boundary pixels (at most four), so the cost does not grow with H, W.
+    A map made of f x f blocks (a small mask upsampled by nearest neighbour) counts as
+    predicted at (H, W) / f whatever the test above finds (:func:`block_size`).
     """
     p = torch.as_tensor(np.asarray(probs, dtype=np.float32) if isinstance(probs, np.ndarray)
                         else probs.float())  # fmt: skip
     h, w = p.shape[-2:]
-    crops = [p[:, t : t + window, c : c + window] for t, c in _busiest(labels_of(p), window)]
+    labels = labels_of(p)
+    block = block_size(labels)
+    if block > 1:
+        return max(1, round(h / block)), max(1, round(w / block))
+    crops = [p[:, t : t + window, c : c + window] for t, c in _busiest(labels, window)]
     nears = [_near_boundary(crop, 2) for crop in crops]
     best = 1.0
     for f in (1.5, 2, 3, 4, 6, 8):
@@ -196,6 +202,25 @@ def effective_size(probs: torch.Tensor | np.ndarray, tolerance: float = 0.05,
             break
         best = f
     return max(1, round(h / best)), max(1, round(w / best))
+
+
+def block_size(labels: torch.Tensor, evidence: int = 8) -> int:
+    """The side f of the blocks a label map (H, W) is made of: a mask made at (H, W) / f and
+    upsampled by nearest neighbour changes label only between its blocks, so the columns
+    (and rows) where any label changes lie f or more apart; a mask drawn at its own size has
+    changes in neighbouring columns wherever a boundary is curved or slanted. 1 when either
+    axis has fewer than ``evidence`` such columns (a rectangle could be drawn at any size).
+
+    Why: such a mask's boundaries are steps of f pixels; taken for one drawn at full size it
+    got no finer pass, and the steps came back in the result, on the block grid (issue 29).
+    """
+    sides = []
+    for changes in ((labels[1:] != labels[:-1]).any(1), (labels[:, 1:] != labels[:, :-1]).any(0)):
+        at = changes.nonzero().flatten()
+        if len(at) < evidence:
+            return 1
+        sides.append(int((at[1:] - at[:-1]).min()))
+    return max(1, min(sides))
 
 
 def _busiest(labels: torch.Tensor, window: int, n: int = 4) -> list[tuple[int, int]]:
@@ -245,10 +270,15 @@ def refine_native(refiner, image: np.ndarray, prior: torch.Tensor, first_input: 
     """
     delta = first - first_input
     detail = detail or tuple(image.shape[:2])
+    full = tuple(image.shape[:2])
+    block = block_size(labels_of(prior))
+    if block > 1:  # a small mask upsampled by nearest neighbour: start from it as from the
+        # small mask itself, upsampled smoothly, not from its steps (which no pass could undo)
+        small = (max(2, round(full[0] / block)), max(2, round(full[1] / block)))
+        prior = resize_probs(resize_probs(prior, small), full)
     if detail[0] > 1.19 * first.shape[-2]:
         delta = delta * _thick_changes(first_input, first)
     sizes = [s for s in pass_sizes(image.shape[:2], refiner.size) if s[0] > 1.19 * detail[0]]
-    full = tuple(image.shape[:2])
     for k, shape in enumerate(sizes):
         start = _apply(resize_probs(prior, shape), _resize(delta, shape))
         out, fresh = refine_pass(refiner, resize_image(image, shape), start, settings,
