@@ -198,3 +198,20 @@ def test_a_png_of_a_pillow_image_in_memory_is_read_like_the_file(refiner):
     _save(_object() * 255, buf, format="PNG")
     web = decode_mask(buf.getvalue(), "m.png", (H, W), refiner)
     assert web.kind == "two-valued" and np.array_equal(web.labels, _object())
+
+
+def test_evaluate_suggests_classes_for_object_masks_against_voc_truth(run_cli, tmp_path,
+                                                                      voc_root):  # fmt: skip
+    preds = tmp_path / "preds"
+    preds.mkdir()
+    for sid in (voc_root / "ImageSets" / "Segmentation" / "val.txt").read_text().split():
+        truth = read_mask(voc_root / "SegmentationClass" / f"{sid}.png")
+        _save((((truth > 0) & (truth < 255)) * 255).astype(np.uint8), preds / f"{sid}.png")
+    code, _, err = run_cli("evaluate", "--masks", preds, "--data", voc_root)
+    assert code == 2 and "pass --classes" in err and "21 classes" in err
+    code, out, err = run_cli("evaluate", "--masks", preds, "--data", voc_root, "--classes",
+                             "bird,cat,dog,horse,sheep")  # fmt: skip
+    assert code == 2 and "pass --classes" in err  # still not one class against the rest
+    (preds / "classes.txt").write_text("background\nhorse\n")
+    code, _, err = run_cli("evaluate", "--masks", preds, "--data", voc_root)
+    assert code == 2 and "pass --classes horse" in err
