@@ -11,7 +11,8 @@ from segrefine.cli import app
 
 COMMANDS = typer.main.get_command(app).commands
 NETWORK = {"train-segmenter", "predict", "train-refiner", "refine", "benchmark", "demo", "serve",
-           "cluster", "cluster-benchmark", "attention-segment", "pseudo-masks"}  # fmt: skip
+           "cluster", "cluster-benchmark", "attention-segment", "pseudo-masks",
+           "calibrate"}  # fmt: skip
 
 
 def _options(name: str) -> dict[str, click.Parameter]:
@@ -61,8 +62,8 @@ def test_help_shows_flags_as_flags(run_cli, name):
 
 @pytest.mark.parametrize("folders, expected", [(["demo_out"], "demo_out"),
                                                (["runs", "demo_out"], "runs"), ([], "None")])
-def test_serve_finds_the_demos_runs_or_opens_on_the_zoo_without_being_told(run_cli, tmp_path, monkeypatch,
-                                                       folders, expected):  # fmt: skip
+def test_serve_finds_the_demos_runs_or_opens_on_the_zoo(run_cli, tmp_path, monkeypatch,
+                                                         folders, expected):  # fmt: skip
     import segrefine.web
 
     served = {}

@@ -32,7 +32,8 @@ SYNONYMS = {"--output", "--output-dir", "--out-dir", "-o", "--image", "--input",
             "--img", "--probs", "--pred", "--predictions", "--mask", "--gpu", "--cuda",
             "--num-threads", "--jobs", "-j", "--silent", "--dataset", "--root", "--data-root",
             "--run-dir", "--sd-model", "--other"}  # fmt: skip
-WRITES_NOTHING = {"evaluate", "serve", "zoo"}  # evaluate writes with --json, serve listens
+# evaluate writes with --json, serve listens, calibrate writes into the --refiner run itself
+WRITES_NOTHING = {"evaluate", "serve", "zoo", "calibrate"}
 # a positional argument names no file or folder: `zoo NAME` is a name to look up
 POSITIONAL = {("zoo", "name")}
 # what no --help may show: escapes for rich markup, Python types as metavars, a run as --model

@@ -74,7 +74,9 @@ refiner_fields = st.fixed_dictionaries(
                   st.one_of(st.integers(-3, 10**7), json_values), max_size=5), json_values),
               "schedule": json_values, "inference": st.one_of(st.dictionaries(
                   st.sampled_from(["steps", "strength", "samples", "flip"]),
-                  st.one_of(st.integers(-3, 10**9), json_values), max_size=4), json_values)})
+                  st.one_of(st.integers(-3, 10**9), json_values), max_size=4), json_values),
+              "calibration": st.one_of(st.dictionaries(st.just("temperature"), st.one_of(
+                  st.floats(allow_nan=True), json_values)), json_values)})
 
 
 @SETTINGS

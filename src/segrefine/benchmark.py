@@ -4,7 +4,9 @@ It reproduces the paper's analysis on any dataset: a per-class table of per-imag
 paper's Table 1), dataset scores (mIoU, Boundary IoU, boundary F), the most improved and most
 worsened images (its Figs. 4 and 5, with our uncertainty map added), the scatter of segmenter
 IoU against the refiner's gain (its Fig. 6), quality against the number of denoising steps,
-and speed (denoiser evaluations per image, images per second for each stage).
+and speed (denoiser evaluations per image, images per second for each stage). ``uncertainty``
+says how far each side's probabilities and uncertainty can be trusted (error AUROC, ECE,
+errors in the top 10%: :mod:`segrefine.metrics.calibration`, as ``benchmark --native``).
 
 Outputs in ``out``: ``report.md``, ``results.json``, ``per_image.json``, ``improved.png``,
 ``worsened.png``, ``scatter.png``, ``steps.png``.
@@ -23,9 +25,16 @@ from .data.datasets import load_split
 from .data.io import write_json
 from .diffusion.refiner import Refiner
 from .evaluate import score_split
-from .metrics import in_percent
+from .metrics import in_percent, score_probabilities
 from .pipeline import check_pair, segment_and_refine
-from .report import colorize, metrics_table, rounded_scores, save_grid
+from .report import (
+    colorize,
+    metrics_table,
+    rounded_scores,
+    rounded_uncertainty,
+    save_grid,
+    uncertainty_table,
+)
 from .segmenter import Segmenter
 
 
@@ -88,6 +97,7 @@ def run_benchmark(
     base_labels = np.stack([r.labels for r in results_])
     ref_labels = np.stack([r.refined.labels for r in results_])
     unc = np.stack([r.refined.uncertainty for r in results_])
+    val_masks = [it.mask for it in val.items]
     seg_rate, ref_rate = rates["segment_images_per_s"], rates["refine_images_per_s"]
     base, base_img = _score(val, base_labels)
     refined, ref_img = _score(val, ref_labels)
@@ -102,6 +112,11 @@ def run_benchmark(
         "per_task": {t: {"baseline": round(base["per_task"][t], 2),
                          "refined": round(refined["per_task"][t], 2)} for t in base["per_task"]},
         "per_class_iou": {"baseline": base["per_class_iou"], "refined": refined["per_class_iou"]},
+        "uncertainty": {
+            "baseline": rounded_uncertainty(score_probabilities(probs, val_masks)),
+            "refined": rounded_uncertainty(score_probabilities(
+                [r.refined.probs for r in results_], val_masks, unc)),
+        },
     }  # fmt: skip
     if crf:
         from .crf import dense_crf
@@ -209,6 +224,9 @@ def _report(r: dict) -> str:
         f"{', half of them on the mirrored image' if s.get('flip') else ''}: "
         f"{r['nfe_per_image']} denoiser evaluations per image).", "",
         metrics_table(rows), "",
+        "Uncertainty and calibration (fractions, pixels pooled):", "",
+        uncertainty_table({"segmenter": r["uncertainty"]["baseline"],
+                           "+ refiner": r["uncertainty"]["refined"]}), "",
         "## Per-image IoU per class (the paper's Table 1)", "",
         "| class | segmenter | refined | gain |", "|---|---|---|---|",
         *[f"| {t} | {v['baseline']:.2f} | {v['refined']:.2f} | "

@@ -13,6 +13,13 @@ megapixel of input:
 * ``refined_truth`` -- the refiner given the ground truth itself (softened as a hard mask is):
   how much a refiner damages a perfect input ("do no harm").
 
+The ``segmenter`` and ``refined`` rows also say how far their probabilities and uncertainty
+can be trusted (``uncertainty``, fractions, pixels pooled; :mod:`segrefine.metrics.calibration`):
+``error_auroc`` (the uncertainty as a detector of the row's own errors), ``ece`` (calibration
+of the top-class probability, 15 bins) and ``errors_in_top10`` (the share of the errors among
+the 10% most uncertain pixels). The segmenter's uncertainty is its probabilities' normalised
+entropy, the refiner's its uncertainty map; both are scored by the same code.
+
 Outputs in ``out``: ``results.json`` (``rows`` as above, plus settings), ``per_image.json``,
 ``report.md`` and ``boundaries.png`` (full-resolution crops where segmenter and refinement
 differ most).
@@ -31,9 +38,17 @@ from .data.io import VOID, write_json
 from .data.transforms import resize_probs
 from .diffusion.refiner import Refiner
 from .evaluate import score_split
-from .metrics import in_percent
+from .metrics import in_percent, score_probabilities
 from .pipeline import check_pair, segment_and_refine
-from .report import colorize, densest_window, metrics_table, rounded_scores, save_grid
+from .report import (
+    colorize,
+    densest_window,
+    metrics_table,
+    rounded_scores,
+    rounded_uncertainty,
+    save_grid,
+    uncertainty_table,
+)
 from .segmenter import Segmenter
 
 
@@ -42,6 +57,11 @@ def _row(val, labels, seconds: float, megapixels: float) -> tuple[dict, list[dic
     row = rounded_scores(scores.summary())
     row["seconds_per_megapixel"] = round(seconds / megapixels, 3)
     return row, [in_percent(s) for s in scores.per_image]
+
+
+def _uncertainty(val, probs, uncertainty=None) -> dict:
+    return rounded_uncertainty(score_probabilities(probs, [it.mask for it in val.items],
+                                                   uncertainty))  # fmt: skip
 
 
 def _squashed(ref: Refiner, images, probs, seed: int, **settings) -> list[np.ndarray]:
@@ -85,6 +105,9 @@ def run_native_benchmark(
         val, [r.labels for r in results], clock["segment_s"], megapixels)
     rows["refined"], per_image["refined"] = _row(
         val, [r.refined.labels for r in results], clock["refine_s"], megapixels)
+    rows["segmenter"]["uncertainty"] = _uncertainty(val, probs)
+    rows["refined"]["uncertainty"] = _uncertainty(val, [r.refined.probs for r in results],
+                                                  [r.refined.uncertainty for r in results])
     if crf:
         from .crf import dense_crf
 
@@ -104,7 +127,8 @@ def run_native_benchmark(
     report = {
         "data": str(data), "split": split, "num_images": len(images),
         "megapixels": round(megapixels, 3), "segmenter": str(segmenter), "refiner": str(refiner),
-        "mode": ref.mode, "settings": settings, "device": str(seg.device),
+        "mode": ref.mode, "settings": settings, "calibration": ref.spec.calibration,
+        "device": str(seg.device),
         "threads": torch.get_num_threads(), "rows": rows,
     }  # fmt: skip
     write_json(out / "per_image.json",
@@ -132,6 +156,13 @@ def _boundary_figure(path: Path, val, results, examples: int, side: int = 96) ->
 
 def _report_text(r: dict) -> str:
     rows = r["rows"]
+    trust = {name: row["uncertainty"] for name, row in rows.items() if "uncertainty" in row}
+    cal = r["calibration"]
+    calibrated = "not calibrated"
+    if "temperature" in cal:
+        calibrated = f"calibrated by temperature {cal['temperature']}, fitted on {cal.get('split')}"
+        if cal.get("split") == r["split"] and Path(str(cal.get("data"))) == Path(r["data"]):
+            calibrated += " -- the split scored here, so its calibration is measured in-sample"
     timing = "\n".join(f"| {name} | {row['seconds_per_megapixel']} |" for name, row in rows.items())
     s = r["settings"]
     return "\n".join([
@@ -141,6 +172,9 @@ def _report_text(r: dict) -> str:
         f"{s['steps']}, strength {s['strength']}, samples {s['samples']}). Every score is taken "
         "at each image's own size (percent).", "",
         metrics_table(rows), "",
+        "## Uncertainty and calibration", "",
+        f"Pixels pooled, fractions; the refiner is {calibrated}.", "",
+        uncertainty_table(trust), "",
         "## Time (seconds per megapixel of input)", "", "| row | s / MP |", "|---|---|", timing,
         "", f"{r['device']}, {r['threads']} threads.", "",
         "## Boundaries at full resolution", "",

@@ -83,6 +83,27 @@ def rounded_scores(summary: dict) -> dict:
             for k in SCORE_KEYS}  # fmt: skip
 
 
+UNCERTAINTY_KEYS = (("error_auroc", "error AUROC"), ("ece", "ECE"),
+                    ("errors_in_top10", "errors in top 10%"))  # fmt: skip
+
+
+def rounded_uncertainty(summary: dict) -> dict:
+    """The trust scores of :func:`~segrefine.metrics.calibration.score_probabilities`, as
+    fractions to 4 decimals (None where undefined)."""
+    return {k: None if summary[k] is None else round(float(summary[k]), 4)
+            for k, _ in UNCERTAINTY_KEYS}  # fmt: skip
+
+
+def uncertainty_table(rows: dict[str, dict]) -> str:
+    """A Markdown table of :func:`rounded_uncertainty` rows (fractions, 4 decimals)."""
+    lines = ["| | " + " | ".join(label for _, label in UNCERTAINTY_KEYS) + " |",
+             "|---|" + "---|" * len(UNCERTAINTY_KEYS)]  # fmt: skip
+    for name, row in rows.items():
+        cells = ["n/a" if row.get(k) is None else f"{row[k]:.4f}" for k, _ in UNCERTAINTY_KEYS]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def _cell(value) -> str:
     return "n/a" if value is None or value != value else f"{value:.2f}"  # NaN != NaN
 

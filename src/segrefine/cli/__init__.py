@@ -15,7 +15,7 @@ import typer
 
 from .. import __version__
 from ..errors import InputError
-from . import attention, cluster, refine, runs, segment, serve, weak, zoo
+from . import attention, calibrate, cluster, refine, runs, segment, serve, weak, zoo
 
 app = typer.Typer(
     name="segrefine",
@@ -46,7 +46,7 @@ def _root(
     """segrefine: better masks from any segmenter, with the evidence."""
 
 
-for _group in (segment, refine, weak, attention, serve, cluster, runs, zoo):
+for _group in (segment, refine, calibrate, weak, attention, serve, cluster, runs, zoo):
     _group.register(app)
 
 

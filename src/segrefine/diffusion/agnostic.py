@@ -51,25 +51,33 @@ def both_ways(binary: list[np.ndarray]) -> list[np.ndarray]:
 
 def merge_ways(refined: list) -> list[SimpleNamespace]:
     """Results of :func:`both_ways`' tasks -> one per task: the mean of the two ways'
-    probabilities (the swapped one swapped back) and their denoiser evaluations."""
+    probabilities (the swapped one swapped back), their denoiser evaluations and where both
+    ways were sure (uncertainty 0: a hard mask's pixels that neither way could change)."""
     n = len(refined) // 2
-    return [SimpleNamespace(probs=(a.probs + b.probs[::-1]) / 2, nfe=a.nfe + b.nfe)
+    return [SimpleNamespace(probs=(a.probs + b.probs[::-1]) / 2, nfe=a.nfe + b.nfe,
+                            sure=(a.uncertainty == 0) & (b.uncertainty == 0))
             for a, b in zip(refined[:n], refined[n:], strict=True)]  # fmt: skip
 
 
-def recombine(priors, owners, refined) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, int]]:
+def recombine(priors, owners, refined, hard=None
+              ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, int]]:  # fmt: skip
     """Per image: labels, probabilities, uncertainty (normalised entropy) and denoiser
-    evaluations, from the refined binary tasks (results with ``.probs`` and ``.nfe``)."""
+    evaluations, from the refined binary tasks (results with ``.probs``, ``.nfe`` and
+    ``.sure``). For an image that ``hard`` marks as a mask, the uncertainty is 0 (the mask's
+    own) where every one of its tasks was sure."""
     out = []
     for i, p in enumerate(priors):
         q, nfe = p.copy(), 0
+        sure = np.full(p.shape[1:], bool(hard and hard[i]))
         for (j, k), r in zip(owners, refined, strict=True):
             if j == i:
                 q[k], nfe = r.probs[1], nfe + r.nfe
+                sure &= r.sure
         if len(q) == 2:
             q[0] = 1 - q[1]
         q /= np.clip(q.sum(0, keepdims=True), 1e-8, None)
         entropy = -(q * np.log(np.clip(q, 1e-8, None))).sum(0) / np.log(len(q))
+        entropy[sure] = 0.0
         out.append((q.argmax(0).astype(np.uint8), q, np.clip(entropy, 0, 1).astype(np.float32),
                     nfe))  # fmt: skip
     return out

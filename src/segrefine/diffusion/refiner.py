@@ -31,14 +31,18 @@ from .modes import MODES, RefinerMode, get_mode
 from .native import effective_size, labels_of, refine_native
 from .onehot import prior_for_image
 from .sampling import make_scheduler
+from .uncertainty import kept_pixels, temper, uncertainty_map
 
 
 @dataclass
 class Refinement:
     """One refined image: labels (H, W), mean probabilities (C, H, W), uncertainty (H, W).
 
-    ``uncertainty`` is the entropy of the mean probabilities divided by log C: 0 where every
-    sample agrees with full confidence, 1 where the classes are equally likely.
+    ``uncertainty`` is, where the refiner changed the input, the normalised entropy of its
+    samples' mean (0: every sample sure and agreeing, 1: the classes equally likely); where it
+    kept the input, the input's own: its probabilities' normalised entropy, 0 for a hard mask
+    (:mod:`segrefine.diffusion.uncertainty`). ``probs`` are calibrated by the run's
+    temperature where the refiner changed them (:mod:`segrefine.diffusion.calibrate`).
     """
 
     labels: np.ndarray
@@ -49,7 +53,6 @@ class Refinement:
 
 MAX_SAMPLES, MAX_STEPS, MAX_TIMESTEPS = 64, 1000, 10_000  # bounds on what a request may ask
 AGNOSTIC_CLASSES = ("background", "object")
-PRETRAINED = Path(__file__).resolve().parents[1] / "pretrained"  # refiners shipped with us
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,8 @@ class RefinerSpec(RunSpec):
     beta_schedule: str = "linear"
     inference: dict = field(default_factory=dict)
     class_agnostic: bool = False  # refines any label map, one class against the rest at a time
+    # {"temperature": T, ...how it was fitted}: written by segrefine.diffusion.calibrate, {} = none
+    calibration: dict = field(default_factory=dict)
 
     def check(self) -> None:
         super().check()
@@ -77,6 +82,11 @@ class RefinerSpec(RunSpec):
         samples = self.inference.get("samples")
         if not isinstance(samples, int) or not 1 <= samples <= MAX_SAMPLES:
             raise ValueError(f"inference samples must be an integer in [1, {MAX_SAMPLES}]")
+        if not isinstance(self.calibration, dict):
+            raise ValueError("calibration must be a mapping")
+        t = self.calibration.get("temperature", 1.0)
+        if isinstance(t, bool) or not isinstance(t, int | float) or not 0.05 <= t <= 20:
+            raise ValueError("calibration temperature must be a number in [0.05, 20]")
 
 
 class Refiner(LoadableRun):
@@ -89,6 +99,8 @@ class Refiner(LoadableRun):
         self.spec = spec
         self.device = device
         self.scheduler = make_scheduler(spec.timesteps, spec.beta_schedule)
+        # divides the network's logits where it refines (1 = as trained); the run's fitted one
+        self.temperature = float(spec.calibration.get("temperature", 1.0))
         # bf16 autocast for sampling: None = where it is fast (CUDA, CPUs with native bf16;
         # docs/benchmarks.md measures time and scores); False = float32 everywhere, e.g. to
         # compare machines exactly
@@ -134,18 +146,6 @@ class Refiner(LoadableRun):
         dev = device if isinstance(device, torch.device) else resolve_device(device)
         return cls(get_mode(spec.mode).build_network(spec.num_classes, spec.network), spec, dev)
 
-    @classmethod
-    def pretrained(cls, name: str = "general", device: str = "auto") -> Refiner:
-        """A refiner shipped inside the package (no download): ``general`` is class-agnostic
-        and refines any mask at any size (its model card is in the README)."""
-        folder = PRETRAINED / name
-        if not (folder / "model.safetensors").is_file():
-            shipped = sorted(p.parent.name for p in PRETRAINED.glob("*/model.safetensors"))
-            raise InputError(f"no pretrained refiner {name!r} in this installation (shipped: "
-                             f"{', '.join(shipped) or 'none'}); "
-                             "pass --refiner RUN")  # fmt: skip
-        return cls.load(folder, device)
-
     def nfe(
         self, steps: int | None = None, samples: int | None = None, strength: float | None = None
     ) -> int:
@@ -179,6 +179,10 @@ class Refiner(LoadableRun):
             raise InputError(f"strength must be in (0, 1], got {s['strength']}")
         if s["steps"] is not None and not 1 <= s["steps"] <= MAX_STEPS:
             raise InputError(f"steps must be in 1..{MAX_STEPS}, got {s['steps']}")
+        if native and not self.defaults.get("native"):
+            raise InputError("--native: this refiner was trained without --native, so it "
+                             "cannot refine at finer scales (it refines at its working size, "
+                             "resized back)")  # fmt: skip
         return s
 
     def _sample(self, image, probs, k: int, s: dict, gen: torch.Generator) -> torch.Tensor:
@@ -199,11 +203,14 @@ class Refiner(LoadableRun):
         samples: int | None = None,
         seed: int = 0,
         flip: bool | None = None,
+        hard: Sequence[bool] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Batch refinement at the network's resolution.
 
         ``image``: normalised (B, 3, H, W); ``probs``: (B, C, H, W). Returns the mean refined
-        probabilities over ``samples`` and the normalised-entropy uncertainty (B, H, W).
+        probabilities over ``samples`` (calibrated by :attr:`temperature` where refined) and
+        the uncertainty (B, H, W): the normalised entropy of that mean, except where no sample
+        changed an input that ``hard`` marks as a mask (its own uncertainty: 0).
         With ``flip``, half of the samples (the later ones) refine the left-right mirrored
         image and probabilities and are mirrored back: test-time augmentation at the same
         number of denoiser evaluations, for the cost of a second pass of the condition
@@ -226,9 +233,9 @@ class Refiner(LoadableRun):
             out = torch.cat([plain, mirrored], 1)
         else:
             out = self._sample(image, probs, k, s, gen)
-        mean = out.mean(1)
-        entropy = -(mean * mean.clamp_min(1e-8).log()).sum(1) / np.log(mean.shape[1])
-        return mean.cpu(), entropy.clamp(0, 1).cpu()
+        kept = kept_pixels(out, probs)
+        out = temper(out, kept, self.temperature)
+        return out.mean(1).cpu(), uncertainty_map(out, kept, hard).cpu()
 
     def refine(
         self,
@@ -306,7 +313,8 @@ class Refiner(LoadableRun):
         priors = [prior_for_image(im.shape[:2], self.num_classes, c.probs, c.labels)
                   for im, c in zip(images, given, strict=True)]  # fmt: skip
         return self._refine_priors(images, priors, steps, strength, samples, seed, batch_size,
-                                   flip, native, details)  # fmt: skip
+                                   flip, native, details,
+                                   [c.labels is not None for c in given])  # fmt: skip
 
     def read_coarse(self, path: str | Path, colours: np.ndarray | None = None) -> Coarse:
         """A coarse mask or map file read for this refiner, as ``segrefine refine`` reads it
@@ -334,11 +342,14 @@ class Refiner(LoadableRun):
             details = [d or effective_size(p) for d, p in zip(details, priors, strict=True)]
         refined = self._refine_priors([images[i] for i, _ in owners] * 2, both_ways(binary),
                                       steps, strength, samples, seed, batch_size, flip, native,
-                                      [details[i] for i, _ in owners] * 2)  # fmt: skip
-        return [Refinement(*r) for r in recombine(priors, owners, merge_ways(refined))]
+                                      [details[i] for i, _ in owners] * 2,
+                                      [given[i].labels is not None for i, _ in owners] * 2,
+                                      )  # fmt: skip
+        hard = [c.labels is not None for c in given]
+        return [Refinement(*r) for r in recombine(priors, owners, merge_ways(refined), hard)]
 
     def _refine_priors(self, images, priors, steps, strength, samples, seed, batch_size, flip,
-                       native, details) -> list[Refinement]:  # fmt: skip
+                       native, details, hard) -> list[Refinement]:  # fmt: skip
         s = self.settings(steps, strength, samples, flip, native)  # fails before any work
         passes = {k: s[k] for k in ("steps", "strength", "samples", "flip")}
         if not s["flip"]:
@@ -358,7 +369,8 @@ class Refiner(LoadableRun):
                                  for i in chunk])  # fmt: skip
                 mean, unc = self.refine_tensors(pad_to_multiple(x, self.stride),
                                                 pad_to_multiple(p, self.stride), steps, strength,
-                                                samples, seed + chunk[0], flip)  # fmt: skip
+                                                samples, seed + chunk[0], flip,
+                                                [hard[i] for i in chunk])  # fmt: skip
                 for i, m, u in zip(chunk, mean[..., :h, :w], unc[..., :h, :w], strict=True):
                     shape = images[i].shape[:2]
                     if s["native"]:  # refine again at finer scales, up to the image's own

@@ -26,12 +26,20 @@ Per-image policies, shared by the three per-image scores:
 
 The package is split by idea: :mod:`.policy` (input checks and the per-image policies above),
 :mod:`.region` (confusion matrix and IoU), :mod:`.boundary` (Boundary IoU and boundary F),
-:mod:`.mba` (mean boundary accuracy, with its own void and empty rules) and :mod:`.scores`
-(the per-dataset accumulator and its text table). Import from :mod:`segrefine.metrics`
-itself; the submodules are an implementation detail.
+:mod:`.mba` (mean boundary accuracy, with its own void and empty rules), :mod:`.scores`
+(the per-dataset accumulator and its text table) and :mod:`.calibration` (how far probabilities
+and an uncertainty map can be trusted: error AUROC, ECE, errors among the most uncertain).
+Import from :mod:`segrefine.metrics` itself; the submodules are an implementation detail.
 """
 
 from .boundary import boundary_fscore, boundary_iou
+from .calibration import (
+    UncertaintyScores,
+    error_detection_auroc,
+    errors_in_most_uncertain,
+    expected_calibration_error,
+    score_probabilities,
+)
 from .mba import boundary_accuracy, mba_radii
 from .policy import scored_classes
 from .region import confusion_matrix, image_iou, iou_from_confusion
@@ -39,14 +47,19 @@ from .scores import SegmentationScores, format_table, in_percent
 
 __all__ = [
     "SegmentationScores",
+    "UncertaintyScores",
     "boundary_accuracy",
     "boundary_fscore",
     "boundary_iou",
+    "error_detection_auroc",
+    "errors_in_most_uncertain",
+    "expected_calibration_error",
     "confusion_matrix",
     "format_table",
     "image_iou",
     "in_percent",
     "iou_from_confusion",
     "mba_radii",
+    "score_probabilities",
     "scored_classes",
 ]
