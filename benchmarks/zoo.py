@@ -8,6 +8,8 @@
     # score it at native size on its validation split (with DenseCRF) and write the card's
     # numbers into the manifest and docs/results/zoo.json; without --write, compare to them
     python benchmarks/zoo.py score weizmann-horse --shared ../shared [--write]
+    # time the README's Quick start command on a 1 MP photo (start-up included)
+    python benchmarks/zoo.py time weizmann-horse --shared ../shared --threads 2
     # write its model card (and the figure of its worst validation images) from those scores
     python benchmarks/zoo.py card weizmann-horse --shared ../shared
 
@@ -63,6 +65,8 @@ def train(name: str, shared: Path, out: Path, device: str) -> None:
          *recipe["segmenter"]],
         ["train-refiner", "--data", data, "--segmenter", folder / "segmenter", "--out",
          folder / "refiner", "--device", device, *recipe["refiner"]],
+        ["calibrate", "--refiner", folder / "refiner", "--segmenter", folder / "segmenter",
+         "--data", data, "--split", "val", "--device", device],
     ]  # fmt: skip
     for args in commands:
         cmd = [sys.executable, "-m", "segrefine.cli", *map(str, args)]
@@ -139,6 +143,34 @@ def score(name: str, shared: Path, write: bool, out: Path, threads: int) -> int:
     return 0 if worst <= 0.1 else 1
 
 
+def time_refine(name: str, shared: Path, megapixels: float, threads: int, repeats: int) -> None:
+    """Wall time of the Quick start's command on one photo of ``megapixels`` (a validation
+    image upscaled; the dataset's images stay outside the repo), start-up included."""
+    from PIL import Image
+
+    data = shared / RECIPES[name]["data"]
+    first = (data / "ImageSets" / "Segmentation" / "val.txt").read_text().split()[0]
+    image = Image.open(data / "JPEGImages" / f"{first}.jpg")
+    scale = (megapixels * 1e6 / (image.width * image.height)) ** 0.5
+    work = Path("/tmp/segrefine-zoo-time")
+    shutil.rmtree(work, ignore_errors=True)
+    (work / "photos").mkdir(parents=True)
+    image.resize((round(image.width * scale), round(image.height * scale)),
+                 Image.BICUBIC).save(work / "photos" / "photo.jpg", quality=92)  # fmt: skip
+    cmd = [sys.executable, "-m", "segrefine.cli", "refine", "--segmenter", f"zoo:{name}",
+           "--refiner", f"zoo:{name}", "--images", str(work / "photos"), "--out",
+           str(work / "out"), "--device", "cpu", "--threads", str(threads), "-q"]  # fmt: skip
+    seconds = []
+    for _ in range(repeats):
+        shutil.rmtree(work / "out", ignore_errors=True)
+        t0 = time.perf_counter()
+        subprocess.run(cmd, check=True, capture_output=True)
+        seconds.append(time.perf_counter() - t0)
+    print(f"{Image.open(work / 'photos' / 'photo.jpg').size}: refine with zoo:{name}, "
+          f"{threads} threads, start-up included: {', '.join(f'{s:.1f}' for s in seconds)} s "
+          f"({_cpu()})")
+
+
 def _cpu() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -167,6 +199,12 @@ def main() -> int:
     s.add_argument("--out", type=Path, default=Path("/tmp/segrefine-zoo-score"))
     s.add_argument("--write", action="store_true")
     s.add_argument("--threads", type=int, default=2)
+    m = sub.add_parser("time")
+    m.add_argument("name", choices=sorted(RECIPES))
+    m.add_argument("--shared", type=Path, default=REPO.parent / "shared")
+    m.add_argument("--megapixels", type=float, default=1.0)
+    m.add_argument("--threads", type=int, default=2)
+    m.add_argument("--repeats", type=int, default=3)
     c = sub.add_parser("card")
     c.add_argument("name", choices=sorted(RECIPES))
     c.add_argument("--shared", type=Path, default=REPO.parent / "shared")
@@ -178,6 +216,9 @@ def main() -> int:
         return 0
     if args.command == "pack":
         pack(args.name, {"segmenter": args.segmenter, "refiner": args.refiner})
+        return 0
+    if args.command == "time":
+        time_refine(args.name, args.shared, args.megapixels, args.threads, args.repeats)
         return 0
     if args.command == "card":
         from zoo_card import write_card
