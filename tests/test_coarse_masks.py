@@ -93,21 +93,15 @@ def test_every_face_reads_a_form_to_the_same_probabilities(tmp_path, refiner, fo
 def test_the_readmes_api_snippet_and_the_cli_give_identical_labels_on_a_0_255_mask(
     run_cli, tmp_path, synthetic_root, refiner, binary_refiner
 ):
-    images, masks = tmp_path / "images", tmp_path / "masks"
-    images.mkdir(), masks.mkdir()
-    src = sorted((synthetic_root / "images" / "val").iterdir())[:2]
-    for path in src:
-        Image.open(path).save(images / path.name)
-        truth = read_mask(synthetic_root / "masks" / "val" / f"{path.stem}.png")
-        _save(((truth > 0) * 255).astype(np.uint8), masks / f"{path.stem}.png")
+    images, masks, ids = _object_masks(tmp_path, synthetic_root, 2)
     code, _, err = run_cli("refine", "--refiner", binary_refiner, "--masks", masks, "--images",
                            images, "--out", tmp_path / "out", "--device", "cpu", "-q")
     assert code == 0, err
-    for path in src:
+    for item_id in ids:
         with pytest.warns(UserWarning, match="two-valued"):
-            api = refiner.refine(read_image(images / path.name),
-                                 labels=read_mask(masks / f"{path.stem}.png"))
-        cli = np.asarray(Image.open(tmp_path / "out" / f"{path.stem}.png"))
+            api = refiner.refine(read_image(images / f"{item_id}.png"),
+                                 labels=read_mask(masks / f"{item_id}.png"))
+        cli = np.asarray(Image.open(tmp_path / "out" / f"{item_id}.png"))
         assert np.array_equal(api.labels, cli)
 
 
@@ -157,16 +151,22 @@ def test_two_different_masks_for_one_image_are_an_error_naming_both(tmp_path):
             MaskFolder(tmp_path, 2, bad)
 
 
-def _folder_with_one_bad_mask(tmp_path, synthetic_root):
+def _object_masks(tmp_path, synthetic_root, n: int):
+    """``n`` synthetic val images and 0/255 masks of their objects, in two folders."""
     images, masks = tmp_path / "images", tmp_path / "masks"
     images.mkdir(), masks.mkdir()
-    src = sorted((synthetic_root / "images" / "val").iterdir())[:3]
+    src = sorted((synthetic_root / "images" / "val").iterdir())[:n]
     for path in src:
         Image.open(path).save(images / path.name)
         truth = read_mask(synthetic_root / "masks" / "val" / f"{path.stem}.png")
         _save(((truth > 0) * 255).astype(np.uint8), masks / f"{path.stem}.png")
-    (masks / f"{src[-1].stem}.png").write_bytes(b"not a png")  # the last one is broken
     return images, masks, [p.stem for p in src]
+
+
+def _folder_with_one_bad_mask(tmp_path, synthetic_root):
+    images, masks, ids = _object_masks(tmp_path, synthetic_root, 3)
+    (masks / f"{ids[-1]}.png").write_bytes(b"not a png")  # the last one is broken
+    return images, masks, ids
 
 
 def test_a_folder_with_one_bad_mask_writes_nothing(tmp_path, synthetic_root, refiner):
