@@ -23,3 +23,17 @@ def test_dense_crf_snaps_a_blurry_mask_to_the_image_edge():
     before = (probs.argmax(0) == truth).mean()
     after = (out.argmax(0) == truth).mean()
     assert after > before + 0.05
+
+
+@pytest.mark.skipif(not crf.available(), reason="pydensecrf2 (segrefine[crf]) not installed")
+def test_dense_crf_takes_images_as_the_benchmark_reads_them(tmp_path):
+    from PIL import Image
+
+    from segrefine.data.datasets import preprocess
+    from segrefine.data.io import read_image
+
+    Image.fromarray(np.full((40, 60, 3), 90, np.uint8)).save(tmp_path / "x.jpg")
+    image = preprocess(read_image(tmp_path / "x.jpg"), 32)  # read-only, as Pillow gives it
+    assert not image.flags.writeable
+    out = crf.dense_crf(image, np.full((2, 32, 32), 0.5, np.float32))
+    assert out.shape == (2, 32, 32)

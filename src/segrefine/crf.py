@@ -50,7 +50,9 @@ def dense_crf(image: np.ndarray, probs: np.ndarray, cfg: CRFConfig | None = None
     crf.addPairwiseBilateral(
         sxy=max(cfg.bilateral_sxy * scale, 1.0),
         srgb=cfg.bilateral_srgb,
-        rgbim=np.ascontiguousarray(image, dtype=np.uint8),
+        # pydensecrf takes a writable buffer only; resized images (np.asarray of a Pillow
+        # image, what the 128-px benchmark feeds it) are read-only
+        rgbim=np.require(image, np.uint8, ["C_CONTIGUOUS", "WRITEABLE"]),
         compat=cfg.bilateral_compat,
     )
     q = np.array(crf.inference(cfg.iterations), dtype=np.float32).reshape(c, h, w)
