@@ -219,3 +219,24 @@ def test_resume_works_from_another_folder(run_cli, tmp_path, synthetic_root, mon
     monkeypatch.chdir(tmp_path / "run")
     code, _, err = run_cli("train-segmenter", "--out", ".", "--resume", "--device", "cpu", "-q")
     assert code == 0, err
+
+
+@pytest.mark.parametrize("sid", ["../../../x", "/etc/passwd", "..", "a\\b"])
+def test_a_split_list_id_that_is_a_path_is_refused(voc_root, sid):
+    from segrefine.data.datasets import open_dataset
+
+    split = voc_root / "ImageSets" / "Segmentation" / "val.txt"
+    split.write_text(split.read_text() + f"{sid}\n")
+    with pytest.raises(InputError, match="not a plain file name"):
+        open_dataset(voc_root, "val")
+
+
+def test_two_images_of_one_name_are_refused_before_any_output(tmp_path, run_cli, trained_run):
+    images = tmp_path / "images"
+    images.mkdir()
+    for name in ("a.jpg", "a.png"):
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(images / name)
+    code, _, err = run_cli("predict", "--segmenter", trained_run, "--images", images, "--out",
+                           tmp_path / "out", "--device", "cpu", "-q")  # fmt: skip
+    assert code == 2 and "a.jpg and a.png would both write 'a' outputs" in err
+    assert not (tmp_path / "out").exists()

@@ -111,6 +111,12 @@ def iter_inputs(
     paths = [source] if source.is_file() else list_images(source)
     if not paths:
         raise InputError("no images found (jpg, png, bmp, tif, webp)", source)
+    stems: dict[str, Path] = {}
+    for path in paths:  # a.jpg and a.png would write the same outputs
+        if path.stem in stems:
+            raise InputError(f"{stems[path.stem].name} and {path.name} would both write "
+                             f"'{path.stem}' outputs: rename one", source)  # fmt: skip
+        stems[path.stem] = path
     mine = []
     for path in process_share(paths):  # a broken file fails now, before any output
         try:

@@ -103,6 +103,10 @@ def open_dataset(root: str | Path, split: str) -> DatasetIndex:
         ids = [line.split()[0] for line in split_file.read_text().splitlines() if line.strip()]
         if not ids:
             raise InputError(f"split '{split}' is empty", split_file)
+        for sid in ids:  # an id names files to read and outputs to write: a name, never a path
+            if sid in (".", "..") or sid != Path(sid).name or "\\" in sid:
+                raise InputError(f"split list holds {sid!r}, which is not a plain file name",
+                                 split_file)  # fmt: skip
         samples = []
         for sid in ids:
             image = root / "JPEGImages" / f"{sid}.jpg"
