@@ -40,9 +40,10 @@ def serve_cmd(
     host: Annotated[str, typer.Option(help="Address to listen on; 127.0.0.1 = this machine "
                                       "only.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 7860,
+    # the default is web.inputs.DEFAULT_MAX_MEGAPIXELS (not imported: that loads the web app)
     max_megapixels: Annotated[float, typer.Option(help="Refuse uploads larger than this many "
-                                                  "megapixels (a job at native resolution "
-                                                  "holds ~0.1 GB per MP).")] = 8.0,
+                                                  "megapixels (the default takes a 12 MP phone "
+                                                  "photo, whose job peaks under 1.5 GB).")] = 13.0,
     max_upload_mb: Annotated[float, typer.Option(help="Refuse request bodies larger than "
                                                  "this many MB.")] = 64.0,
     max_pending: Annotated[int, typer.Option(help="Jobs that may wait or run at once; one "

@@ -91,6 +91,20 @@ def _decoding(fn, name: str, max_megapixels: float):
     return run
 
 
+# the coarse input's files are named after where it came from: "segmenter" only for one
+SOURCES = {"mask": "mask", "box": "grabcut"}
+
+
+def _download_name(job, name: str) -> str:
+    """``<input's stem>_<file>``, with ``segmenter`` in a file's name replaced by its source
+    when the user's mask or box stood in for the segmenter (``photo_mask_labels.png``)."""
+    stem = re.sub(r"[^A-Za-z0-9_.-]", "_", Path(job.name).stem)
+    source = SOURCES.get(getattr(job.result, "info", {}).get("coarse"))
+    if source and name.startswith("segmenter"):
+        name = source + name[len("segmenter"):]
+    return f"{stem}_{name}"
+
+
 def _error(message: str, status: int = 400) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
@@ -305,8 +319,7 @@ def create_app(
         data, mime = job.result.files[name]
         headers = {}
         if request.query_params.get("download"):
-            stem = re.sub(r"[^A-Za-z0-9_.-]", "_", Path(job.name).stem)
-            headers["Content-Disposition"] = f'attachment; filename="{stem}_{name}"'
+            headers["Content-Disposition"] = f'attachment; filename="{_download_name(job, name)}"'
         return Response(data, media_type=mime, headers=headers)
 
     async def job_zoom(request: Request) -> Response:

@@ -47,8 +47,9 @@ def layer(labels: np.ndarray, clear: int | None = 0) -> np.ndarray:
 def uncertainty_image(uncertainty: np.ndarray) -> np.ndarray:
     """Uncertainty in [0, 1] (H, W) -> an RGB heat map (magma: black = certain), display size."""
     size = display_size(uncertainty.shape)
-    u = np.clip(uncertainty, 0.0, 1.0).astype(np.float32)
-    u = np.asarray(Image.fromarray(u, mode="F").resize((size[1], size[0]), Image.BILINEAR))
+    # clipped after shrinking (bilinear keeps values in [0, 1]): no full-size copies but PIL's
+    u = Image.fromarray(np.asarray(uncertainty, dtype=np.float32), mode="F")
+    u = np.asarray(u.resize((size[1], size[0]), Image.BILINEAR))
     return (colormaps["magma"](np.clip(u, 0, 1))[..., :3] * 255).round().astype(np.uint8)
 
 
@@ -86,7 +87,8 @@ def instances(
         rows.append({"class": name, "instances": int(len(keep)), "pixels": int(sizes.sum())})
         if len(keep) == 0:
             continue
-        small = resize_mask(comp.astype(np.int32), size)
+        small = resize_mask(comp.astype(np.int32, copy=False), size)
+        del comp
         for k in keep:
             canvas[small == k] = colours[next_id % len(colours)]
             next_id += 1
@@ -106,6 +108,7 @@ def png_bytes(arr: np.ndarray, palette: list[int] | None = None) -> bytes:
 
 
 def npy_bytes(arr: np.ndarray) -> bytes:
+    """``arr`` as the bytes of a ``.npy`` file."""
     buf = io.BytesIO()
     np.save(buf, arr)
     return buf.getvalue()

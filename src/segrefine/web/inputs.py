@@ -13,14 +13,16 @@ import threading
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from ..data.datasets import resize_image, resize_mask
 from ..data.coarse import Coarse, interpret_image
-from ..data.io import VOID, as_rgb
+from ..data.datasets import resize_image, resize_mask
+from ..data.io import as_rgb
 from ..diffusion.onehot import check_size
 from ..errors import InputError
 from ..weak.annotations import Box
 
-DEFAULT_MAX_MEGAPIXELS = 8.0
+# a 12 MP phone photo (4032 x 3024 = 12.2 MP) with some margin; its job peaks under 1.5 GB
+# (docs/benchmarks.md, "A 12 MP photo in the web app")
+DEFAULT_MAX_MEGAPIXELS = 13.0
 
 
 def decode_upload(data: bytes, name: str, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS):

@@ -19,7 +19,7 @@ from ..data.datasets import resize_image, resize_mask
 from ..data.io import VOC_PALETTE, VOID
 from ..diffusion.onehot import prior_for_image
 from ..errors import InputError
-from ..pipeline import Segmentation, check_pair
+from ..pipeline import check_pair
 from ..pipeline import segment_and_refine as run_pipeline
 from ..report import colorize
 from ..weak.annotations import Box
@@ -34,6 +34,7 @@ from .figures import (
     uncertainty_image,
     zoom_view,
 )
+from .fullsize import label_map_and_file
 from .inputs import (
     DEFAULT_MAX_MEGAPIXELS,
     decode_mask,
@@ -108,8 +109,8 @@ def segment_and_refine(
         out.timings["grabcut_s"] = time.perf_counter() - t0
     if mask is not None:  # the user's own mask is the coarse input
         names = mask_class_names(mask, refiner)
-        probs = prior_for_image(image.shape[:2], len(names), mask.probs, mask.labels)
-        coarse = Segmentation(probs, probs.argmax(0).astype(np.uint8))
+        # at the mask's own size: the full-size files are made from it a strip at a time
+        coarse_probs = prior_for_image(mask.shape, len(names), mask.probs, mask.labels)
         coarse_input = {"labels": [mask], "input_size": input_size}
         out.info["coarse"] = "mask"
         if mask.note:  # how the upload was read (a two-valued or soft mask, a cutout)
@@ -125,23 +126,29 @@ def segment_and_refine(
         if refiner is not None:
             check_pair(segmenter, refiner)
         report("segmenting", 0.1)
-        (coarse,) = run_pipeline([image], segmenter, timings=out.timings)
-        coarse_input = {"probs": [coarse.probs], "input_size": segmenter.size}
+        t0 = time.perf_counter()
+        coarse_probs = _segment(image, segmenter)
+        out.timings["segment_s"] = time.perf_counter() - t0
+        # the refiner upsamples them to the image as the files below do, with the size they
+        # were predicted at: no full-size map is held for it while the refiner works
+        coarse_input = {"probs": [coarse_probs], "input_size": segmenter.size}
         out.info["coarse"] = "segmenter"
-    _add_label_files(out, "segmenter", image, coarse.labels, coarse.probs, names)
-    out.arrays.update(image=image, segmenter=coarse.labels)
+    coarse_labels = _add_label_files(out, "segmenter", image, coarse_probs, names)
+    del coarse_probs  # a mask's may be full-size: the refiner makes its own from the mask
+    out.arrays.update(image=image, segmenter=coarse_labels)
     if refiner is not None:
         report("refining", 0.4)
         (result,) = run_pipeline([image], refiner=refiner, steps=steps, strength=strength,
                                  samples=samples, flip=flip, seed=seed, timings=out.timings,
                                  **coarse_input)  # fmt: skip
         ref = result.refined
-        _add_label_files(out, "refined", image, ref.labels, ref.probs, names)
+        del result, coarse_input
+        _add_label_files(out, "refined", image, ref.probs, names, ref.labels)
         out.arrays["refined"] = ref.labels
         out.files["uncertainty.png"] = (png_bytes(uncertainty_image(ref.uncertainty)), "image/png")
         out.files["uncertainty.npy"] = (npy_bytes(ref.uncertainty.astype(np.float16)),
                                         "application/octet-stream")  # fmt: skip
-        changed = float((ref.labels != coarse.labels).mean())
+        changed = float((ref.labels != coarse_labels).mean())
         out.info.update(nfe=ref.nfe, changed_fraction=changed,
                         mean_uncertainty=float(ref.uncertainty.mean()))  # fmt: skip
     report("drawing", 0.9)
@@ -169,19 +176,31 @@ def mask_class_names(mask: Coarse, refiner) -> tuple[str, ...]:
     return ("background", *(f"class {k}" for k in range(1, top + 1)))
 
 
-def _add_label_files(out: Figures, prefix: str, image, labels, probs, names) -> None:
+def _segment(image: np.ndarray, segmenter) -> np.ndarray:
+    """The segmenter's probabilities (C, h, w) at its working size, or at the image's size
+    when that is smaller (the image is then segmented larger and the maps shrunk back)."""
+    shape = segmenter.working_size(image.shape[:2])
+    if shape[0] > image.shape[0] or shape[1] > image.shape[1]:
+        (coarse,) = run_pipeline([image], segmenter)
+        return coarse.probs
+    (coarse,) = run_pipeline([resize_image(image, shape)], segmenter)  # as predict resizes
+    return coarse.probs
+
+
+def _add_label_files(out: Figures, prefix: str, image, probs, names, labels=None) -> np.ndarray:
+    """The files of one stage's result, from its probabilities at the image's size or
+    smaller (:mod:`.fullsize`); its labels when given, else theirs. Returns the label map."""
+    labels, npy, shares = label_map_and_file(probs, image.shape[:2], labels)
+    out.files[f"{prefix}_probs.npy"] = (npy, "application/octet-stream")
     clear = names.index("background") if "background" in names else None
     out.files[f"{prefix}.png"] = (png_bytes(overlay(image, labels, clear)), "image/png")
     out.files[f"{prefix}_layer.png"] = (png_bytes(layer(labels, clear)), "image/png")
     fig, rows = instances(image, labels, names)
     out.files[f"{prefix}_instances.png"] = (png_bytes(fig), "image/png")
     out.files[f"{prefix}_labels.png"] = (png_bytes(labels, palette=VOC_PALETTE), "image/png")
-    out.files[f"{prefix}_probs.npy"] = (npy_bytes(probs.astype(np.float16)),
-                                        "application/octet-stream")  # fmt: skip
     out.info[f"{prefix}_instances"] = rows
-    out.info[f"{prefix}_class_fractions"] = {
-        n: float((labels == c).mean()) for c, n in enumerate(names)
-    }
+    out.info[f"{prefix}_class_fractions"] = {n: float(shares[c]) for c, n in enumerate(names)}
+    return labels
 
 
 def attention_figures(

@@ -21,6 +21,14 @@ function showError(message) {
   const box = $("#error");
   box.textContent = message;
   box.hidden = !message;
+  if (message) resetProgress(); // an error never stands beside a bar that reads "done"
+}
+
+function resetProgress() {
+  $("#progress-wrap").hidden = true;
+  $("#progress").value = 0;
+  $("#stage").textContent = "";
+  $("#elapsed").textContent = "";
 }
 
 async function getJSON(url, options) {
@@ -35,7 +43,8 @@ async function getJSON(url, options) {
 async function loadRuns() {
   const runs = await getJSON("/api/runs");
   state.runs = runs;
-  $("#runs-root").textContent = runs.root;
+  $("#runs-root").textContent = runs.root ?? "the model zoo (no --runs folder)";
+  $("#size-limit").textContent = `Images up to ${runs.max_megapixels} megapixels (the server's limit).`;
   const seg = $("#segmenter"), ref = $("#refiner");
   seg.innerHTML = ""; ref.innerHTML = "";
   for (const s of runs.segmenters) {
@@ -115,10 +124,20 @@ function setPreview(url, name) {
   preview.onerror = () => { preview.removeAttribute("src"); resetCanvas(); };
   preview.src = url;
   $("#input-name").textContent = name;
-  state.strokes = [];
-  state.box = null; // in the old image's pixels
-  updateBoxStatus();
+  forgetImage();
   showError("");
+}
+
+// a new image: nothing of the previous one stays attached (its mask, box, scribbles, results)
+function forgetImage() {
+  $("#mask").value = "";
+  $("#input-size").value = "";
+  state.strokes = [];
+  state.box = null; // in the old image's pixels; box mode stays on, to draw on the new one
+  lastSegment = null;
+  zoomAt = null;
+  for (const id of ["#results", "#cluster-results", "#attention-results", "#zoom"]) $(id).hidden = true;
+  updateSource();
 }
 
 function takeFile(file) {
@@ -158,6 +177,7 @@ async function runJob(url, form, button, onDone) {
   showError("");
   button.disabled = true;
   const wrap = $("#progress-wrap");
+  resetProgress();
   try {
     const { job } = await getJSON(url, { method: "POST", body: form });
     wrap.hidden = false;
@@ -177,7 +197,7 @@ async function runJob(url, form, button, onDone) {
     $("#attention-results").hidden = true;
     showError(err.message);
   } finally {
-    wrap.hidden = true;
+    resetProgress();
     button.disabled = false;
   }
 }
@@ -247,6 +267,9 @@ function showSegment(s) {
   if (t.refine_s !== undefined) text += ` · refiner ${fmt(t.refine_s)} (${s.info.nfe} denoiser evaluations)`;
   text += ` · ${s.info.width}x${s.info.height} px`;
   $("#timings").textContent = text;
+  const notice = $("#notice"); // how an uploaded mask was read (0/255, one class only, ...)
+  notice.textContent = s.info.mask_note ? `Note: ${s.info.mask_note}.` : "";
+  notice.hidden = !s.info.mask_note;
   $("#result-refined").hidden = t.refine_s === undefined;
   $("#result-segmenter figcaption").textContent = coarseName(s);
   $("#result-uncertainty").hidden = t.refine_s === undefined;
@@ -261,14 +284,15 @@ function showSegment(s) {
   });
   const box = $("#downloads");
   box.innerHTML = "";
-  downloadLink(box, s.files["segmenter_labels.png"], "segmenter labels (PNG)");
-  downloadLink(box, s.files["segmenter_probs.npy"], "segmenter probabilities (.npy)");
+  const source = sourceName(s); // whose labels the "segmenter" files hold
+  downloadLink(box, s.files["segmenter_labels.png"], `${source} labels (PNG)`);
+  downloadLink(box, s.files["segmenter_probs.npy"], `${source} probabilities (.npy)`);
   if (s.files["refined_labels.png"]) {
     downloadLink(box, s.files["refined_labels.png"], "refined labels (PNG)");
     downloadLink(box, s.files["refined_probs.npy"], "refined probabilities (.npy)");
     downloadLink(box, s.files["uncertainty.npy"], "uncertainty (.npy)");
   }
-  downloadLink(box, s.files["segmenter.png"], "segmenter overlay (PNG)");
+  downloadLink(box, s.files["segmenter.png"], `${source} overlay (PNG)`);
   if (s.files["refined.png"]) {
     downloadLink(box, s.files["refined.png"], "refined overlay (PNG)");
     downloadLink(box, s.files["uncertainty.png"], "uncertainty map (PNG)");
@@ -278,6 +302,11 @@ function showSegment(s) {
 
 function coarseName(s) {
   return { mask: "Your mask", box: "From your box" }[s.info.coarse] || "Segmenter";
+}
+
+// the coarse input's files are named after where they came from, not always "segmenter"
+function sourceName(s) {
+  return { mask: "your mask's", box: "GrabCut's (your box)" }[s.info.coarse] || "segmenter";
 }
 
 function drawView() {
@@ -303,7 +332,7 @@ function drawView() {
   table.hidden = !inst;
   if (inst) {
     const refined = s.info.refined_instances || [];
-    let html = "<tr><th>class</th><th>segmenter: instances</th>";
+    let html = `<tr><th>class</th><th>${coarseName(s).toLowerCase()}: instances</th>`;
     if (refined.length) html += "<th>refined: instances</th>";
     html += "</tr>";
     s.info.segmenter_instances.forEach((row, i) => {
