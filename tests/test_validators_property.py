@@ -5,6 +5,7 @@ Examples are derandomised, so the suite stays deterministic."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -121,3 +122,11 @@ def test_probability_maps_are_accepted_only_when_they_are_distributions(values, 
     assert probs.shape[0] == 2 and np.isfinite(probs).all() and (probs >= 0).all()
     assert np.allclose(probs.sum(0), 1, atol=1e-2)
 
+
+
+@pytest.mark.parametrize("points", [[], [[1, 2, 3], [4, 5, 6]], [1, 2]])
+def test_a_stroke_without_x_y_pairs_is_refused(points):
+    from segrefine.web.scribbles import rasterize_scribbles
+
+    with pytest.raises(InputError, match="list of \\[x, y\\] pairs"):
+        rasterize_scribbles([{"label": 0, "width": 1, "points": points}], (40, 30))

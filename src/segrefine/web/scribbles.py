@@ -30,9 +30,11 @@ def rasterize_scribbles(strokes: list[dict], shape: tuple[int, int]) -> np.ndarr
         try:
             label = int(stroke["label"])
             width = float(stroke.get("width", 3))
-            pts = np.asarray(stroke["points"], dtype=np.float64).reshape(-1, 2)
+            pts = np.asarray(stroke["points"], dtype=np.float64)
         except (KeyError, TypeError, ValueError, OverflowError) as err:
             raise InputError(f"scribble stroke {i} is malformed ({type(err).__name__})") from None
+        if pts.ndim != 2 or pts.shape[1] != 2 or len(pts) == 0:  # never regrouped, never empty
+            raise InputError(f"scribble stroke {i} needs points as a list of [x, y] pairs")
         if not 0 <= label < 255:
             raise InputError(f"scribble stroke {i} has label {label}; labels are 0..254")
         if not (np.isfinite(width) and 0 < width <= MAX_STROKE_WIDTH):
