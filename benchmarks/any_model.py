@@ -56,7 +56,7 @@ def grabcut(data: Path, out: Path) -> None:
 
 
 def score(source: str, data: Path, masks: Path, refiners: dict[str, Path], crf: bool,
-          threads: int) -> dict:  # fmt: skip
+          threads: int, input_size: int | None = None) -> dict:  # fmt: skip
     import torch
 
     torch.set_num_threads(threads)
@@ -70,7 +70,7 @@ def score(source: str, data: Path, masks: Path, refiners: dict[str, Path], crf: 
     for name, run in refiners.items():
         ref = Refiner.load(run, "cpu")
         t0 = time.perf_counter()
-        out = [ref.refine(im, c, seed=i).labels
+        out = [ref.refine(im, c, seed=i, input_size=input_size).labels
                for i, (im, c) in enumerate(zip(images, coarse, strict=True))]  # fmt: skip
         rows[f"{source}+{name}"] = _scores(val, out, time.perf_counter() - t0, run)
     if crf:
@@ -108,13 +108,18 @@ def main() -> None:
     s.add_argument("--coarse-refiner", type=Path)
     s.add_argument("--no-crf", action="store_true")
     s.add_argument("--threads", type=int, default=2)
+    s.add_argument("--input-size", type=int, help="the short side the masks count as made at "
+                   "(refine --input-size; default: a full-size hard mask counts as drawn there)")
+    s.add_argument("--suffix", default="", help="appended to the rows' names")
     args = parser.parse_args()
     if args.command == "grabcut":
         grabcut(args.data, args.out)
         return
     refiners = {k: v for k, v in (("unet_refiner", args.unet_refiner),
                                   ("coarse_refiner", args.coarse_refiner)) if v}  # fmt: skip
-    rows = score(args.source, args.data, args.masks, refiners, not args.no_crf, args.threads)
+    rows = score(args.source, args.data, args.masks, refiners, not args.no_crf, args.threads,
+                 args.input_size)
+    rows = {f"{k}{args.suffix}": v for k, v in rows.items()}
     results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
     results.update(rows)
     RESULTS.write_text(json.dumps(results, indent=1) + "\n")
