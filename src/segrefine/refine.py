@@ -4,7 +4,8 @@ For an input named ``<id>`` the output folder gets:
 
 * ``<id>.png`` -- refined class ids, palette PNG (VOC colours);
 * ``<id>.npy`` -- mean refined probabilities over the samples, float16, (C, H, W);
-* ``<id>_uncertainty.png`` -- uncertainty (normalised entropy) as 8-bit grey, 255 = unsure;
+* ``<id>_uncertainty.png`` -- uncertainty as 8-bit grey, 0 = sure, 255 = unsure (see
+  :class:`~segrefine.diffusion.refiner.Refinement`: the input's own where it was kept);
 * ``classes.txt`` -- class order of the probability maps.
 
 The coarse input comes from a segmenter run, or from a folder of masks or maps from any other

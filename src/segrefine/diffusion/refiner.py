@@ -297,7 +297,7 @@ class Refiner(LoadableRun):
         ``input_size`` when given (the short side the segmenter worked at), else the input's
         own size when it is smaller than its image, else the size its maps carry detail at
         (:func:`~segrefine.diffusion.native.effective_size`; a hard mask at the image's size
-        counts as drawn there, and only the working size changes it)."""
+        counts as drawn there, unless it is made of f x f blocks)."""
         if (probs is None) == (labels is None):
             raise InputError("give either probability maps or label masks, not both or neither")
         if input_size is not None and input_size < 1:
