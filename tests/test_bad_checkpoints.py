@@ -116,3 +116,28 @@ def test_a_metadata_header_that_is_not_an_object_is_refused(tmp_path, trained_ru
     path.write_bytes(struct.pack("<Q", len(body)) + body + raw[8 + n :])
     with pytest.raises(InputError, match="metadata"):
         checkpoint.load_tensors(path)
+
+
+def _nested(config):
+    return "[" * 100_000 + "]" * 100_000
+
+
+@pytest.mark.parametrize("edit, says", [
+    (lambda c: {**c, "format_version": None}, "format_version must be a whole number"),
+    (lambda c: {**c, "format_version": "1"}, "format_version must be a whole number"),
+    (_nested, "nested too deeply"),
+    (lambda c: {**c, "beta_schedule": "bogus"}, "beta_schedule must be one of"),
+    (lambda c: {**c, "inference": [1, 2]}, "inference and calibration must be mappings"),
+    (lambda c: {**c, "class_names": c["class_names"][:1] * 2}, "duplicates"),
+    (lambda c: {**c, "class_names": "background"}, "class_names must be a list"),
+])  # fmt: skip
+def test_a_malformed_refiner_config_is_one_line(run_cli, tmp_path, trained_refiner,
+                                                trained_run, synthetic_root, edit, says):
+    run = shutil.copytree(trained_refiner[0], tmp_path / "run")
+    config = json.loads((run / "config.json").read_text())
+    edited = edit(config)
+    (run / "config.json").write_text(edited if isinstance(edited, str) else json.dumps(edited))
+    code, _, err = run_cli("refine", "--refiner", run, "--segmenter", trained_run, "--images",
+                           synthetic_root, "--out", tmp_path / "out", "--device", "cpu")
+    assert says in _one_line(code, err, run)
+    assert not (tmp_path / "out").exists()

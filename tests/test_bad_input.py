@@ -240,3 +240,13 @@ def test_two_images_of_one_name_are_refused_before_any_output(tmp_path, run_cli,
                            tmp_path / "out", "--device", "cpu", "-q")  # fmt: skip
     assert code == 2 and "a.jpg and a.png would both write 'a' outputs" in err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("command", ["train-segmenter", "train-refiner"])
+@pytest.mark.parametrize("seed", ["-1", "123456789012345678901"])
+def test_a_seed_out_of_range_is_refused_before_the_run_folder(run_cli, tmp_path,
+                                                              synthetic_root, command, seed):
+    code, _, err = run_cli(command, "--data", synthetic_root, "--out", tmp_path / "run",
+                           "--seed", seed, "-q")  # fmt: skip
+    assert code == 2 and "seed" in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "run").exists()

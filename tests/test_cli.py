@@ -98,3 +98,12 @@ def test_serve_q_keeps_its_status_lines_to_itself(run_cli, tmp_path, monkeypatch
     (tmp_path / "runs").mkdir()
     assert run_cli("serve", "--device", "cpu")[2].startswith("serving the runs in runs/")
     assert run_cli("serve", "--device", "cpu", "-q") == (0, "", "")
+
+
+@pytest.mark.parametrize("name", ["*", "*.example.org", "a b", ""])
+def test_serve_refuses_a_host_pattern(run_cli, monkeypatch, name):
+    import segrefine.web
+
+    monkeypatch.setattr(segrefine.web, "serve", lambda *a: pytest.fail("served"))
+    code, _, err = run_cli("serve", "--allow-host", name, "--device", "cpu")
+    assert code == 2 and "--allow-host" in err and "no wildcards" in err

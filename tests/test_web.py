@@ -290,3 +290,19 @@ def test_api_bad_input_is_one_readable_message(server, fields, files, message):
     code, body = post(f"{server}/api/segment", fields, files)
     assert code == 400 and message in body["error"] and "\n" not in body["error"]
     assert get(f"{server}/api/runs")[0] == 200  # and the server keeps serving
+
+
+def test_a_malformed_run_is_listed_as_unusable_and_the_rest_still_served(tmp_path,
+                                                                          trained_refiner):
+    import json
+    import shutil
+
+    from segrefine.web.runs import scan_runs
+
+    good = shutil.copytree(trained_refiner[0], tmp_path / "runs" / "good")
+    bad = shutil.copytree(trained_refiner[0], tmp_path / "runs" / "bad")
+    config = json.loads((bad / "config.json").read_text())
+    (bad / "config.json").write_text(json.dumps({**config, "inference": [1, 2]}))
+    index = scan_runs(tmp_path / "runs")
+    assert "good" in index.refiners and "bad" not in index.refiners and good.is_dir()
+    assert any(n.startswith("bad: not a usable segrefine run") for n in index.notes)

@@ -31,6 +31,7 @@ CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
 LAST = "last.safetensors"
 LOG = "log.jsonl"
+MAX_CONFIG_BYTES = 1_000_000
 
 
 def _digest(tensors: dict[str, torch.Tensor]) -> str:
@@ -167,16 +168,24 @@ def read_config(run_dir: str | Path, kind: str | tuple[str, ...]) -> dict:
     path = run_dir / CONFIG
     if not path.is_file():
         raise InputError(f"not a segrefine run (no {CONFIG})", run_dir)
+    if path.stat().st_size > MAX_CONFIG_BYTES:  # a config is a few KB; a shared one is input
+        raise InputError(f"run config is over {MAX_CONFIG_BYTES // 1000} KB", path)
     try:
         config = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise InputError(f"run config is not valid JSON ({err})", path) from err
+    except RecursionError:
+        raise InputError("run config is nested too deeply to be a run's", path) from None
     found = config.get("kind") if isinstance(config, dict) else None
     kinds = (kind,) if isinstance(kind, str) else kind
     if found not in kinds:
         what = f"is a {found} run" if found else "is not a segrefine run (no run kind)"
         raise InputError(f"{what}, expected a {' or '.join(kinds)} run", run_dir)
-    if config.get("format_version", 0) > FORMAT_VERSION:
+    version = config.get("format_version", 0)
+    if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+        raise InputError(f"run config's format_version must be a whole number, got "
+                         f"{json.dumps(version)[:40]}", path)  # fmt: skip
+    if version > FORMAT_VERSION:
         raise InputError("run was written by a newer segrefine; upgrade to read it", path)
     return config
 

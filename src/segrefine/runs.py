@@ -54,6 +54,9 @@ class RunSpec:
         if missing:
             raise InputError(f"run config lacks {', '.join(missing)}", where)
         values = {k: v for k, v in config.items() if k in known}
+        if not isinstance(values["class_names"], list):  # a string would be its letters
+            raise InputError("run config is malformed (class_names must be a list of names)",
+                             where)  # fmt: skip
         try:
             spec = cls(**{**values, "class_names": tuple(values["class_names"])})
             spec.check()
@@ -64,6 +67,8 @@ class RunSpec:
     def check(self) -> None:
         if not self.class_names or not all(isinstance(c, str) for c in self.class_names):
             raise ValueError("class_names must be a non-empty list of names")
+        if len(set(self.class_names)) != len(self.class_names):
+            raise ValueError("class_names has duplicates")
         if len(self.class_names) > MAX_CLASSES:
             raise ValueError(f"more than {MAX_CLASSES} classes")
         _bounded("size", self.size, 8, 4096)

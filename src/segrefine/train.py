@@ -71,6 +71,7 @@ class TrainConfig(TrainingData):
         fold = self.exclude_fold
         check_settings({
             "size (must be in 8..4096)": 8 <= self.size <= 4096,
+            "seed (must be in 0..2**32 - 1)": 0 <= self.seed < 2**32,
             "width (must be in 1..512)": 1 <= self.width <= 512,
             "depth (must be in 1..8)": 1 <= self.depth <= 8,
             "epochs (must be positive)": self.epochs > 0,

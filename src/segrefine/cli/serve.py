@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated
 
@@ -75,6 +76,10 @@ def serve_cmd(
         raise InputError(f"--max-upload-mb must be in (0, 4096], got {max_upload_mb:g}")
     if not 1 <= max_pending <= 1000:
         raise InputError(f"--max-pending must be in 1..1000, got {max_pending}")
+    for name in allow_host or ():  # a pattern would undo the Host check (DNS rebinding)
+        if not re.fullmatch(r"[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]", name):
+            raise InputError(f"--allow-host {name!r}: give a host name or IP address (no "
+                             "wildcards: the server answers only to names it is given)")
     if runs is None:  # runs/, or after `make demo` the demo's; else the zoo alone
         found = [p for p in (Path("runs"), Path("demo_out")) if p.is_dir()]
         runs = found[0] if found else None

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field, fields
 from ..runs import TrainingData, check_settings
 from .degrade import DegradeConfig
 from .modes import get_mode
-from .refiner import AGNOSTIC_CLASSES, RefinerSpec
+from .refiner import AGNOSTIC_CLASSES, BETA_SCHEDULES, RefinerSpec
 
 DEGRADE_FIELDS = {f.name for f in fields(DegradeConfig)}
 
@@ -94,12 +94,15 @@ class RefinerConfig(TrainingData):
                 isinstance(self.degrade, dict) and set(self.degrade) <= DEGRADE_FIELDS
                 and all(_number_or_range(v) for v in self.degrade.values()),
             "size (must be in 8..4096)": 8 <= self.size <= 4096,
+            "seed (must be in 0..2**32 - 1)": 0 <= self.seed < 2**32,
             "width, features, head width (must be in 1..512)":
                 1 <= min(self.width, self.features, self.head_width)
                 and max(self.width, self.features, self.head_width) <= 512,
             "depth (must be in 1..8)": 1 <= self.depth <= 8,
             "band (must be in 0..512)": 0 <= self.band <= 512,
             "timesteps (must be in 2..10000)": 2 <= self.timesteps <= 10_000,
+            f"beta schedule (one of {', '.join(BETA_SCHEDULES)})":
+                self.beta_schedule in BETA_SCHEDULES,
             "inference samples (must be in 1..64)":
                 isinstance(self.inference.get("samples"), int)
                 and 1 <= self.inference["samples"] <= 64,

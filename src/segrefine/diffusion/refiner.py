@@ -53,6 +53,7 @@ class Refinement:
 
 MAX_SAMPLES, MAX_STEPS, MAX_TIMESTEPS = 64, 1000, 10_000  # bounds on what a request may ask
 AGNOSTIC_CLASSES = ("background", "object")
+BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")  # diffusers' DDPM ones
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,10 @@ class RefinerSpec(RunSpec):
         check_network(self.network, MODES[self.mode].network_keys)
         if not isinstance(self.timesteps, int) or not 2 <= self.timesteps <= MAX_TIMESTEPS:
             raise ValueError(f"timesteps must be an integer in [2, {MAX_TIMESTEPS}]")
+        if self.beta_schedule not in BETA_SCHEDULES:
+            raise ValueError(f"beta_schedule must be one of {', '.join(BETA_SCHEDULES)}")
+        if not isinstance(self.inference, dict) or not isinstance(self.calibration, dict):
+            raise ValueError("inference and calibration must be mappings")
         samples = self.inference.get("samples")
         if not isinstance(samples, int) or not 1 <= samples <= MAX_SAMPLES:
             raise ValueError(f"inference samples must be an integer in [1, {MAX_SAMPLES}]")

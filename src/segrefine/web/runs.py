@@ -83,6 +83,14 @@ def _describe(run: Path, config: dict) -> dict:
     return info
 
 
+def _spec_type(kind: str):
+    """The spec class that checks a config of this kind (the loaders' own schema check)."""
+    from ..diffusion.refiner import RefinerSpec
+    from ..segmenter import SegmenterSpec
+
+    return SegmenterSpec if kind == "segmenter" else RefinerSpec
+
+
 def scan_runs(root: str | Path | None) -> RunIndex:
     """The zoo's entries and every readable run under ``root`` (sorted by relative path; None:
     the zoo alone), plus notes on folders that carry a ``config.json`` but are not usable
@@ -102,8 +110,9 @@ def scan_runs(root: str | Path | None) -> RunIndex:
             name = folder.relative_to(root).as_posix() or "."
             try:
                 config = checkpoint.read_config(folder, kind=("segmenter", "refiner"))
+                _spec_type(config["kind"]).from_json(config, folder / checkpoint.CONFIG)
                 info = _describe(folder, config)
-            except InputError as err:
+            except InputError as err:  # one bad folder is listed as unusable, never fatal
                 index.notes.append(f"{name}: not a usable segrefine run ({err.message})")
                 return
             target = index.segmenters if config["kind"] == "segmenter" else index.refiners
