@@ -66,7 +66,7 @@ def test_a_missing_file_or_an_unknown_name_is_one_line(copied_zoo):
     (copied_zoo / "weizmann-horse" / "segmenter" / "config.json").unlink()
     with pytest.raises(InputError, match="incomplete"):
         Segmenter.load("zoo:weizmann-horse", "cpu")
-    with pytest.raises(InputError, match=r"no zoo model zoo:nope \(known: zoo:weizmann-horse"):
+    with pytest.raises(InputError, match=r"no zoo model zoo:nope \(known: .*zoo:weizmann-horse"):
         Refiner.load("zoo:nope", "cpu")
     (copied_zoo / "manifest.json").write_text("{")
     zoo.manifest.cache_clear()
@@ -92,7 +92,7 @@ def test_segrefine_zoo_lists_the_entries_with_their_scores(run_cli):
     code, out, _ = run_cli("zoo", "zoo:weizmann-horse")
     assert code == 0 and out.startswith("# zoo:weizmann-horse")
     code, _, err = run_cli("zoo", "nope")
-    assert code == 2 and "known: zoo:weizmann-horse" in err
+    assert code == 2 and "zoo:weizmann-horse" in err and "known: " in err
 
 
 def test_refine_takes_zoo_names_for_both_runs(run_cli, tmp_path):
