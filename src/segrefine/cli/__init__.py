@@ -53,7 +53,7 @@ for _group in (segment, refine, calibrate, weak, attention, serve, cluster, runs
 def main() -> None:
     """Console entry point: run the app, turning input errors into one line and exit code 2."""
     try:
-        app()
+        app(prog_name="segrefine")  # the same name however it was started (-m, a venv path)
     except InputError as err:
         typer.echo(f"segrefine: error: {err}", err=True)
         sys.exit(2)
