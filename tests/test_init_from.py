@@ -10,9 +10,9 @@ import torch
 from refiner_helpers import tiny_config
 
 from segrefine import Refiner, Segmenter
+from segrefine.checkpoint import init_from
 from segrefine.diffusion import train_refiner
 from segrefine.errors import InputError
-from segrefine.runs import init_from
 from segrefine.train import TrainConfig, train_segmenter
 
 

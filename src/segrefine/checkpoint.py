@@ -9,7 +9,9 @@ A run folder (``RUN_DIR``) holds
   progress in the file's metadata, so one atomic file is all ``--resume`` needs;
 * ``log.jsonl`` -- one JSON line per epoch.
 
-Every file is written to a temporary name and renamed into place.
+Every file is written to a temporary name and renamed into place. A run is given by its
+folder or as a zoo entry, ``zoo:NAME`` (:func:`run_folder`); a new run may start from a
+trained one's weights (:func:`init_from`).
 """
 
 from __future__ import annotations
@@ -117,6 +119,36 @@ def load_weights(model: torch.nn.Module, run_dir: str | Path) -> None:
         model.load_state_dict(tensors)
     except RuntimeError as err:
         raise InputError("weights do not match the architecture in config.json", path) from err
+
+
+def run_folder(run: str | Path, kind: str) -> Path:
+    """The folder of a run given by path or as a zoo entry (``zoo:NAME``)."""
+    from . import zoo  # the zoo names its runs; it imports nothing of ours
+
+    return zoo.resolve(run, kind) if zoo.is_zoo(run) else Path(run)
+
+
+def check_init_from(run: str | Path, kind: str) -> Path:
+    """The weights file of ``run`` (a folder or ``zoo:NAME``) to start a new ``kind`` run
+    from; an input error, before any training folder is made, when it is no such run."""
+    folder = run_folder(run, kind)
+    read_config(folder, kind=kind)
+    return folder / WEIGHTS
+
+
+def init_from(net: torch.nn.Module, run: str | Path, kind: str) -> dict:
+    """Start ``net`` from a trained ``kind`` run: every tensor whose name and shape match is
+    copied, the rest (e.g. the class layers when the classes differ) keep their fresh
+    initialisation. Returns what the new run records: where it started and how many tensors
+    were copied and left fresh."""
+    tensors, _ = load_tensors(check_init_from(run, kind))
+    own = net.state_dict()
+    same = {k: v for k, v in tensors.items() if k in own and own[k].shape == v.shape}
+    if not same:
+        raise InputError(f"no tensor of {run} fits this {kind}'s architecture (another "
+                         "model, width or depth?)")  # fmt: skip
+    net.load_state_dict({**own, **{k: v.to(own[k].dtype) for k, v in same.items()}})
+    return {"run": str(run), "copied": len(same), "fresh": len(own) - len(same)}
 
 
 def save_training_state(run_dir: str | Path, model: torch.nn.Module,

@@ -137,36 +137,6 @@ def check_settings(checks: dict[str, bool], what: str) -> None:
             raise InputError(f"{what}: invalid {name}")
 
 
-def run_folder(run: str | Path, kind: str) -> Path:
-    """The folder of a run given by path or as a zoo entry (``zoo:NAME``)."""
-    from . import zoo
-
-    return zoo.resolve(run, kind) if zoo.is_zoo(run) else Path(run)
-
-
-def check_init_from(run: str | Path, kind: str) -> Path:
-    """The weights file of ``run`` (a folder or ``zoo:NAME``) to start a new ``kind`` run
-    from; an input error, before any training folder is made, when it is no such run."""
-    folder = run_folder(run, kind)
-    checkpoint.read_config(folder, kind=kind)
-    return folder / checkpoint.WEIGHTS
-
-
-def init_from(net: torch.nn.Module, run: str | Path, kind: str) -> dict:
-    """Start ``net`` from a trained ``kind`` run: every tensor whose name and shape match is
-    copied, the rest (e.g. the class layers when the classes differ) keep their fresh
-    initialisation. Returns what the new run records: where it started and how many tensors
-    were copied and left fresh."""
-    tensors, _ = checkpoint.load_tensors(check_init_from(run, kind))
-    own = net.state_dict()
-    same = {k: v for k, v in tensors.items() if k in own and own[k].shape == v.shape}
-    if not same:
-        raise InputError(f"no tensor of {run} fits this {kind}'s architecture (another "
-                         "model, width or depth?)")  # fmt: skip
-    net.load_state_dict({**own, **{k: v.to(own[k].dtype) for k, v in same.items()}})
-    return {"run": str(run), "copied": len(same), "fresh": len(own) - len(same)}
-
-
 class LoadableRun:
     """``load(run_dir)`` for a model class built from a spec (one loader for every kind)."""
 
@@ -184,7 +154,7 @@ class LoadableRun:
     def load(cls, run_dir: str | Path, device: str = "auto"):
         """Load the best weights of a run folder of this kind, or of a zoo entry's
         (``"zoo:NAME"``, checked against its manifest; :mod:`segrefine.zoo`)."""
-        run_dir = run_folder(run_dir, cls.spec_type.kind)
+        run_dir = checkpoint.run_folder(run_dir, cls.spec_type.kind)
         config = checkpoint.read_config(run_dir, kind=cls.spec_type.kind)
         model = cls.from_spec(cls.spec_type.from_json(config, Path(run_dir) / checkpoint.CONFIG),
                               device)  # fmt: skip

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .checkpoint import check_init_from, init_from
 from .data.datasets import LoadedSplit, load_split
 from .data.io import VOID
 from .data.transforms import AugmentConfig, augment_batch, to_tensor
@@ -34,10 +35,8 @@ from .models import available_segmenters
 from .runs import (
     RunFolder,
     TrainingData,
-    check_init_from,
     check_settings,
     example_sources,
-    init_from,
     make_accelerator,
 )
 from .segmenter import Segmenter, SegmenterSpec, predict_probs, resolve_device

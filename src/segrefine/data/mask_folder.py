@@ -69,6 +69,10 @@ class MaskFolder:
 
     def path_for(self, item_id: str) -> Path:
         """The one file for ``item_id``; an input error when there is none or more than one."""
+        return self._locate(item_id)[0]
+
+    def _locate(self, item_id: str) -> tuple[Path, Coarse | None]:
+        """:meth:`path_for`, and the file's reading when finding it took one (a pair)."""
         if not item_id or item_id != Path(item_id).name or item_id in (".", ".."):
             raise InputError(f"image id {item_id!r} is not a plain file name", self.folder)
         if self.pattern is not None:
@@ -76,7 +80,7 @@ class MaskFolder:
             if path.name not in self._files:
                 raise InputError(f"no mask for image '{item_id}' (--mask-pattern "
                                  f"{self.pattern!r} gives {path.name})", self.folder)  # fmt: skip
-            return path
+            return path, None
         exts = (".npy", *IMAGE_EXTENSIONS)
         found = [f"{item_id}{s}{e}" for s in SUFFIXES for e in exts
                  if f"{item_id}{s}{e}" in self._files]  # fmt: skip
@@ -86,22 +90,23 @@ class MaskFolder:
                              "image formats; name them so or pass --mask-pattern)",
                              self.folder)  # fmt: skip
         if sorted(found) == [f"{item_id}.npy", f"{item_id}.png"]:
-            found = [self._pair(item_id)]
+            return self._pair(item_id)
         if len(found) > 1:
             raise InputError(f"{' and '.join(found)} are both masks for image '{item_id}': "
                              "remove one, or pick with --mask-pattern", self.folder)  # fmt: skip
-        return self.folder / found[0]
+        return self.folder / found[0], None
 
-    def _pair(self, item_id: str) -> str:
+    def _pair(self, item_id: str) -> tuple[Path, Coarse]:
         """``<id>.png`` beside ``<id>.npy``: as ``predict --save-probs`` and ``refine`` write
         them, the labels and their probabilities. Taken as such (the ``.png`` for a scorer of
         labels, the ``.npy`` otherwise) when the labels are the map's most likely classes;
         two different predictions are an error naming both."""
         png, npy = self.folder / f"{item_id}.png", self.folder / f"{item_id}.npy"
-        labels = read_coarse(png, self.classes, self.colours).top_labels()
-        probs = read_coarse(npy, self.classes).probs
+        as_png = read_coarse(png, self.classes, self.colours)
+        as_npy = read_coarse(npy, self.classes)
+        labels, probs = as_png.top_labels(), as_npy.probs
         if probs is not None and self.classes is not None and len(probs) != self.classes:
-            return npy.name  # a map for other classes: its own error says so
+            return npy, as_npy  # a map for other classes: its own error says so
         # float16 maps round near-ties: the labels must be a most likely class up to that
         same = probs is not None and probs.shape[1:] == labels.shape and labels.max() < len(
             probs) and (np.take_along_axis(probs, labels[None].astype(np.int64), 0)[0]
@@ -110,12 +115,14 @@ class MaskFolder:
             raise InputError(f"{npy.name} and {png.name} are both masks for image '{item_id}' "
                              "and differ: remove one, or pick with --mask-pattern",
                              self.folder)  # fmt: skip
-        return png.name if self.labels_first else npy.name
+        return (png, as_png) if self.labels_first else (npy, as_npy)
 
     def read(self, item_id: str) -> Coarse:
         """The coarse input for ``item_id`` (see :func:`~segrefine.data.coarse.read_coarse`),
         telling ``notice`` how it was read the first time a kind appears."""
-        coarse = read_coarse(self.path_for(item_id), self.classes, self.colours)
+        path, coarse = self._locate(item_id)
+        if coarse is None:
+            coarse = read_coarse(path, self.classes, self.colours)
         if coarse.note and coarse.kind not in self._told:
             self._told.add(coarse.kind)
             self.notice(f"{coarse.path}: read as {self._named(coarse.note)}; other masks of "

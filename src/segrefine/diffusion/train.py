@@ -20,16 +20,15 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import checkpoint
+from ..checkpoint import check_init_from, init_from
 from ..data.datasets import load_split, open_dataset
 from ..data.transforms import to_tensor
 from ..errors import InputError
 from ..evaluate import score_split
 from ..runs import (
     RunFolder,
-    check_init_from,
     check_same_classes,
     example_sources,
-    init_from,
     make_accelerator,
     native_bf16,
 )
