@@ -24,13 +24,17 @@ from tqdm.auto import tqdm
 
 from .data.datasets import detect_layout, load_split
 from .data.io import (
+    STARTED,
     check_image_file,
     image_size,
     list_images,
     read_image,
+    remove_stale_temporaries,
     write_label_png,
     write_npy,
+    write_text,
 )
+from .data.transforms import check_aspect
 from .errors import InputError
 from .segmenter import Segmenter
 
@@ -88,8 +92,13 @@ class Inputs:
 
 
 def iter_inputs(
-    source: str | Path, size: int, split: str = "val", classes=None, binary_per_class=False,
-    protocol: bool = False, bad: dict[str, str] | None = None,
+    source: str | Path,
+    size: int,
+    split: str = "val",
+    classes=None,
+    binary_per_class=False,
+    protocol: bool = False,
+    bad: dict[str, str] | None = None,
 ) -> Inputs:
     """Images from a plain folder, or from ``split`` of a dataset root (either layout).
 
@@ -104,9 +113,25 @@ def iter_inputs(
     if not source.exists():
         raise InputError("no such image folder or dataset", source)
     if source.is_dir() and detect_layout(source) is not None:
-        data = load_split(source, split, classes, binary_per_class,
-                          size if protocol else None, require_masks=False)
-        return Inputs(process_share(data.items), lambda item: InputImage(item.id, item.image),
+        data = load_split(
+            source,
+            split,
+            classes,
+            binary_per_class,
+            size if protocol else None,
+            require_masks=False,
+        )
+        items = []
+        for item in process_share(data.items):  # the protocol's squares need no check
+            try:
+                if not protocol:
+                    _check_item(item, size, source)
+                items.append(item)
+            except InputError as err:
+                if bad is None:
+                    raise
+                bad[item.id] = str(err)
+        return Inputs(items, lambda item: InputImage(item.id, item.image),
                       lambda item: (item.id, item.image.shape[:2]))  # fmt: skip
     paths = [source] if source.is_file() else list_images(source)
     if not paths:
@@ -120,14 +145,27 @@ def iter_inputs(
     mine = []
     for path in process_share(paths):  # a broken file fails now, before any output
         try:
-            check_image_file(path)
+            # decoded in full (a truncated JPEG passes Image.verify), one at a time, and its
+            # working size bounded before any model sees it
+            check_aspect(check_image_file(path), size, path)
             mine.append(path)
         except InputError as err:
             if bad is None:
                 raise
             bad[path.stem] = str(err)
-    return Inputs(mine, lambda path: InputImage(path.stem, read_image(path)),
-                  lambda path: (path.stem, image_size(path)))
+    return Inputs(
+        mine,
+        lambda path: InputImage(path.stem, read_image(path)),
+        lambda path: (path.stem, image_size(path)),
+    )
+
+
+def _check_item(item, size: int, root: Path) -> None:
+    """A dataset image's working size, its error naming the image's id and the dataset."""
+    try:
+        check_aspect(item.image.shape, size)
+    except InputError as err:
+        raise InputError(f"image '{item.id}': {err}", root) from None
 
 
 def predict_to_folder(
@@ -145,11 +183,8 @@ def predict_to_folder(
     class order of the probability maps.
     """
     cfg = segmenter.spec
-    inputs = iter_inputs(source, segmenter.size, split, cfg.classes,
-                         cfg.binary_per_class, protocol)
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise InputError("output folder is a file", out)
+    inputs = iter_inputs(source, segmenter.size, split, cfg.classes, cfg.binary_per_class, protocol)
+    out = prepare_output(out)
     written = []
     for inp in tqdm(inputs, desc="predict", disable=not progress, leave=False):
         probs = segmenter.predict(inp.image, protocol=protocol)
@@ -159,5 +194,17 @@ def predict_to_folder(
         written.append(inp.id)
     out.mkdir(parents=True, exist_ok=True)
     if is_main_process():
-        (out / "classes.txt").write_text("\n".join(segmenter.class_names) + "\n")
+        write_text(out / "classes.txt", "\n".join(segmenter.class_names) + "\n")
     return written
+
+
+def prepare_output(out: str | Path) -> Path:
+    """The output folder, once every input is checked: refused when it is a file, and
+    cleared of the temporaries a killed run of ours left (only those, and only ones older
+    than this process, so another process of this command keeps its own)."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise InputError("output folder is a file", out)
+    if out.is_dir() and is_main_process():
+        remove_stale_temporaries(out, older_than=STARTED)
+    return out

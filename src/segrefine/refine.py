@@ -26,13 +26,13 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from .data.io import write_image, write_label_png, write_npy
+from .data.io import write_image, write_label_png, write_npy, write_text
 from .data.mask_folder import MaskFolder
 from .diffusion.onehot import check_coarse
 from .diffusion.refiner import Refiner
 from .errors import InputError
 from .pipeline import check_pair, segment_and_refine
-from .predict import is_main_process, iter_inputs
+from .predict import is_main_process, iter_inputs, prepare_output
 from .runs import check_same_classes
 
 
@@ -80,8 +80,13 @@ def refine_to_folder(
     say = notice or (lambda m: tqdm.write(m, file=sys.stderr))
     folder = None
     if probs_dir is not None:
-        folder = MaskFolder(probs_dir, None if refiner.spec.class_agnostic else
-                            refiner.num_classes, mask_pattern, say, refiner.class_names)
+        folder = MaskFolder(
+            probs_dir,
+            None if refiner.spec.class_agnostic else refiner.num_classes,
+            mask_pattern,
+            say,
+            refiner.class_names,
+        )
         if folder.names is not None and not refiner.spec.class_agnostic:
             check_same_classes(("the masks' classes.txt", folder.names),
                                ("the refiner", refiner.class_names),
@@ -90,9 +95,6 @@ def refine_to_folder(
     bad: dict[str, str] = {}
     inputs = iter_inputs(source, refiner.size, split, cfg.classes, cfg.binary_per_class,
                          protocol, bad if skip_bad else None)  # fmt: skip
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise InputError("output folder is a file", out)
     if folder is not None:
         bad.update(_check_masks(folder, inputs, refiner, say))
         if bad and not skip_bad:
@@ -101,6 +103,7 @@ def refine_to_folder(
             raise InputError(f"{first}{more}; nothing was written (--skip-bad refines the "
                              "good ones)")  # fmt: skip
         inputs = inputs.without(set(bad))
+    out = prepare_output(out)
     written = []
     for inp in tqdm(inputs, desc="refine", disable=not progress, leave=False):
         coarse = {"segmenter": segmenter}
@@ -123,7 +126,7 @@ def refine_to_folder(
     if refiner.spec.class_agnostic:  # the output keeps the input's classes
         names = segmenter.class_names if segmenter is not None else folder.names
     if is_main_process() and names:
-        (out / "classes.txt").write_text("\n".join(names) + "\n")
+        write_text(out / "classes.txt", "\n".join(names) + "\n")
     if bad:
         raise BadInputs(written, bad)
     return written

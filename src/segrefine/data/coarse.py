@@ -89,8 +89,11 @@ def interpret_image(img: Image.Image, classes: int | None, colours: np.ndarray |
     alpha = _alpha(img)
     if alpha is not None:  # a cutout: the alpha channel is the mask
         _need_one_object(classes, "an RGBA cutout's alpha channel", path)
-        return _soft(alpha.astype(np.float32) / 255, "alpha",
-                     "an RGBA cutout: its alpha channel read as the object's probability")
+        return _soft(
+            alpha.astype(np.float32) / 255,
+            "alpha",
+            "an RGBA cutout: its alpha channel read as the object's probability",
+        )
     if img.mode == "F":
         return interpret_array(np.asarray(img, np.float32), classes, soft_ok=True, path=path)
     if img.mode == "1":
@@ -119,6 +122,8 @@ def interpret_array(arr: np.ndarray, classes: int | None, soft_ok: bool = True,
     float map of the object's probability, or (H, W) integer labels read as masks are (class
     ids, two-valued, soft)."""
     arr = np.asarray(arr)
+    if arr.size == 0:  # (2, 0, 0) and the like: no size check or reduction can take them
+        raise InputError(f"a coarse input of shape {arr.shape} has no pixels", path)
     if arr.dtype == bool:
         arr = arr.astype(np.uint8)
     if arr.ndim == 3 and arr.dtype.kind == "f":
@@ -133,8 +138,11 @@ def interpret_array(arr: np.ndarray, classes: int | None, soft_ok: bool = True,
             raise InputError("an H x W float map must hold the object's probability in "
                              "[0, 1]", path)  # fmt: skip
         _need_one_object(classes, "an H x W probability map", path)
-        return _soft(arr.astype(np.float32), "probability of the object",
-                     "an H x W map read as the object's probability")
+        return _soft(
+            arr.astype(np.float32),
+            "probability of the object",
+            "an H x W map read as the object's probability",
+        )
     if arr.dtype.kind not in "iu":
         raise InputError(f"a coarse input must be numbers, got dtype {arr.dtype}", path)
     if arr.size and (arr.min() < 0 or arr.max() > 65535):
@@ -201,8 +209,10 @@ def _ids(ids: np.ndarray, classes: int | None, path) -> Coarse:
     return Coarse(labels=ids.astype(np.uint8))
 
 
-_CLASSES_HINT = ("; train or pick a refiner for these classes, or write the masks with ids "
-                 "0..C-1 (for colour masks, a classes.txt of 'name R G B' lines)")
+_CLASSES_HINT = (
+    "; train or pick a refiner for these classes, or write the masks with ids "
+    "0..C-1 (for colour masks, a classes.txt of 'name R G B' lines)"
+)
 
 
 def _from_colours(rgb: np.ndarray, classes: int | None, colours, path, lossy: bool) -> Coarse:
@@ -229,9 +239,15 @@ def _from_colours(rgb: np.ndarray, classes: int | None, colours, path, lossy: bo
     ids = np.array([first.get(code, -1) for code in found.tolist()])
     if (ids < 0).any():
         r, g, b = (int(found[ids < 0][0]) >> s & 255 for s in (16, 8, 0))
-        where, fix = ("the VOC palette", "add a classes.txt of 'name R G B' lines beside the "
-                      "masks, one per class in the refiner's order") if colours is None else (
-                      "the classes.txt colours", "add its colour to the classes.txt")
+        where, fix = (
+            (
+                "the VOC palette",
+                "add a classes.txt of 'name R G B' lines beside the "
+                "masks, one per class in the refiner's order",
+            )
+            if colours is None
+            else ("the classes.txt colours", "add its colour to the classes.txt")
+        )
         raise InputError(f"colour mask has colour ({r}, {g}, {b}), which is not in {where}: "
                          f"{fix}", path)  # fmt: skip
     return _ids(ids[inverse].reshape(codes.shape).astype(np.uint8), classes, path)

@@ -10,7 +10,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
+import sys
 import tempfile
+import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -47,33 +51,105 @@ def _open(path: Path) -> Image.Image:
     if path.stat().st_size == 0:
         raise InputError("file is empty (0 bytes)", path)
     try:
-        img = Image.open(path)
-        img.load()  # decode now: a truncated file fails here, not later in a worker
+        # our own line replaces Pillow's warning (raw, with a source line, on every read)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(path)
+            _check_jpeg_data(img, path)
+            img.load()  # decode now: a truncated file fails here, not later in a worker
+    except InputError:
+        raise
     except Image.DecompressionBombError as err:
         raise InputError(f"image is too large to read safely ({err})", path) from err
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise InputError(f"cannot read image ({err})", path) from err
+        raise InputError(f"cannot read image ({_reason(err)})", path) from err
+    _say_if_large(img, path)
     # a phone photo is often stored rotated with an EXIF orientation tag: every viewer shows
     # it upright, so masks must be made for the upright pixels too
     return ImageOps.exif_transpose(img)
 
 
-def check_image_file(path: str | Path) -> None:
-    """Check that ``path`` is a readable image from its header and, for formats that have
-    them, its chunk checksums, without decoding it: cheap enough to run over a whole folder
-    before the first output is written."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError("no such file", path)
-    if path.stat().st_size == 0:
-        raise InputError("file is empty (0 bytes)", path)
-    try:
-        with Image.open(path) as img:
-            img.verify()
-    except Image.DecompressionBombError as err:
-        raise InputError(f"image is too large to read safely ({err})", path) from err
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise InputError(f"cannot read image ({err})", path) from err
+def _reason(err: Exception) -> str:
+    """Pillow's error in words a user can act on."""
+    text = str(err)
+    if "Decompressed data too large" in text or "Too much memory used in text chunks" in text:
+        return ("a PNG text or ICC-profile chunk decompresses beyond the reader's limit: a "
+                "decompression bomb, or metadata to strip")  # fmt: skip
+    return text
+
+
+_warned: set[Path] = set()
+
+
+def _say_if_large(img: Image.Image, path: Path) -> None:
+    """One line, once per file, for an image over Pillow's decompression-bomb threshold (up
+    to twice it is read; beyond, Pillow refuses it)."""
+    limit = Image.MAX_IMAGE_PIXELS
+    w, h = img.size
+    if limit and w * h > limit and path not in _warned:
+        _warned.add(path)
+        print(
+            f"segrefine: warning: {path}: image is {w}x{h} = {w * h / 1e6:.0f} MP, over "
+            f"{limit / 1e6:.0f} MP: reading it takes time and memory",
+            file=sys.stderr,
+        )
+
+
+# SOF markers of the Huffman-coded JPEGs: baseline, extended sequential, progressive
+_HUFFMAN_SOF = (0xC0, 0xC1, 0xC2)
+
+
+def _check_jpeg_data(img: Image.Image, path: Path) -> None:
+    """Refuse a JPEG whose entropy-coded data is too short for the size in its header.
+
+    libjpeg fills whatever data is missing with grey and Pillow does not report it, so a
+    64 x 64 file whose header says 13000 x 13000 decoded (in 22 s) to 169 MP of garbage.
+    Huffman coding spends at least one bit on every 8 x 8 block of the full-resolution
+    component (a DC code, in sequential and progressive files alike), so fewer bits than
+    blocks means missing data, found from the file's size before anything is decoded.
+    """
+    if img.format != "JPEG":
+        return
+    sof, data_start = _jpeg_layout(path)
+    size = path.stat().st_size
+    if sof not in _HUFFMAN_SOF or data_start > size:
+        return  # arithmetic-coded or hierarchical (very rare): no such bound; or unparsed
+    w, h = img.size
+    blocks = -(-w // 8) * -(-h // 8)
+    bits = (size - data_start) * 8
+    if bits < blocks:
+        raise InputError(f"JPEG header says {w}x{h} but the file holds data for at most "
+                         f"{bits * 64 / 1e6:.2g} MP: truncated or corrupt", path)  # fmt: skip
+
+
+def _jpeg_layout(path: Path) -> tuple[int | None, int]:
+    """The SOF marker (its second byte) and the offset of the first scan's data: the marker
+    segments are walked up to the first SOS, reading only their headers."""
+    sof = None
+    with open(path, "rb") as f:
+        f.seek(2)  # SOI
+        while True:
+            head = f.read(4)
+            if len(head) < 4 or head[0] != 0xFF:
+                return sof, f.tell()
+            if head[1] == 0xFF:  # a fill byte before a marker
+                f.seek(-3, os.SEEK_CUR)
+                continue
+            marker, length = head[1], int.from_bytes(head[2:4], "big")
+            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+                sof = marker
+            f.seek(length - 2, os.SEEK_CUR)
+            if marker == 0xDA:  # SOS: entropy-coded data follows its header
+                return sof, f.tell()
+
+
+def check_image_file(path: str | Path) -> tuple[int, int]:
+    """Check that ``path`` is a readable image by decoding it in full (and dropping the
+    pixels): a truncated JPEG passes ``Image.verify``, and only a full decode finds it.
+    Run over a whole folder before the first output is written, one image at a time.
+    Returns its (H, W) as :func:`read_image` reads it."""
+    with _open(Path(path)) as img:
+        return img.height, img.width
 
 
 def image_size(path: str | Path) -> tuple[int, int]:
@@ -189,21 +265,26 @@ def read_npy(path: str | Path) -> np.ndarray:
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it onto ``path`` only on success."""
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only on success. A
+    failure to write (a full disk, a read-only folder) is an ``OSError`` naming ``path``,
+    not the temporary (or nothing, as a full disk's error does)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        tmp_path = Path(tmp)
         yield tmp_path
         # mkstemp makes the file 0600; a result should be readable like any file made here
         os.chmod(tmp_path, 0o666 & ~_UMASK)
         with open(tmp_path, "rb") as f:  # on disk before the rename: a power cut between the
             os.fsync(f.fileno())  # two leaves the old file or the new one, never an empty one
         os.replace(tmp_path, path)
+    except OSError as err:
+        raise OSError(err.errno, f"cannot write ({err.strerror or err})", str(path)) from err
     finally:
-        if tmp_path.exists():
+        if tmp_path is not None and tmp_path.exists():
             tmp_path.unlink()
 
 
@@ -216,10 +297,25 @@ def _current_umask() -> int:
 _UMASK = _current_umask()
 
 
-def remove_stale_temporaries(folder: str | Path) -> int:
-    """Delete the hidden ``.<name>.*.tmp`` files :func:`atomic_path` leaves when a process
-    is killed mid-write; returns how many were removed."""
-    stale = list(Path(folder).glob(".*.tmp"))
+# what atomic_path's mkstemp names: ".<name>." + 8 of [a-z0-9_] + ".tmp"; a user's own
+# ".cache.tmp" or "notes.tmp" never matches
+_TEMPORARY = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
+STARTED = time.time()  # this process's start, near enough: it imports this module first
+
+
+def remove_stale_temporaries(folder: str | Path, older_than: float | None = None) -> int:
+    """Delete the hidden ``.<name>.<8 characters>.tmp`` files :func:`atomic_path` leaves when
+    a process is killed mid-write, and no other file; with ``older_than`` (a time, e.g.
+    :data:`STARTED`) only those last written before it, so that a writer that is still at
+    work (another process of the same command) keeps its own. Returns how many were
+    removed."""
+    stale = [
+        p
+        for p in Path(folder).glob(".*.tmp")
+        if _TEMPORARY.fullmatch(p.name)
+        and p.is_file()
+        and (older_than is None or p.stat().st_mtime < older_than)
+    ]
     for path in stale:
         path.unlink(missing_ok=True)
     return len(stale)
@@ -255,6 +351,12 @@ def write_json(path: str | Path, obj: object) -> None:
     """Write JSON (indented, UTF-8), atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """Write UTF-8 text, atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 def list_images(folder: str | Path) -> list[Path]:

@@ -9,11 +9,13 @@ resumed from a checkpoint therefore sees exactly the batches an uninterrupted ru
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..errors import InputError
 from .io import VOID
 
 # Images enter every network as (x / 255 - MEAN) / STD: roughly zero-centred, unit-scaled.
@@ -48,13 +50,42 @@ def pad_to_multiple(x: torch.Tensor, stride: int) -> torch.Tensor:
     return F.pad(x, pad, mode="reflect" if min(h, w) > max(pad) else "replicate")
 
 
-def working_size(shape: tuple[int, int], size: int) -> tuple[int, int]:
+# The working size keeps the aspect ratio with the short side at the training size, so its
+# pixel count is size^2 x (long side / short side): nothing else bounds it, and a 1 x 1000
+# PNG of 299 bytes became a 128 x 128000 working image (6-7 GB). Bounding the ratio bounds the
+# working size at MAX_ASPECT training squares (1.6e5 px at size 128, 2.6 MP at 512) however
+# small the file. 10:1 keeps every real photo: phone and 360-degree panoramas are 2:1 to
+# about 8:1; beyond that an image is a strip, better cropped or split by its owner.
+MAX_ASPECT = 10
+
+
+def working_size(shape: tuple[int, int], size: int,
+                 path: str | Path | None = None) -> tuple[int, int]:  # fmt: skip
     """(h, w) at which a model trained on ``size``-px squares sees an image of ``shape``: the
     aspect ratio kept and the short side at ``size`` (training resized each image's central
-    square to ``size``, so objects keep the scale they had in training)."""
+    square to ``size``, so objects keep the scale they had in training). An image with no
+    pixels or longer than :data:`MAX_ASPECT` times its width (or wider) is an input error
+    naming ``path``, raised before any work."""
     h, w = shape[:2]
+    check_aspect((h, w), size, path)
     scale = size / min(h, w)
     return max(1, round(h * scale)), max(1, round(w * scale))
+
+
+def check_aspect(shape: tuple[int, int], size: int, path: str | Path | None = None) -> None:
+    """Refuse an image of ``shape`` (H, W) whose working size would exceed
+    :data:`MAX_ASPECT` training squares of ``size`` px (see there). The test is on the ratio
+    alone, so an image that passes for one model passes for every other."""
+    h, w = (int(v) for v in shape[:2])
+    if min(h, w) < 1:
+        raise InputError(f"image is {w}x{h}: it has no pixels", path)
+    if max(h, w) > MAX_ASPECT * min(h, w):
+        long = size * max(h, w) // min(h, w)
+        wh = f"{long}x{size}" if w > h else f"{size}x{long}"
+        raise InputError(f"image is {w}x{h}, an aspect ratio of {max(h, w) / min(h, w):.4g}:1; "
+                         f"a model works on it at {wh} = {long * size / 1e6:.1f} MP (short side "
+                         f"{size} px), so at most {MAX_ASPECT}:1 is accepted: crop or split "
+                         "it", path)  # fmt: skip
 
 
 def from_tensor(x: torch.Tensor) -> np.ndarray:
@@ -101,11 +132,17 @@ def augment_batch(
         room = np.abs(1.0 - 1.0 / scale)
         theta[:, :, 2] = np.clip(shift * 2, -room[:, None], room[:, None])
         grid = F.affine_grid(torch.from_numpy(theta), list(images.shape), align_corners=False)
-        images = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros",
-                               align_corners=False)
+        images = F.grid_sample(
+            images, grid, mode="bilinear", padding_mode="zeros", align_corners=False
+        )
         # shift mask ids by one so that padding (0) is recognisable as "outside" -> void
-        m = F.grid_sample((masks + 1).unsqueeze(1).float(), grid, mode="nearest",
-                          padding_mode="zeros", align_corners=False)
+        m = F.grid_sample(
+            (masks + 1).unsqueeze(1).float(),
+            grid,
+            mode="nearest",
+            padding_mode="zeros",
+            align_corners=False,
+        )
         masks = m.squeeze(1).long() - 1
         masks[masks < 0] = VOID
 

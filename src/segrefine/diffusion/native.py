@@ -63,7 +63,9 @@ def draw_native_crops(images, masks, n: int, crop: int, size: int, num_classes: 
     xs, ys, ps = [], [], []
     for i in rng.integers(len(images), size=n):
         image, mask = images[i], masks[i]
-        h, w = working_size(mask.shape, size)
+        # the working size's height, unchecked: a crop is bounded by the image's own size, so
+        # a strip of a dataset trains (the aspect bound is for what inference allocates)
+        h = max(1, round(mask.shape[0] * size / min(mask.shape)))
         s = (h / mask.shape[0]) ** (1 - t) if h < mask.shape[0] else 1.0
         shape = (max(crop, round(mask.shape[0] * s)), max(crop, round(mask.shape[1] * s)))
         im, m = resize_image(image, shape), resize_mask(mask, shape)
@@ -150,8 +152,9 @@ def _near_boundary(probs: torch.Tensor, radius: int) -> torch.Tensor:
             t0, l0 = max(top - radius, 0), max(left - radius, 0)
             win = probs[:, t0 : top + TILE + radius, l0 : left + TILE + radius]
             edge = near_label_edge(labels_of(win), radius)
-            out[top : top + TILE, left : left + TILE] = edge[top - t0 : top - t0 + TILE,
-                                                             left - l0 : left - l0 + TILE]
+            out[top : top + TILE, left : left + TILE] = edge[
+                top - t0 : top - t0 + TILE, left - l0 : left - l0 + TILE
+            ]
     return out
 
 
@@ -193,8 +196,13 @@ def effective_size(probs: torch.Tensor | np.ndarray, tolerance: float = 0.05,
         errors = []
         for crop, near in zip(crops, nears, strict=True):
             ch, cw = crop.shape[-2:]
-            small = F.interpolate(crop[None], size=(max(2, round(ch / f)), max(2, round(cw / f))),
-                                  mode="bilinear", antialias=True, align_corners=False)
+            small = F.interpolate(
+                crop[None],
+                size=(max(2, round(ch / f)), max(2, round(cw / f))),
+                mode="bilinear",
+                antialias=True,
+                align_corners=False,
+            )
             back = F.interpolate(small, size=(ch, cw), mode="bilinear", align_corners=False)[0]
             errors.append((back - crop).abs().amax(0)[near])
         err = torch.cat(errors)
