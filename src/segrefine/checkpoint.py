@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -55,10 +56,33 @@ def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict 
         save_file(flat, str(tmp), metadata=metadata)
 
 
+class UncheckedWeightsWarning(UserWarning):
+    """Weights written before segrefine kept checksums: damage to them would go unnoticed."""
+
+
+_UNCHECKED_WARNED: set[Path] = set()
+
+
 def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     """Read a file written by :func:`save_tensors`: (tensors, meta). A file whose tensors no
-    longer match its checksum (a flipped bit, an edit) is refused; files written before
-    checksums existed carry none and are read as they are."""
+    longer match its checksum (a flipped bit, an edit) is refused; weights written before
+    checksums existed carry none: they are read as they are, with one warning per file that
+    says how to add one."""
+    tensors, meta, checked = read_tensors(path)
+    path = Path(path)
+    # a training state is rewritten, checksum and all, at the next save: no warning
+    if not checked and path.name != LAST and path.resolve() not in _UNCHECKED_WARNED:
+        _UNCHECKED_WARNED.add(path.resolve())
+        warnings.warn(UncheckedWeightsWarning(
+            f"{path} has no checksum (written by an older segrefine), so damage to it would "
+            f"go unnoticed; 'segrefine export --run {path.parent} --out COPY' writes a copy "
+            "that has one"), stacklevel=2)  # fmt: skip
+    return tensors, meta
+
+
+def read_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict, bool]:
+    """:func:`load_tensors` without the warning: (tensors, meta, whether a checksum was
+    there and matched)."""
     path = Path(path)
     if not path.is_file():
         raise InputError("no such checkpoint file", path)
@@ -73,7 +97,7 @@ def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
         raise InputError("checkpoint metadata is not a JSON object", path)
     if "sha256" in header and header["sha256"] != _digest(tensors):
         raise InputError("tensors do not match the file's checksum (altered or damaged)", path)
-    return tensors, meta
+    return tensors, meta, "sha256" in header
 
 
 def optimizer_to_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
@@ -223,6 +247,11 @@ def read_config(run_dir: str | Path, kind: str | tuple[str, ...]) -> dict:
 
 
 def append_log(run_dir: str | Path, record: dict) -> None:
-    """Append one JSON line to the run's log (a line is written whole or not at all)."""
-    with open(Path(run_dir) / LOG, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record) + "\n")
+    """Append one JSON line to the run's log (a line is written whole or not at all). A
+    failed write (a full disk) names the log: the error alone names no file."""
+    path = Path(run_dir) / LOG
+    try:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+    except OSError as err:
+        raise OSError(err.errno, f"cannot write ({err.strerror or err})", str(path)) from err

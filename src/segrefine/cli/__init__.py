@@ -9,6 +9,8 @@ line on stderr and exit code 2 (the same code Click uses for usage errors).
 from __future__ import annotations
 
 import sys
+import warnings
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -50,8 +52,23 @@ for _group in (segment, refine, calibrate, weak, attention, serve, cluster, runs
     _group.register(app)
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """segrefine's own warnings as one line, like its errors (Python's format adds the
+    warning's source line); other libraries' keep theirs."""
+    text = str(message)
+    if filename.startswith(_PACKAGE) or text.startswith("segrefine: "):
+        typer.echo(f"segrefine: warning: {text.removeprefix('segrefine: ')}", err=True)
+    else:
+        _default_show_warning(message, category, filename, lineno, file, line)
+
+
+_PACKAGE = str(Path(__file__).resolve().parents[1])
+_default_show_warning = warnings.showwarning
+
+
 def main() -> None:
     """Console entry point: run the app, turning input errors into one line and exit code 2."""
+    warnings.showwarning = _show_warning
     try:
         app(prog_name="segrefine")  # the same name however it was started (-m, a venv path)
     except InputError as err:
