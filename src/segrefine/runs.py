@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -23,6 +22,7 @@ from . import checkpoint
 from .data.datasets import open_dataset
 from .data.io import atomic_path, remove_stale_temporaries
 from .errors import InputError
+from .run_lock import RunLock
 
 
 @dataclasses.dataclass(frozen=True)
@@ -198,9 +198,6 @@ class LoadableRun:
         checkpoint.write_config(path, self.spec.to_json())
 
 
-SHARED_FILES = (checkpoint.CONFIG, checkpoint.WEIGHTS, checkpoint.LOG)
-
-
 EXAMPLES = "examples"  # a run's folder of example images
 MAX_EXAMPLES, EXAMPLE_SIDE = 4, 256
 
@@ -234,33 +231,9 @@ def list_examples(run_dir: Path) -> list[str]:
     folder = Path(run_dir) / EXAMPLES
     if not folder.is_dir():
         return []
-    return sorted(p.name for p in folder.glob("*.jpg") if p.is_file())[: 2 * MAX_EXAMPLES]
-
-
-def export_run(run_dir: str | Path, out: str | Path) -> list[Path]:
-    """Copy what a run needs to be used elsewhere -- ``config.json``, ``model.safetensors``,
-    ``log.jsonl`` and its example images -- into ``out``, leaving the training state and
-    caches behind (a refiner's out-of-fold cache is hundreds of MB). The run is loaded first,
-    so a broken run is not exported; ``out`` must not hold a run already."""
-    run_dir, out = Path(run_dir), Path(out)
-    checkpoint.read_config(run_dir, kind=("segmenter", "refiner"))
-    if not (run_dir / checkpoint.WEIGHTS).is_file():
-        raise InputError(f"no {checkpoint.WEIGHTS} (training not finished?)", run_dir)
-    checkpoint.load_tensors(run_dir / checkpoint.WEIGHTS)  # readable, or a one-line error
-    if (out / checkpoint.CONFIG).exists():
-        raise InputError("already holds a run", out)
-    if out.exists() and not out.is_dir():
-        raise InputError("output folder is a file", out)
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    names = [*SHARED_FILES, *(f"{EXAMPLES}/{n}" for n in list_examples(run_dir))]
-    for name in names:
-        if (run_dir / name).is_file():
-            (out / name).parent.mkdir(exist_ok=True)
-            with atomic_path(out / name) as tmp:
-                shutil.copyfile(run_dir / name, tmp)
-            written.append(out / name)
-    return written
+    # a shared run is input: a link in it may point anywhere, so it is no example
+    return sorted(p.name for p in folder.glob("*.jpg")
+                  if not p.is_symlink() and p.is_file())[: 2 * MAX_EXAMPLES]  # fmt: skip
 
 
 def make_accelerator(device: torch.device, mixed_precision: bool):
@@ -286,6 +259,7 @@ class RunFolder:
         self.path, self.kind, self.main = Path(path), kind, main
         self.best: dict | None = None
         self.history: list[dict] = []
+        self.lock = RunLock(self.path)
 
     def saved_train_settings(self) -> dict:
         """The trainer settings of the run being resumed."""
@@ -301,12 +275,24 @@ class RunFolder:
     def create(self, spec: RunSpec, examples: Sequence[Path] = ()) -> None:
         """Write the run's config (the folder is made now, after every input was checked)
         and small copies of a few ``examples`` images (what the web app offers to try the
-        run on); a resumed folder is first cleared of the temporaries a killed run left."""
+        run on); a resumed folder is first cleared of the temporaries a killed run left.
+        The folder's training lock is taken first (:mod:`segrefine.run_lock`): a second
+        trainer of the same run stops here, before it touches the first one's files; the
+        trainer gives it back with :meth:`release`."""
         if self.main:
             self.path.mkdir(parents=True, exist_ok=True)
-            remove_stale_temporaries(self.path)
-            checkpoint.write_config(self.path, spec.to_json())
-            write_examples(self.path / EXAMPLES, examples)
+            self.lock.acquire()
+            try:
+                remove_stale_temporaries(self.path)
+                checkpoint.write_config(self.path, spec.to_json())
+                write_examples(self.path / EXAMPLES, examples)
+            except BaseException:
+                self.release()
+                raise
+
+    def release(self) -> None:
+        """The end of training in this process: the run may be resumed by another."""
+        self.lock.release()
 
     def restore(self, net: torch.nn.Module, optimizer, resume: bool = True,
                 counter: str = "epoch") -> dict | None:

@@ -166,70 +166,73 @@ def train_segmenter(
     # every process has checked the folder before the main one creates the run in it
     accelerator.wait_for_everyone()
     folder.create(spec, example_sources(cfg.data, cfg.val_split) if not resume else ())
-    meta = folder.restore(model, optimizer, resume)
-    start_epoch = meta["epoch"] + 1 if meta else 0
+    try:  # the training lock taken by create is given back however training ends
+        meta = folder.restore(model, optimizer, resume)
+        start_epoch = meta["epoch"] + 1 if meta else 0
 
-    # channels-last convolutions are faster on a CPU and the preferred layout on a GPU
-    model = model.to(memory_format=torch.channels_last)
-    model, optimizer = accelerator.prepare(model, optimizer)
-    images = torch.from_numpy(np.stack([it.image for it in train.items]))
-    masks = torch.from_numpy(np.stack([it.mask for it in train.items]).astype(np.int64))
-    aug = AugmentConfig(**{k: tuple(v) if isinstance(v, list) else v
-                           for k, v in cfg.augment_config.items()})
+        # channels-last convolutions are faster on a CPU and the preferred layout on a GPU
+        model = model.to(memory_format=torch.channels_last)
+        model, optimizer = accelerator.prepare(model, optimizer)
+        images = torch.from_numpy(np.stack([it.image for it in train.items]))
+        masks = torch.from_numpy(np.stack([it.mask for it in train.items]).astype(np.int64))
+        aug = AugmentConfig(**{k: tuple(v) if isinstance(v, list) else v
+                               for k, v in cfg.augment_config.items()})
 
-    for epoch in range(start_epoch, cfg.epochs):
-        t0 = time.perf_counter()
-        batches = _epoch_batches(len(images), cfg.batch_size, cfg.seed, epoch,
-                                 accelerator.process_index, accelerator.num_processes)
-        model.train()
-        losses = []
-        # the per-batch bar only on a terminal; logs get the one line per epoch below
-        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
-                   disable=not (progress and main and sys.stderr.isatty()), dynamic_ncols=True)
-        for step, idx in enumerate(bar):
-            lr = learning_rate(cfg, epoch + step / len(batches))
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            x = to_tensor(images[idx].numpy())
-            y = masks[idx]
-            if cfg.augment:
-                rng = np.random.default_rng([cfg.seed, epoch, step, accelerator.process_index])
-                x, y = augment_batch(x, y, rng, aug)
-            x = x.to(accelerator.device).contiguous(memory_format=torch.channels_last)
-            y = y.to(accelerator.device)
-            with accelerator.autocast():
-                logits = model(x)
-            loss = F.cross_entropy(logits.float(), y, ignore_index=VOID)
-            optimizer.zero_grad(set_to_none=True)
-            accelerator.backward(loss)
-            optimizer.step()
-            losses.append(loss.item())
-            bar.set_postfix(loss=f"{np.mean(losses):.4f}")
-        seconds = time.perf_counter() - t0
-        record = {
-            "epoch": epoch + 1,
-            "train_loss": float(np.mean(losses)),
-            "lr": lr,
-            "seconds": round(seconds, 3),
-            "train_images_per_s": round(len(batches) * cfg.batch_size
-                                        * accelerator.num_processes / seconds, 2),
-        }
-        accelerator.wait_for_everyone()
-        if main:
-            net = accelerator.unwrap_model(model)
-            if val is not None:
-                record["val"] = evaluate_model(net, val, accelerator.device)
-                score = record["val"]["mean_image_iou"]
-            else:
-                score = -record["train_loss"]
-            folder.keep_if_best(record, score, net, key="epoch")
-            folder.save_state(record, net, optimizer, {"epoch": epoch})
-            if progress:
-                _print_epoch(record)
-        accelerator.wait_for_everyone()
-        if on_epoch_end is not None:
-            on_epoch_end(record)
-    return folder.best_record("epoch")
+        for epoch in range(start_epoch, cfg.epochs):
+            t0 = time.perf_counter()
+            batches = _epoch_batches(len(images), cfg.batch_size, cfg.seed, epoch,
+                                     accelerator.process_index, accelerator.num_processes)
+            model.train()
+            losses = []
+            # the per-batch bar only on a terminal; logs get the one line per epoch below
+            bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
+                       disable=not (progress and main and sys.stderr.isatty()), dynamic_ncols=True)
+            for step, idx in enumerate(bar):
+                lr = learning_rate(cfg, epoch + step / len(batches))
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                x = to_tensor(images[idx].numpy())
+                y = masks[idx]
+                if cfg.augment:
+                    rng = np.random.default_rng([cfg.seed, epoch, step, accelerator.process_index])
+                    x, y = augment_batch(x, y, rng, aug)
+                x = x.to(accelerator.device).contiguous(memory_format=torch.channels_last)
+                y = y.to(accelerator.device)
+                with accelerator.autocast():
+                    logits = model(x)
+                loss = F.cross_entropy(logits.float(), y, ignore_index=VOID)
+                optimizer.zero_grad(set_to_none=True)
+                accelerator.backward(loss)
+                optimizer.step()
+                losses.append(loss.item())
+                bar.set_postfix(loss=f"{np.mean(losses):.4f}")
+            seconds = time.perf_counter() - t0
+            record = {
+                "epoch": epoch + 1,
+                "train_loss": float(np.mean(losses)),
+                "lr": lr,
+                "seconds": round(seconds, 3),
+                "train_images_per_s": round(len(batches) * cfg.batch_size
+                                            * accelerator.num_processes / seconds, 2),
+            }
+            accelerator.wait_for_everyone()
+            if main:
+                net = accelerator.unwrap_model(model)
+                if val is not None:
+                    record["val"] = evaluate_model(net, val, accelerator.device)
+                    score = record["val"]["mean_image_iou"]
+                else:
+                    score = -record["train_loss"]
+                folder.keep_if_best(record, score, net, key="epoch")
+                folder.save_state(record, net, optimizer, {"epoch": epoch})
+                if progress:
+                    _print_epoch(record)
+            accelerator.wait_for_everyone()
+            if on_epoch_end is not None:
+                on_epoch_end(record)
+        return folder.best_record("epoch")
+    finally:
+        folder.release()
 
 
 def _print_epoch(record: dict) -> None:

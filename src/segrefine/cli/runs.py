@@ -16,7 +16,7 @@ def export_cmd(
 ) -> None:
     """Copy a run without its training state and caches (config, weights, log): what
     Segmenter.load / Refiner.load and the web app need."""
-    from ..runs import export_run
+    from ..export import export_run
 
     written = export_run(run, out)
     if quiet:

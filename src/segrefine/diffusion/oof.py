@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from .. import checkpoint
+from ..checkpoint import check_init_from
 from ..data.datasets import LoadedSplit
 from ..data.transforms import AugmentConfig, augment_batch, from_tensor, to_tensor
 from ..errors import InputError
@@ -37,6 +38,44 @@ def _complete(run: Path, epochs: int) -> bool:
     return log.exists() and len(log.read_text().splitlines()) >= epochs
 
 
+def fold_config(segmenter_run: str | Path, data: str, split: str,
+                epochs: int | None = None) -> TrainConfig:  # fmt: skip
+    """The settings every fold segmenter shares: the segmenter run's own, on ``split`` of
+    ``data`` and without validation (a shared run's saved settings are input: checked)."""
+    saved = checkpoint.read_config(segmenter_run, kind="segmenter")
+    try:
+        base = TrainConfig(**saved["train"])
+    except (KeyError, TypeError) as err:
+        raise InputError(f"run config's training settings are malformed ({err})",
+                         Path(segmenter_run) / checkpoint.CONFIG) from err  # fmt: skip
+    return dataclasses.replace(base, data=str(data), split=split, val_split=None,
+                               epochs=epochs or base.epochs)  # fmt: skip
+
+
+def check_fold_training(base: TrainConfig, images: int, folds: int, processes: int,
+                        segmenter_run: str | Path) -> None:  # fmt: skip
+    """An input error, before a refiner's run folder is made, when a fold segmenter could not
+    train: a fold leaving fewer images than one batch of the segmenter run's batch size (the
+    batch they train with: the refiner's --batch-size is its own), or a run to start from
+    that is gone."""
+    fewest = images - -(-images // folds)  # the largest fold is held out
+    batch = base.batch_size * processes
+    if fewest < batch:
+        raise InputError(
+            f"the out-of-fold segmenters train with the segmenter run's batch size ({batch}), "
+            f"but with {folds} folds of these {images} '{base.split}' images each trains on "
+            f"as few as {fewest}; use more training images, fewer --oof-folds, or a segmenter "
+            f"trained with a smaller --batch-size", segmenter_run,
+        )  # fmt: skip
+    if base.init_from:
+        check_init_from(base.init_from, "segmenter")
+
+
+def fold_seed(seed: int, fold: int) -> int:
+    """Fold ``fold``'s segmenter seed: its own, and in the seed range whatever the run's."""
+    return (seed + 1 + fold) % 2**32
+
+
 def train_fold_segmenters(
     segmenter_run: str | Path,
     data: str,
@@ -48,16 +87,12 @@ def train_fold_segmenters(
     progress: bool = True,
 ) -> list[Path]:
     """Train (or finish training) one segmenter per fold under ``out/fold<k>``."""
-    saved = checkpoint.read_config(segmenter_run, kind="segmenter")
-    base = TrainConfig(**saved["train"])
-    base = dataclasses.replace(
-        base, data=str(data), split=split, val_split=None, epochs=epochs or base.epochs
-    )
+    base = fold_config(segmenter_run, data, split, epochs)
     runs = []
     for k in range(folds):
         run = out / f"fold{k}"
         if not _complete(run, base.epochs):
-            cfg = dataclasses.replace(base, exclude_fold=[k, folds], seed=base.seed + 1 + k)
+            cfg = dataclasses.replace(base, exclude_fold=[k, folds], seed=fold_seed(base.seed, k))
             resume = (run / checkpoint.CONFIG).exists()
             if progress:
                 print(f"out-of-fold segmenter {k + 1}/{folds}: {base.model}, {base.epochs} epochs")

@@ -37,7 +37,7 @@ from .batches import BatchSource, validation_priors
 from .coarse_views import coarse_priors, coarse_quality, coarse_views, in_fold_note
 from .config import RefinerConfig, learning_rate
 from .modes import get_mode
-from .oof import out_of_fold_views
+from .oof import check_fold_training, fold_config, out_of_fold_views
 from .refiner import Refiner
 
 
@@ -127,20 +127,12 @@ def train_refiner(
     spec = cfg.spec(train.class_names)
     # the user's predictions are read and checked before the run folder is made
     user_views = _user_views(cfg, train, val) if cfg.coarse and coarse else None
-    # every process has checked the folder before the main one creates the run in it
-    accelerator.wait_for_everyone()
-    folder.create(spec, example_sources(cfg.data, cfg.val_split) if not resume else ())
-
-    t0 = time.perf_counter()
-    views = None
-    if cfg.segmenter and coarse:
-        views = out_of_fold_views(cfg.segmenter, train, cfg.data, cfg.split, cfg.oof_folds,
-                                  cfg.oof_views, Path(out) / "oof", cfg.seed, cfg.oof_epochs,
-                                  device, progress)  # fmt: skip
-    elif user_views is not None:
-        views = user_views
-    oof_seconds = time.perf_counter() - t0
-
+    if cfg.segmenter and coarse:  # so are the out-of-fold segmenters' settings and data
+        check_fold_training(fold_config(cfg.segmenter, cfg.data, cfg.split, cfg.oof_epochs),
+                            len(train.items), cfg.oof_folds, accelerator.num_processes,
+                            cfg.segmenter)  # fmt: skip
+    # and everything the network starts from, and the validation inputs: a run folder is
+    # made only for a run that can train
     torch.manual_seed(cfg.seed)
     net = method.build_network(spec.num_classes, spec.network).train()
     init, init_conf = ((cfg.segmenter, seg_cfg) if cfg.segmenter and cfg.init_from_segmenter
@@ -155,75 +147,94 @@ def train_refiner(
             print(f"started from {started['run']}: {started['copied']} tensors copied, "
                   f"{started['fresh']} fresh")  # fmt: skip
     optimizer = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    restored = folder.restore(net, optimizer, resume, counter="step")
-    start = restored["step"] if restored else 0
-    net, optimizer = accelerator.prepare(net, optimizer)
-    ema = None
-    if cfg.ema_decay > 0:
-        ema = make_ema(accelerator.unwrap_model(net).parameters(), cfg)
-        if restored is not None:
-            _ema_load(ema, restored["extra"], restored.get("ema"), Path(out), accelerator.device)
-    # the refiner used for validation shares the network being trained
-    refiner = Refiner(accelerator.unwrap_model(net), spec, accelerator.device)
-    net.train()
     native = None
     if cfg.native:  # the same images at their original sizes, for the finer scales
         full = load_split(cfg.data, cfg.split, cfg.classes, cfg.binary_per_class, None)
         native = ([it.image for it in full.items], [it.mask for it in full.items])
-    source = BatchSource(
-        cfg,
-        torch.from_numpy(np.stack([it.image for it in train.items])),
-        torch.from_numpy(np.stack([it.mask for it in train.items]).astype(np.int64)),
-        train.num_classes,
-        views,
-        coarse,
-        native,
-    )
-    priors = validation_priors(cfg, val, accelerator.device) if val is not None and main else None
+    priors = (validation_priors(cfg, val, accelerator.device)
+              if val is not None and main else None)  # fmt: skip
     # what the inputs score unrefined: each validation is read against it (a refiner that
     # stays below its segmenter's own masks makes them worse)
     baseline = (_headline(score_split(val, [p.argmax(0) for p in priors]).summary())
                 if priors is not None else None)  # fmt: skip
+    # every process has checked the folder before the main one creates the run in it
+    accelerator.wait_for_everyone()
+    folder.create(spec, example_sources(cfg.data, cfg.val_split) if not resume else ())
+    try:  # the training lock taken by create is given back however training ends
+        t0 = time.perf_counter()
+        views = None
+        if cfg.segmenter and coarse:
+            views = out_of_fold_views(cfg.segmenter, train, cfg.data, cfg.split, cfg.oof_folds,
+                                      cfg.oof_views, Path(out) / "oof", cfg.seed, cfg.oof_epochs,
+                                      device, progress)  # fmt: skip
+        elif user_views is not None:
+            views = user_views
+        oof_seconds = time.perf_counter() - t0
 
-    bar = tqdm(range(start, cfg.iterations), initial=start, total=cfg.iterations, desc="refiner",
-               disable=not (progress and main and sys.stderr.isatty()), dynamic_ncols=True)
-    losses, t_chunk = [], time.perf_counter()
-    for step in bar:
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(cfg, step)
-        # each process draws its own batch: one process draws exactly the steps' own batches
-        draw = step * accelerator.num_processes + accelerator.process_index
-        x, y, probs = source.draw(draw)
-        x, y = x.to(accelerator.device), y.to(accelerator.device)
-        probs = probs.to(accelerator.device) if probs is not None else None
-        # bf16 on a CPU via torch.autocast: Accelerate's process-wide state is already fixed
-        # (to "no") when out-of-fold segmenters were trained in this process
-        with accelerator.autocast(), torch.autocast("cpu", torch.bfloat16, enabled=cpu_bf16):
-            loss = method.loss(net, refiner.scheduler, cfg, x, y, probs, draw)
-        optimizer.zero_grad(set_to_none=True)
-        accelerator.backward(loss)
-        optimizer.step()
-        if ema is not None:
-            ema.step(accelerator.unwrap_model(net).parameters())
-        losses.append(loss.item())
-        bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
-        if (step + 1) % cfg.val_every and step + 1 != cfg.iterations:
-            continue
-        seconds = time.perf_counter() - t_chunk
-        record = {"step": step + 1, "train_loss": float(np.mean(losses)),
-                  "lr": learning_rate(cfg, step), "seconds": round(seconds, 2),
-                  "train_images_per_s": round(len(losses) * cfg.batch_size
-                                              * accelerator.num_processes / seconds, 2),
-                  "oof_seconds": round(oof_seconds, 1)}  # fmt: skip
-        accelerator.wait_for_everyone()
-        if main:
-            if baseline is not None:
-                record["val_input"] = baseline
-            _validate_and_keep(folder, record, cfg, refiner, accelerator.unwrap_model(net),
-                               optimizer, ema, val, priors, progress)  # fmt: skip
+        restored = folder.restore(net, optimizer, resume, counter="step")
+        start = restored["step"] if restored else 0
+        net, optimizer = accelerator.prepare(net, optimizer)
+        ema = None
+        if cfg.ema_decay > 0:
+            ema = make_ema(accelerator.unwrap_model(net).parameters(), cfg)
+            if restored is not None:
+                _ema_load(ema, restored["extra"], restored.get("ema"), Path(out),
+                          accelerator.device)  # fmt: skip
+        # the refiner used for validation shares the network being trained
+        refiner = Refiner(accelerator.unwrap_model(net), spec, accelerator.device)
+        net.train()
+        source = BatchSource(
+            cfg,
+            torch.from_numpy(np.stack([it.image for it in train.items])),
+            torch.from_numpy(np.stack([it.mask for it in train.items]).astype(np.int64)),
+            train.num_classes,
+            views,
+            coarse,
+            native,
+        )
+
+        bar = tqdm(range(start, cfg.iterations), initial=start, total=cfg.iterations,
+                   desc="refiner", disable=not (progress and main and sys.stderr.isatty()),
+                   dynamic_ncols=True)  # fmt: skip
         losses, t_chunk = [], time.perf_counter()
-        accelerator.wait_for_everyone()
-    return folder.best_record("step")
+        for step in bar:
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(cfg, step)
+            # each process draws its own batch: one process draws exactly the steps' own batches
+            draw = step * accelerator.num_processes + accelerator.process_index
+            x, y, probs = source.draw(draw)
+            x, y = x.to(accelerator.device), y.to(accelerator.device)
+            probs = probs.to(accelerator.device) if probs is not None else None
+            # bf16 on a CPU via torch.autocast: Accelerate's process-wide state is already fixed
+            # (to "no") when out-of-fold segmenters were trained in this process
+            with accelerator.autocast(), torch.autocast("cpu", torch.bfloat16, enabled=cpu_bf16):
+                loss = method.loss(net, refiner.scheduler, cfg, x, y, probs, draw)
+            optimizer.zero_grad(set_to_none=True)
+            accelerator.backward(loss)
+            optimizer.step()
+            if ema is not None:
+                ema.step(accelerator.unwrap_model(net).parameters())
+            losses.append(loss.item())
+            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
+            if (step + 1) % cfg.val_every and step + 1 != cfg.iterations:
+                continue
+            seconds = time.perf_counter() - t_chunk
+            record = {"step": step + 1, "train_loss": float(np.mean(losses)),
+                      "lr": learning_rate(cfg, step), "seconds": round(seconds, 2),
+                      "train_images_per_s": round(len(losses) * cfg.batch_size
+                                                  * accelerator.num_processes / seconds, 2),
+                      "oof_seconds": round(oof_seconds, 1)}  # fmt: skip
+            accelerator.wait_for_everyone()
+            if main:
+                if baseline is not None:
+                    record["val_input"] = baseline
+                _validate_and_keep(folder, record, cfg, refiner, accelerator.unwrap_model(net),
+                                   optimizer, ema, val, priors, progress)  # fmt: skip
+            losses, t_chunk = [], time.perf_counter()
+            accelerator.wait_for_everyone()
+        return folder.best_record("step")
+    finally:
+        folder.release()
 
 
 def _user_views(cfg: RefinerConfig, train, val) -> dict[str, torch.Tensor]:
