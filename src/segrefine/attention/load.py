@@ -17,7 +17,7 @@ import torch
 
 from ..errors import InputError
 from ..segmenter import resolve_device
-from .model import AttentionModel
+from .model import AttentionModel, check_resolution_bound
 
 COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 INDEX = "model_index.json"
@@ -96,6 +96,8 @@ def load_attention_model(
     except ImportError as err:
         raise InputError("the attention segmenter needs transformers: "
                          "pip install 'segrefine[attention]'") from err  # fmt: skip
+    if resolution is not None:  # before the weights are read: they take a while
+        check_resolution_bound(resolution)
     path = Path(path).expanduser()
     _check_layout(path)
     dev = resolve_device(device)
@@ -125,6 +127,8 @@ def load_attention_model(
     unet.to(dev)
     vae.to(dev)
     text_encoder.to(dev, dtype)
-    return AttentionModel(unet, vae, text_encoder, tokenizer, scheduler, device=dev, dtype=dtype,
-                          resolution=resolution, max_self_tokens=max_self_tokens,
-                          path=path)  # fmt: skip
+    model = AttentionModel(unet, vae, text_encoder, tokenizer, scheduler, device=dev,
+                           dtype=dtype, resolution=resolution, max_self_tokens=max_self_tokens,
+                           path=path)  # fmt: skip
+    model.check_resolution(resolution)  # a refused resolution fails here, before any output
+    return model

@@ -51,6 +51,18 @@ class AttentionSegmentation:
     cross: np.ndarray
 
 
+# Twice Stable Diffusion 1.x's 512 (2.x's 768 fits): at 100000 px the first resize alone asks
+# for 30 GB, and the U-Net's largest self-attention grows with the side's fourth power
+MAX_RESOLUTION = 1024
+
+
+def check_resolution_bound(resolution: int) -> None:
+    """An :class:`InputError` for a resolution outside 1..:data:`MAX_RESOLUTION`, checked
+    before a model is loaded."""
+    if not 1 <= resolution <= MAX_RESOLUTION:
+        raise InputError(f"resolution must be in 1..{MAX_RESOLUTION} pixels, got {resolution}")
+
+
 class AttentionModel:
     """A Stable Diffusion model (U-Net, VAE, text encoder, tokenizer, noise schedule) used for
     training-free segmentation. Build it with :func:`~segrefine.attention.load_attention_model`.
@@ -83,9 +95,15 @@ class AttentionModel:
         steps = int(self.scheduler.config.num_train_timesteps)
         if not 0 <= int(timestep) < steps:
             raise InputError(f"timestep {timestep} is outside 0..{steps - 1}")
+        self.check_resolution(resolution)
+
+    def check_resolution(self, resolution: int) -> None:
+        """The side images are resized to must survive the model's halvings and stay within
+        :data:`MAX_RESOLUTION` (the U-Net's self-attention grows with its fourth power)."""
         if resolution < self.size_multiple or resolution % self.size_multiple:
             raise InputError(f"resolution {resolution} must be a positive multiple of "
                              f"{self.size_multiple} for this model")  # fmt: skip
+        check_resolution_bound(resolution)
 
     @torch.inference_mode()
     def _latents(self, image: np.ndarray, resolution: int) -> torch.Tensor:

@@ -44,8 +44,16 @@ def attention_segment_cmd(
 ) -> None:
     """Segment images with no training from a Stable Diffusion U-Net's attention (StableSeg)."""
     from ..attention import load_attention_model, load_layer_weights
-    from ..data.io import read_image, write_label_png, write_npy
+    from ..attention.model import MAX_RESOLUTION
+    from ..data.io import atomic_path, read_image, write_label_png, write_npy
 
+    # every option is checked before the model is read and before --out is made
+    if not 0.0 <= threshold <= 1.0:
+        raise InputError(f"--threshold must be in [0, 1], got {threshold:g}")
+    if resolution is not None and not 1 <= resolution <= MAX_RESOLUTION:
+        raise InputError(f"--resolution must be in 1..{MAX_RESOLUTION}, got {resolution}")
+    if out.exists() and not out.is_dir():
+        raise InputError("--out is a file, not a folder", out)
     names = [c.strip() for c in classes.split(",")]
     files = [images] if images.is_file() else None
     if files is None:
@@ -69,7 +77,8 @@ def attention_segment_cmd(
                              layer_weights=weights)  # fmt: skip
         write_label_png(out / f"{f.stem}.png", result.labels)
         write_npy(out / f"{f.stem}.npy", result.probs.astype(np.float16))
-    (out / "classes.txt").write_text("\n".join(result.class_names) + "\n")
+    with atomic_path(out / "classes.txt") as tmp:  # a failed write names the file
+        tmp.write_text("\n".join(result.class_names) + "\n", encoding="utf-8")
     typer.echo(f"segmented {len(files)} images into {out} (classes: "
                f"{', '.join(result.class_names)})")  # fmt: skip
 

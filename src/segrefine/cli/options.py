@@ -3,6 +3,8 @@ apply) themselves while the command line is parsed, so every command treats them
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -20,10 +22,17 @@ def _device(value: str) -> str:
     return value
 
 
+def max_threads() -> int:
+    """More threads than a few per core only slow PyTorch down, and each one is an OS thread
+    (100000 of them exhaust the process before any work: "can't start new thread")."""
+    return 4 * (os.cpu_count() or 1)
+
+
 def _threads(value: int | None) -> int | None:
     if value is not None:
-        if value < 1:
-            raise InputError(f"--threads must be at least 1, got {value}")
+        if not 1 <= value <= max_threads():
+            raise InputError(f"--threads must be in 1..{max_threads()} (4 per CPU core), "
+                             f"got {value}")  # fmt: skip
         import torch
 
         torch.set_num_threads(value)
@@ -92,6 +101,17 @@ def data_unless_resuming(data, resume: bool) -> str | None:
     if data is None:
         raise InputError("--data is required (unless --resume)")
     return str(data.resolve())
+
+
+def check_output_file(path: Path | None, option: str) -> None:
+    """A file the command will write, checked before any work (a folder given as the file
+    would fail only after minutes of it, on a temporary file's name)."""
+    if path is None:
+        return
+    if path.is_dir():
+        raise InputError(f"{option} is a folder; give a file name", path)
+    if not path.parent.is_dir():
+        raise InputError(f"{option}: no such folder {path.parent}", path)
 
 
 def split_classes(classes: str | None) -> list[str] | None:

@@ -14,6 +14,7 @@ from .options import (
     Quiet,
     Resume,
     Threads,
+    check_output_file,
     data_unless_resuming,
     split_classes,
 )
@@ -149,6 +150,7 @@ def evaluate_cmd(
     from ..evaluate import evaluate_folder
     from ..metrics import format_table
 
+    check_output_file(json_out, "--json")
     summary = evaluate_folder(masks, data, split, split_classes(classes), binary_per_class,
                               truth=truth, mask_pattern=mask_pattern)
     if json_out is not None:

@@ -68,7 +68,8 @@ def pseudo_masks_cmd(
     threads: Threads = None,
     quiet: Quiet = False,
 ) -> None:
-    """Pseudo-masks from boxes or image tags: a dataset root train-segmenter trains on."""
+    """Pseudo-masks from boxes, image tags, scribbles or a diffusion model's attention: a
+    dataset root train-segmenter trains on."""
     from ..weak import write_pseudo_dataset
     from ..weak.tags import TAG_METHODS, TagSettings
 

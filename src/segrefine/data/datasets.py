@@ -69,25 +69,45 @@ def read_class_names(path: Path) -> tuple[str, ...]:
     return read_class_table(path)[0]
 
 
+MAX_CLASS_FILE_BYTES = 1_000_000  # 255 names fit in a few KB; the file is input
+MAX_DATASET_CLASSES = 255  # ids 0..254: 255 is void
+
+
 def read_class_table(path: Path) -> tuple[tuple[str, ...], np.ndarray | None]:
     """A ``classes.txt``: one class per line in id order, either ``name`` or ``name R G B``
-    (the class's colour in RGB colour masks). Returns the names and, when every line has a
-    colour, the (K, 3) colour table."""
-    rows = [line.split() for line in path.read_text().splitlines() if line.strip()]
-    if not rows:
-        raise InputError("class list is empty", path)
-    coloured = all(len(r) == 4 for r in rows)
+    (the class's colour in RGB colour masks; the name may hold spaces, the colour is the
+    last three numbers). Returns the names and, when every line has a colour, the (K, 3)
+    colour table. At most 255 classes (255 is void); UTF-8 text."""
+    if path.stat().st_size > MAX_CLASS_FILE_BYTES:
+        raise InputError(f"class list is over {MAX_CLASS_FILE_BYTES // 1000} KB", path)
     try:
-        colours = np.array([[int(v) for v in r[1:]] for r in rows]) if coloured else None
-    except ValueError:
-        colours = None
-    if colours is not None and ((colours < 0) | (colours > 255)).any():
-        raise InputError("class colours must be R G B values in 0..255", path)
-    names = tuple(r[0] for r in rows) if colours is not None else tuple(
-        line.strip() for line in path.read_text().splitlines() if line.strip())
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise InputError(f"class list is not UTF-8 text (byte {err.start})", path) from None
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        raise InputError("class list is empty", path)
+    if len(lines) > MAX_DATASET_CLASSES:
+        raise InputError(f"class list has {len(lines)} classes; at most "
+                         f"{MAX_DATASET_CLASSES} fit (label 255 is void)", path)  # fmt: skip
+    rows = [line.rsplit(None, 3) for line in lines]
+    colours = None
+    if all(len(r) == 4 and all(_is_int(v) for v in r[1:]) for r in rows):
+        colours = np.array([[int(v) for v in r[1:]] for r in rows])
+        if ((colours < 0) | (colours > 255)).any():
+            raise InputError("class colours must be R G B values in 0..255", path)
+    names = tuple(r[0] for r in rows) if colours is not None else tuple(lines)
     if len(set(names)) != len(names):
         raise InputError("class list has duplicate names", path)
     return names, colours
+
+
+def _is_int(text: str) -> bool:
+    try:
+        int(text)
+    except ValueError:
+        return False
+    return True
 
 
 def open_dataset(root: str | Path, split: str) -> DatasetIndex:

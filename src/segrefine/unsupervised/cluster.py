@@ -43,6 +43,7 @@ import torch
 from scipy import ndimage
 from skimage.color import rgb2lab
 
+from ..errors import InputError
 from .config import NO_SCRIBBLE, ClusterConfig, validate_image, validate_scribbles
 from .model import ClusterNet
 from .regions import (
@@ -195,6 +196,7 @@ def cluster(
     cfg = config or ClusterConfig()
     image = validate_image(image)
     full_size = image.shape[:2]
+    check_work_size(full_size, cfg)
     if scribbles is not None:
         scribbles = validate_scribbles(scribbles, full_size)
         if not (scribbles >= 0).any():
@@ -216,6 +218,19 @@ def cluster(
         return _cluster_with_scribbles(image, scribbles, cfg, progress)
     response, superpixels = cluster_response(image, cfg, progress)
     return response_to_labels(response, image, cfg, superpixels)
+
+
+def check_work_size(shape: tuple[int, int], cfg: ClusterConfig, where=None) -> None:
+    """An image that ``max_input_side`` would shrink below 4 pixels across (a 4000 x 4 strip)
+    is refused at its own size, saying why, rather than as the sliver it would become."""
+    reduced = _work_size(shape, cfg.max_input_side)
+    if min(reduced) < 4:
+        (h, w), long = shape, max(shape)
+        needed = min(-(-long * 7 // (2 * min(shape))), 16384)  # round() keeps >= 3.5 -> 4
+        raise InputError(f"image is {w}x{h}: shrunk to --max-input-side {cfg.max_input_side} "
+                         f"it would be {reduced[1]}x{reduced[0]}, and clustering needs at least "
+                         f"4 x 4 pixels; raise --max-input-side to {needed} or crop the image",
+                         where)  # fmt: skip
 
 
 def cluster_response(

@@ -10,7 +10,7 @@ from tqdm.auto import tqdm
 
 from ..data.io import IMAGE_EXTENSIONS, list_images, read_image, read_mask
 from ..errors import InputError
-from .cluster import ClusterConfig, cluster
+from .cluster import ClusterConfig, check_work_size, cluster
 from .output import write_segments
 
 __all__ = ["cluster_paths", "config_for_cli", "read_scribbles"]
@@ -68,6 +68,7 @@ def cluster_paths(
     jobs = []
     for path in paths:
         image = read_image(path)
+        check_work_size(image.shape[:2], config or ClusterConfig(), path)
         scr = None
         if scribbles is not None:
             scr_path = Path(scribbles) / f"{path.stem}.png"

@@ -93,8 +93,7 @@ def write_pseudo_dataset(
         raise InputError(f"--rounds must be in 0..10 and --round-epochs positive, got {rounds} "
                          f"and {round_epochs}")  # fmt: skip
     if source not in SOURCES:
-        raise InputError(f"--from must be one of {', '.join(SOURCES)} (scribbles are not "
-                         f"implemented yet), got {source!r}")  # fmt: skip
+        raise InputError(f"--from must be one of {', '.join(SOURCES)}, got {source!r}")
     if fit_layer_weights and source != "attention":
         raise InputError("--fit-layer-weights needs --from attention")
     if source == "boxes" and method not in METHODS:
