@@ -15,7 +15,8 @@ def export_cmd(
     = False,
 ) -> None:
     """Copy a run without its training state and caches (config, weights, log): what
-    Segmenter.load / Refiner.load and the web app need."""
+    Segmenter.load / Refiner.load and the web app need. Only the run's own regular files are
+    copied (a link out of the run is refused); weights without a checksum get one."""
     from ..export import export_run
 
     written = export_run(run, out)
