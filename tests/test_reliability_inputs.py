@@ -196,6 +196,12 @@ def test_a_zero_size_map_is_one_line(tmp_path, shape, dtype):
         interpret_array(np.zeros(shape, dtype), None)
 
 
+@pytest.mark.parametrize("channels", [1, 33])
+def test_a_map_of_one_channel_or_too_many_for_a_class_agnostic_refiner_is_one_line(channels):
+    with pytest.raises(InputError, match="needs 2 to 32 classes"):
+        interpret_array(np.full((channels, 4, 4), 1 / channels, np.float32), None)
+
+
 def test_a_zero_size_map_through_refine_is_one_line(run_cli, tmp_path, commands):
     images = _images(tmp_path, ["a.png"])
     args = commands["refine"](images, tmp_path / "out")

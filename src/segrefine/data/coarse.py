@@ -127,6 +127,13 @@ def interpret_array(arr: np.ndarray, classes: int | None, soft_ok: bool = True,
     if arr.dtype == bool:
         arr = arr.astype(np.uint8)
     if arr.ndim == 3 and arr.dtype.kind == "f":
+        # a class-agnostic refiner refines each class present in turn: bounded as label
+        # masks are; one channel is no choice between classes at all
+        top = MAX_AGNOSTIC_CLASSES if classes is None else None
+        if len(arr) < 2 or (top is not None and len(arr) > top):
+            raise InputError(f"a C x H x W map needs 2 to {top or classes} classes, got "
+                             f"{len(arr)} (one object's probability is an H x W map)",
+                             path)  # fmt: skip
         return Coarse(probs=arr.astype(np.float32), kind="probability map")
     if arr.ndim != 2:
         raise InputError(f"a coarse input must be an H x W mask or map, or C x H x W "

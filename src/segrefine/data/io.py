@@ -62,15 +62,16 @@ def _open(path: Path) -> Image.Image:
     except Image.DecompressionBombError as err:
         raise InputError(f"image is too large to read safely ({err})", path) from err
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise InputError(f"cannot read image ({_reason(err)})", path) from err
+        raise InputError(f"cannot read image ({read_error_reason(err)})", path) from err
     _say_if_large(img, path)
     # a phone photo is often stored rotated with an EXIF orientation tag: every viewer shows
     # it upright, so masks must be made for the upright pixels too
     return ImageOps.exif_transpose(img)
 
 
-def _reason(err: Exception) -> str:
-    """Pillow's error in words a user can act on."""
+def read_error_reason(err: Exception) -> str:
+    """Pillow's error in words a user can act on (the web app's upload reader can use it too:
+    Image.open raises these as it reads the chunks, before any pixel)."""
     text = str(err)
     if "Decompressed data too large" in text or "Too much memory used in text chunks" in text:
         return ("a PNG text or ICC-profile chunk decompresses beyond the reader's limit: a "
