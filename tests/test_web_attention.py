@@ -97,4 +97,4 @@ def test_serve_loads_the_model_once_or_stops_in_one_line(run_cli, tmp_path, monk
     code, _, err = run_cli("serve", "--runs", tmp_path, "--device", "cpu",
                            "--attention-model", sd)  # fmt: skip
     assert code == 0 and len(served) == 1, err
-    assert served[0][-1].path == sd  # the loaded model, handed to the app
+    assert served[0][8].path == sd  # the loaded model, handed to the app

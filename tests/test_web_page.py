@@ -145,3 +145,46 @@ def test_page_clusters_with_scribbles_drawn_in_the_browser(server):
             "document.querySelector('#cluster-result img').naturalWidth > 0", timeout=10_000
         )
         browser.close()
+
+
+HOSTILE = '<img src=x onerror="document.title=\'pwned\'">cat'
+
+
+def test_a_runs_class_names_are_shown_as_text_never_markup(tmp_path, trained_run):
+    """A run's config is anyone's file: its class names reach the legend, the instances table
+    and the select boxes as text."""
+    import json
+    import re
+    import shutil
+    from pathlib import Path
+
+    from web_helpers import running
+
+    from segrefine.web import create_app
+
+    static = Path(__file__).resolve().parents[1] / "src" / "segrefine" / "web" / "static"
+    for script in static.glob("*.js"):  # markup from strings nowhere on the page
+        assert not re.search(r"innerHTML|outerHTML|insertAdjacentHTML|document\.write",
+                             script.read_text()), script.name  # fmt: skip
+    sync_api = chromium_api()
+    run = shutil.copytree(trained_run, tmp_path / "runs" / "shared")
+    config = json.loads((run / "config.json").read_text())
+    config["class_names"][1] = HOSTILE
+    (run / "config.json").write_text(json.dumps(config))
+    with running(create_app(tmp_path / "runs")) as url, sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=BROWSER_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 860}, bypass_csp=True)
+        page.goto(url)
+        page.wait_for_selector("#segmenter option", state="attached")
+        page.select_option("#segmenter", "shared")
+        page.select_option("#refiner", "")
+        page.click(".example >> nth=0")
+        page.click("#run-segment")
+        page.wait_for_selector("#results:not([hidden])", timeout=60_000)
+        page.check("#view-instances")
+        assert HOSTILE in page.inner_text("#instances-table")
+        assert page.locator("#results img:not([alt])").count() == 0  # no element made from it
+        page.check("input[value=semantic]")
+        assert HOSTILE in page.inner_text("#legend")
+        assert page.title() != "pwned"
+        browser.close()

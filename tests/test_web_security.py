@@ -141,3 +141,89 @@ def test_the_queue_is_bounded_never_drops_pending_jobs_and_ids_are_unguessable()
     queue.submit("t", "y", lambda progress: None)  # finished jobs make room again
     queue.shutdown()
     assert np.sum([queue.get(j.id) is not None for j in jobs]) <= 2
+
+
+def test_a_link_out_of_a_run_is_neither_listed_nor_served(tmp_path, trained_run):
+    import shutil
+    import urllib.parse
+
+    from PIL import Image
+
+    outside = tmp_path / "private"
+    outside.mkdir()
+    Image.new("RGB", (8, 8), "red").save(outside / "secret.jpg")
+    runs = tmp_path / "runs"
+    run = shutil.copytree(trained_run, runs / "shared")
+    (run / "examples" / "zz_link.jpg").symlink_to(outside / "secret.jpg")
+    elsewhere = shutil.copytree(trained_run, runs / "elsewhere")  # its whole examples/ a link
+    shutil.rmtree(elsewhere / "examples")
+    (elsewhere / "examples").symlink_to(outside, target_is_directory=True)
+    with running(create_app(runs)) as url:
+        port = url.rsplit(":", 1)[1]
+        host = {"Host": f"127.0.0.1:{port}"}
+        listed = [ex["id"] for ex in json.loads(raw_request(url, "GET", "/api/examples", host)[2])]
+        assert any(i.startswith("run:shared:val_") for i in listed)  # its own are still there
+        assert not [i for i in listed if "zz_link" in i or i.startswith("run:elsewhere:")]
+        for forged in ("run:shared:zz_link.jpg", "run:elsewhere:secret.jpg"):
+            path = f"/api/example?id={urllib.parse.quote(forged)}"
+            code, headers, body = raw_request(url, "GET", path, host)
+            assert code == 404 and "no example" in json.loads(body)["error"]
+            code, _, body = _post(url, "/api/segment", {"segmenter": "shared", "example": forged})
+            assert code == 400 and "no example" in json.loads(body)["error"]
+
+
+def test_starlettes_own_refusals_are_json_too(server):
+    port = server.rsplit(":", 1)[1]
+    host = {"Host": f"127.0.0.1:{port}"}
+    malformed = {**host, "Content-Type": "multipart/form-data; boundary=b0undary"}
+    for method, path, headers, body, status in (
+        ("POST", "/api/segment", malformed, b"--not-the-boundary\r\n\r\n", 400),
+        ("POST", "/api/cluster", {**host, "Content-Type": "multipart/form-data"}, b"x", 400),
+        ("GET", "/api/nothing-here", host, b"", 404),
+        ("PUT", "/api/segment", host, b"", 405),
+    ):  # fmt: skip
+        code, got, data = raw_request(server, method, path, headers, body)
+        assert code == status and got["content-type"] == "application/json", (path, data)
+        message = json.loads(data)["error"]
+        assert message and "\n" not in message
+
+
+@pytest.mark.parametrize("points", ["[]", "[[1, 2, 3]]", "[[1, 2], [3]]", '"x"'])
+def test_a_bad_scribble_stroke_is_a_400_not_a_failed_job(server, points):
+    scribbles = f'[{{"label": 1, "width": 3, "points": {points}}}]'
+    code, _, body = _post(server, "/api/cluster", {"example": "0", "scribbles": scribbles})
+    assert code == 400 and "scribble stroke 0" in json.loads(body)["error"], body
+
+
+def test_a_refused_upload_leaves_no_copy_of_itself_behind(tmp_path):
+    """The body is held once while a request is answered, and let go with the answer: not
+    kept by the refusal's traceback until the garbage collector runs (it is off here)."""
+    import gc
+    import tracemalloc
+
+    size = 16_000_000
+    junk = bytes(range(256)) * (size // 256)  # no image format starts like this
+    body = (b'--b0undary\r\nContent-Disposition: form-data; name="segmenter"\r\n\r\nx\r\n'
+            b'--b0undary\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n'
+            b"Content-Type: image/png\r\n\r\n" + junk + b"\r\n--b0undary--\r\n")  # fmt: skip
+    with running(create_app(tmp_path)) as url:
+        port = url.rsplit(":", 1)[1]
+        headers = {"Host": f"127.0.0.1:{port}",
+                   "Content-Type": "multipart/form-data; boundary=b0undary"}  # fmt: skip
+        raw_request(url, "POST", "/api/segment", headers, body)  # warm up
+        gc.collect()
+        gc.disable()
+        tracemalloc.start()
+        try:
+            base = tracemalloc.get_traced_memory()[0]
+            for _ in range(3):
+                code, _, answer = raw_request(url, "POST", "/api/segment", headers, body)
+                assert code == 400 and "is not an image" in json.loads(answer)["error"]
+            current, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+            gc.enable()
+    assert current - base < 0.25 * size, f"{(current - base) / 1e6:.1f} MB kept"
+    # one copy (the buffer grows by an eighth as it fills) and the parser's 1 MB pieces;
+    # joined, replayed whole and read again it was two copies at once, and more
+    assert peak - base < 1.6 * size, f"{(peak - base) / 1e6:.1f} MB at once"

@@ -40,7 +40,8 @@ def serve_cmd(
              "page (default: runs/, or demo_out/ when only that exists).")] = None,
     host: Annotated[str, typer.Option(help="Address to listen on; 127.0.0.1 = this machine "
                                       "only.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 7860,
+    port: Annotated[int, typer.Option(help="Port to listen on (1-65535; 0: any free one, "
+                                      "shown at start).")] = 7860,
     # the default is web.inputs.DEFAULT_MAX_MEGAPIXELS (not imported: that loads the web app)
     max_megapixels: Annotated[float, typer.Option(help="Refuse uploads larger than this many "
                                                   "megapixels (the default takes a 12 MP phone "
@@ -49,6 +50,10 @@ def serve_cmd(
                                                  "this many MB.")] = 64.0,
     max_pending: Annotated[int, typer.Option(help="Jobs that may wait or run at once; one "
                                              "more is refused (429).")] = 8,
+    # the default is web.jobs.DEFAULT_TIMEOUT (not imported, as above)
+    job_timeout: Annotated[float, typer.Option(help="Seconds one job may run before it ends "
+                                               "with an error (the server has one worker: a "
+                                               "12 MP photo takes about 25 s).")] = 300.0,
     allow_host: Annotated[
         list[str] | None,
         typer.Option(metavar="<str>", help="Another host name the server answers to "
@@ -76,6 +81,10 @@ def serve_cmd(
         raise InputError(f"--max-upload-mb must be in (0, 4096], got {max_upload_mb:g}")
     if not 1 <= max_pending <= 1000:
         raise InputError(f"--max-pending must be in 1..1000, got {max_pending}")
+    if not 1 <= job_timeout <= 86400:  # NaN fails too
+        raise InputError(f"--job-timeout must be in 1..86400 seconds, got {job_timeout:g}")
+    if not 0 <= port <= 65535:  # before the runs and models load
+        raise InputError(f"--port must be in 0..65535, got {port}")
     for name in allow_host or ():  # a pattern would undo the Host check (DNS rebinding)
         if not re.fullmatch(r"[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]", name):
             raise InputError(f"--allow-host {name!r}: give a host name or IP address (no "
@@ -95,10 +104,9 @@ def serve_cmd(
         if not quiet:
             typer.echo(f"loading the attention model in {attention_model} ...", err=True)
         attention = load_attention_model(attention_model, device=device, progress=not quiet)
-    args = (runs, host, port, max_megapixels, str(resolve_device(device)),
-            tuple(allow_host or ()), max_upload_mb, max_pending)
-    # positional, and only when given: the web app's serve(..., attention_model)
-    serve_app(*args, *((attention,) if attention is not None else ()))
+    # positional, as the web app's serve() takes them (tests stand in for it that way)
+    serve_app(runs, host, port, max_megapixels, str(resolve_device(device)),
+              tuple(allow_host or ()), max_upload_mb, max_pending, attention, job_timeout)
 
 
 def register(app: typer.Typer) -> None:

@@ -22,18 +22,21 @@ Endpoints (all under ``/api``; errors are ``{"error": "one line"}`` with status 
                                    at most 20 names of at most 40 characters), ``threshold``
                                    (0-1, optional) -> job id; 404 without an attention model
 ``GET  /api/jobs/ID``              state, stage, fraction, error; when done timings, info, files
+``DELETE /api/jobs/ID``            cancel the job: a waiting one at once, a running one at its
+                                   next step (409 once it has ended)
 ``GET  /api/jobs/ID/files/NAME``   a result file (``?download=1`` as an attachment)
 ``GET  /api/jobs/ID/zoom?x&y&side`` a full-resolution close-up of a segment job: image,
                                    segmenter and refined side by side (PNG)
 
-Uploads are decoded in the request, so a bad file is answered at once; the work runs in a
-single background worker (:class:`~segrefine.web.jobs.JobQueue`) and the page polls for it.
+Uploads, scribbles and settings are checked in the request, so a bad one is answered at once;
+the work runs in a single background worker (:class:`~segrefine.web.jobs.JobQueue`, each job
+at most ``job_timeout`` seconds) and the page polls for it. The job routes are in
+``job_routes.py``, serving with uvicorn in ``server.py``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import re
 from functools import lru_cache
 from pathlib import Path
 from urllib.parse import quote
@@ -56,23 +59,30 @@ from .inputs import (
     parse_classes,
     parse_json_field,
 )
-from .jobs import JobQueue, QueueFull
+from .job_routes import job_routes
+from .jobs import DEFAULT_TIMEOUT, JobQueue, QueueFull
 from .pipeline import (
     attention_figures,
     cluster_figures,
     mask_class_names,
     png_bytes,
     segment_and_refine,
-    zoom_view,
 )
+from .replies import HANDLERS, error, refuse
 from .runs import ModelCache, scan_runs
+from .scribbles import check_scribbles
 from .security import Guard, default_hosts
 
-__all__ = ["EXAMPLE_SEEDS", "create_app"]
+__all__ = ["EXAMPLE_SEEDS", "LIMITS", "create_app"]
 
 STATIC = Path(__file__).parent / "static"
 MAX_SCRIBBLE_CHARS = 1_000_000
 EXAMPLE_SEEDS = (3, 7, 12, 21)
+# the settings a request may ask for, as the page's fields offer them (static/index.html):
+# 1000 steps x 32 samples held the single worker for 105 s on a 128 px image; the zoo's
+# refiners take 1 step and 2 samples, a ddpm-like refiner a few dozen steps
+LIMITS = {"steps": (1, 50), "samples": (1, 16), "strength": (0.01, 1.0),
+          "min_labels": (1, 100), "max_iter": (1, 300)}  # fmt: skip
 
 
 @lru_cache(maxsize=len(EXAMPLE_SEEDS))
@@ -91,25 +101,10 @@ def _decoding(fn, name: str, max_megapixels: float):
     return run
 
 
-# the coarse input's files are named after where it came from: "segmenter" only for one
-SOURCES = {"mask": "mask", "box": "grabcut"}
-
-
-def _download_name(job, name: str) -> str:
-    """``<input's stem>_<file>``, with ``segmenter`` in a file's name replaced by its source
-    when the user's mask or box stood in for the segmenter (``photo_mask_labels.png``)."""
-    stem = re.sub(r"[^A-Za-z0-9_.-]", "_", Path(job.name).stem)
-    source = SOURCES.get(getattr(job.result, "info", {}).get("coarse"))
-    if source and name.startswith("segmenter"):
-        name = source + name[len("segmenter"):]
-    return f"{stem}_{name}"
-
-
-def _error(message: str, status: int = 400) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
-
-
-def _number(form, name: str, kind, lo, hi, default=None):
+def _number(form, name: str, kind, lo=None, hi=None, default=None):
+    """A form field as ``kind``, in ``LIMITS[name]`` unless ``lo`` and ``hi`` are given."""
+    if lo is None:
+        lo, hi = LIMITS[name]
     raw = form.get(name)
     if raw in (None, ""):
         return default
@@ -139,10 +134,12 @@ def create_app(
     max_upload_mb: float = 64.0,
     max_pending: int = 8,
     attention_model=None,
+    job_timeout: float | None = DEFAULT_TIMEOUT,
 ):
     """The web app for the runs under ``runs``: uploads over ``max_megapixels`` or request
     bodies over ``max_upload_mb`` are refused, only ``allowed_hosts`` are answered (default:
-    the loopback names) and at most ``max_pending`` jobs wait or run (see ``security.py``).
+    the loopback names), at most ``max_pending`` jobs wait or run and each runs at most
+    ``job_timeout`` seconds (see ``security.py``).
     ``attention_model``, a loaded :class:`~segrefine.attention.AttentionModel` or the path of
     a Stable Diffusion folder (loaded here, on ``device``), enables the attention tab."""
     runs = Path(runs) if runs is not None else None  # None: the zoo alone
@@ -152,7 +149,7 @@ def create_app(
         attention_model = load_attention_model(attention_model, device=device)
     attention_name = (Path(attention_model.path).name if getattr(attention_model, "path", None)
                       else "attention model") if attention_model is not None else None  # fmt: skip
-    queue = JobQueue(max_pending=max_pending)
+    queue = JobQueue(max_pending=max_pending, timeout=job_timeout)
     cache = ModelCache(scan_runs(runs), device=device)
 
     async def index(request: Request) -> Response:
@@ -177,19 +174,21 @@ def create_app(
         try:
             path = cache.index.example_path(request.query_params.get("id", ""))
         except InputError as err:
-            return _error(err.message, 404)
+            return refuse(err, 404)
         return FileResponse(path, media_type="image/jpeg")
 
     async def example_png(request: Request) -> Response:
         i = request.path_params["i"]
         if not 0 <= i < len(EXAMPLE_SEEDS):
-            return _error(f"no example {i}", 404)
+            return error(f"no example {i}", 404)
         return Response(png_bytes(_example(i)), media_type="image/png")
 
     async def _image(form) -> tuple[np.ndarray, str, bytes | None]:
         """The request's image, its name and, for an upload, its encoded bytes."""
         upload = form.get("file")
         if upload is not None and not isinstance(upload, str) and upload.filename:
+            # the body's one copy in memory (the form spooled it to disk); refused, it goes
+            # with the request (replies.refuse frees it from the error's traceback)
             data = await upload.read()
             # decoding takes seconds for a large image: never on the event loop
             image = await run_in_threadpool(decode_upload, data, upload.filename, max_megapixels)
@@ -206,12 +205,15 @@ def create_app(
         raise InputError("choose an image to upload or one of the examples")
 
     async def segment(request: Request) -> Response:
+        async with request.form() as form:  # its spooled files are closed when done
+            return await _segment(form)
+
+    async def _segment(form) -> Response:
         try:
-            form = await request.form()
             image, name, data = await _image(form)
-            steps = _number(form, "steps", int, 1, 1000)
-            strength = _number(form, "strength", float, 0.01, 1.0)
-            samples = _number(form, "samples", int, 1, 32)
+            steps = _number(form, "steps", int)
+            strength = _number(form, "strength", float)
+            samples = _number(form, "samples", int)
             flip = True if form.get("flip") in ("1", "true", "on") else None
             seg_name = form.get("segmenter") or ""
             ref_name = form.get("refiner") or ""
@@ -251,39 +253,48 @@ def create_app(
                     mask_class_names(mask, refiner)
                 refiner.settings(steps, strength, samples, flip)
         except InputError as err:
-            return _error(str(err))
+            return refuse(err)
         return _submit("segment", name, segment_and_refine, (image, data), segmenter, refiner,
                        steps=steps, strength=strength, samples=samples, flip=flip, mask=mask,
                        box=box, input_size=input_size)
 
     async def cluster(request: Request) -> Response:
+        async with request.form() as form:
+            return await _cluster(form)
+
+    async def _cluster(form) -> Response:
         try:
-            form = await request.form()
             image, name, data = await _image(form)
-            min_labels = _number(form, "min_labels", int, 1, 100, default=3)
-            max_iter = _number(form, "max_iter", int, 1, 1000, default=30)
+            min_labels = _number(form, "min_labels", int, default=3)
+            max_iter = _number(form, "max_iter", int, default=30)
             connected = form.get("connected") in ("1", "true", "on")
-            strokes = parse_json_field(form.get("scribbles") or "[]", "scribbles",
-                                       MAX_SCRIBBLE_CHARS)  # fmt: skip
-            if not isinstance(strokes, list):
-                raise InputError("scribbles must be a list of strokes")
+            raw = form.get("scribbles") or "[]"
+            if not isinstance(raw, str):
+                raise InputError("scribbles must be a form field, not a file")
+            strokes = parse_json_field(raw, "scribbles", MAX_SCRIBBLE_CHARS)
+            # the strokes' points against the image now: a bad stroke is a 400, not a job
+            # that fails once it starts
+            check_scribbles(strokes, image.shape[:2])
         except InputError as err:
-            return _error(str(err))
+            return refuse(err)
         return _submit("cluster", name, cluster_figures, (image, data), strokes,
                        min_labels=min_labels, max_iter=max_iter, connected=connected)
 
     async def attention(request: Request) -> Response:
         if attention_model is None:
-            return _error("no attention model on this server (start it with segrefine serve "
-                          "--attention-model DIR)", 404)  # fmt: skip
+            return error("no attention model on this server (start it with segrefine serve "
+                         "--attention-model DIR)", 404)  # fmt: skip
+        async with request.form() as form:
+            return await _attention(form)
+
+    async def _attention(form) -> Response:
         try:
-            form = await request.form()
             classes = parse_classes(form.get("classes"))
             attention_model.check_prompt(classes)  # a prompt too long is a 400, not a job error
             threshold = _number(form, "threshold", float, 0.0, 1.0)
             image, name, data = await _image(form)
         except InputError as err:
-            return _error(str(err))
+            return refuse(err)
         return _submit("attention", name, attention_figures, (image, data), attention_model,
                        classes, threshold=threshold)
 
@@ -297,43 +308,8 @@ def create_app(
         try:
             job = queue.submit(kind, name, fn, image, *args, **kwargs)
         except QueueFull as err:
-            return _error(str(err), 429)
+            return error(str(err), 429)
         return JSONResponse({"job": job.id})
-
-    async def job_status(request: Request) -> Response:
-        job = queue.get(request.path_params["job"])
-        if job is None:
-            return _error("no such job (the server keeps only the newest ones)", 404)
-        body = job.status()
-        if job.state == "done":
-            body["timings"] = {k: round(v, 4) for k, v in job.result.timings.items()}
-            body["info"] = job.result.info
-            body["files"] = {n: f"/api/jobs/{job.id}/files/{n}" for n in job.result.files}
-        return JSONResponse(body)
-
-    async def job_file(request: Request) -> Response:
-        job = queue.get(request.path_params["job"])
-        name = request.path_params["name"]
-        if job is None or job.state != "done" or name not in job.result.files:
-            return _error("no such file", 404)
-        data, mime = job.result.files[name]
-        headers = {}
-        if request.query_params.get("download"):
-            headers["Content-Disposition"] = f'attachment; filename="{_download_name(job, name)}"'
-        return Response(data, media_type=mime, headers=headers)
-
-    async def job_zoom(request: Request) -> Response:
-        job = queue.get(request.path_params["job"])
-        if job is None or job.state != "done" or "image" not in job.result.arrays:
-            return _error("no such result to zoom into", 404)
-        try:
-            q = request.query_params
-            png = await run_in_threadpool(zoom_view, job.result, int(q.get("x", "")),
-                                          int(q.get("y", "")), int(q.get("side", "64")))
-        except ValueError as err:  # InputError is a ValueError: one line either way
-            return _error(str(err) if isinstance(err, InputError) else
-                          "zoom needs integer x, y and side")  # fmt: skip
-        return Response(png, media_type="image/png")
 
     app = Starlette(
         routes=[
@@ -346,11 +322,10 @@ def create_app(
             Route("/api/cluster", cluster, methods=["POST"]),
             Route("/api/attention", attention_status, methods=["GET"]),
             Route("/api/attention", attention, methods=["POST"]),
-            Route("/api/jobs/{job}", job_status),
-            Route("/api/jobs/{job}/files/{name}", job_file),
-            Route("/api/jobs/{job}/zoom", job_zoom),
+            *job_routes(queue),
             Mount("/static", StaticFiles(directory=STATIC), name="static"),
         ],
+        exception_handlers=HANDLERS,  # Starlette's own refusals as {"error": ...} too
         lifespan=_lifespan(queue),
     )
     app.state.queue = queue
@@ -358,20 +333,3 @@ def create_app(
     app.state.attention = attention_model
     return Guard(app, allowed_hosts or default_hosts("127.0.0.1"), int(max_upload_mb * 1e6))
 
-
-def serve(runs: str | Path | None = "runs", host: str = "127.0.0.1", port: int = 7860,
-          max_megapixels: float = DEFAULT_MAX_MEGAPIXELS, device: str = "cpu",
-          allow_hosts: tuple[str, ...] = (), max_upload_mb: float = 64.0,
-          max_pending: int = 8, attention_model=None) -> None:  # fmt: skip
-    """Run the app with uvicorn until interrupted (``attention_model``: a loaded model or a
-    Stable Diffusion folder for the attention tab, or None for no tab)."""
-    import uvicorn
-
-    hosts = default_hosts(host) | {h.lower() for h in allow_hosts}
-    app = create_app(runs, max_megapixels, device, hosts, max_upload_mb, max_pending,
-                     attention_model=attention_model)  # fmt: skip
-    note = "" if attention_model is None else "; attention tab on"
-    shown = Path(runs).resolve() if runs is not None else "the zoo alone"
-    print(f"segrefine web app on http://{host}:{port}  (runs: {shown}; "
-          f"answers to {', '.join(sorted(hosts))}{note})")
-    uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -39,14 +39,19 @@ class RunIndex:
         return self.root / name
 
     def example_path(self, example_id: str) -> Path:
-        """The file behind ``run:<run name>:<file>``, an id :meth:`examples` gave; anything
-        else (another run, another file, a path) is an input error."""
+        """The file behind ``run:<run name>:<file>``, an id :meth:`examples` gave, resolved;
+        anything else (another run, another file, a path, a link out of the run) is an input
+        error."""
         _, _, rest = example_id.partition("run:")
         name, _, file = rest.rpartition(":")
         info = self.segmenters.get(name) or self.refiners.get(name)
         if not example_id.startswith("run:") or info is None or file not in info["examples"]:
             raise InputError(f"no example {example_id!r}")
-        return self.path(name) / EXAMPLES / file
+        # checked again when served: the folder may have changed since it was scanned
+        path = _inside(self.path(name), f"{EXAMPLES}/{file}")
+        if path is None:
+            raise InputError(f"no example {example_id!r}")
+        return path
 
     def examples(self) -> list[dict]:
         """The example images the runs carry (from their validation splits), one entry each."""
@@ -67,6 +72,18 @@ class RunIndex:
         }
 
 
+def _inside(run: Path, name: str) -> Path | None:
+    """``run / name`` resolved, when it is a regular file inside ``run``; else None. A run
+    folder is shared and unpacked by others: a symlink in it (``examples/a.jpg`` ->
+    ``/home/you/private.jpg``) must not make the server hand out a file from elsewhere."""
+    try:
+        root = run.resolve(strict=True)
+        path = (run / name).resolve(strict=True)
+    except (OSError, RuntimeError):  # missing, or a loop of links
+        return None
+    return path if path.is_relative_to(root) and path.is_file() else None
+
+
 def _describe(run: Path, config: dict) -> dict:
     info = {"classes": list(config.get("class_names", [])), "size": config.get("size")}
     if config["kind"] == "segmenter":
@@ -79,7 +96,7 @@ def _describe(run: Path, config: dict) -> dict:
                             for k in ("steps", "strength", "samples")}  # fmt: skip
     if not (run / checkpoint.WEIGHTS).is_file():
         raise InputError(f"no {checkpoint.WEIGHTS} (training not finished?)", run)
-    info["examples"] = list_examples(run)
+    info["examples"] = [f for f in list_examples(run) if _inside(run, f"{EXAMPLES}/{f}")]
     return info
 
 

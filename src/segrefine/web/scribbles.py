@@ -14,18 +14,16 @@ from ..errors import InputError
 MAX_STROKES, MAX_POINTS, MAX_STROKE_WIDTH, MAX_LENGTH_FACTOR = 256, 4096, 64.0, 64
 
 
-def rasterize_scribbles(strokes: list[dict], shape: tuple[int, int]) -> np.ndarray:
-    """Scribbles drawn in the browser -> a label map for :func:`~segrefine.unsupervised.cluster`.
-
-    ``strokes`` is a list of ``{"label": k, "width": w, "points": [[x, y], ...]}`` in image
-    pixel coordinates (the page converts from screen coordinates); each stroke is drawn as
-    round-capped segments of ``width`` pixels. Returns ``uint8`` (H, W), 255 where unmarked
-    (the convention of ``segrefine cluster --scribbles``). Later strokes paint over earlier ones.
-    """
+def check_scribbles(strokes, shape: tuple[int, int]) -> list[tuple[int, float, np.ndarray]]:
+    """The page's scribbles for an image of ``shape`` (H, W) -> ``(label, width, points)``
+    per stroke, or :class:`InputError` naming the first bad stroke. Cheap (no drawing), so the
+    request checks them and a bad stroke is a 400, never a job that fails later."""
     h, w = shape
-    out = np.full((h, w), 255, dtype=np.uint8)
+    if not isinstance(strokes, list):
+        raise InputError("scribbles must be a list of strokes")
     if len(strokes) > MAX_STROKES:
         raise InputError(f"{len(strokes)} scribble strokes; at most {MAX_STROKES}")
+    checked = []
     for i, stroke in enumerate(strokes):
         try:
             label = int(stroke["label"])
@@ -47,6 +45,22 @@ def rasterize_scribbles(strokes: list[dict], shape: tuple[int, int]) -> np.ndarr
         if np.abs(np.diff(pts, axis=0)).sum() > MAX_LENGTH_FACTOR * (h + w):
             raise InputError(f"scribble stroke {i} is longer than {MAX_LENGTH_FACTOR} times "
                              "the image's width + height")  # fmt: skip
+        checked.append((label, width, pts))
+    return checked
+
+
+def rasterize_scribbles(strokes: list[dict], shape: tuple[int, int]) -> np.ndarray:
+    """Scribbles drawn in the browser -> a label map for :func:`~segrefine.unsupervised.cluster`.
+
+    ``strokes`` is a list of ``{"label": k, "width": w, "points": [[x, y], ...]}`` in image
+    pixel coordinates (the page converts from screen coordinates), checked by
+    :func:`check_scribbles`; each stroke is drawn as round-capped segments of ``width``
+    pixels. Returns ``uint8`` (H, W), 255 where unmarked (the convention of ``segrefine
+    cluster --scribbles``). Later strokes paint over earlier ones.
+    """
+    h, w = shape
+    out = np.full((h, w), 255, dtype=np.uint8)
+    for label, width, pts in check_scribbles(strokes, shape):
         radius = max(0.5, width / 2)
         pts = np.round(pts).astype(int)
         rows, cols = [], []

@@ -11,7 +11,9 @@
   header (curl, scripts) are not browsers acting for another site and are let through.
 * **Bounded bodies.** A body over ``max_body_bytes`` is refused (413) from its declared length,
   or as soon as the streamed bytes pass the limit; the app parses a body only once it is all
-  in, so no request holds more than the limit.
+  in, so no request holds more than the limit. The body is held once: its pieces are handed
+  to the app one at a time and let go as they are parsed, and after a large body is refused
+  (by the app or here) the freed heap is handed back to the system, as after a job.
 * Every response says ``X-Content-Type-Options: nosniff`` and carries a Content-Security-Policy
   that allows the page's own script, styles and images only.
 """
@@ -21,12 +23,19 @@ from __future__ import annotations
 import json
 from urllib.parse import urlsplit
 
+from starlette.concurrency import run_in_threadpool
+
+from .jobs import release_freed_memory
+
 __all__ = ["CSP", "Guard", "default_hosts"]
 
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
        "img-src 'self' data: blob:; connect-src 'self'; frame-ancestors 'none'; "
        "base-uri 'none'; form-action 'self'")  # fmt: skip
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+# a refused body at least this large is followed by a trim of the heap (what parsing it
+# freed stays in glibc's arenas otherwise)
+TRIM_AFTER_BYTES = 1_000_000
 
 
 def default_hosts(host: str) -> set[str]:
@@ -64,28 +73,39 @@ class Guard:
             declared = headers.get("content-length")
             if declared is not None and (not declared.isdigit() or int(declared) > self.max_body):
                 return await _refuse(send, 413, self._too_large())
-            body = await self._read_bounded(receive)
+            body, size = await self._read_bounded(receive)
             if body is None:
-                return await _refuse(send, 413, self._too_large())
+                await _refuse(send, 413, self._too_large())
+                if size >= TRIM_AFTER_BYTES:
+                    await run_in_threadpool(release_freed_memory)
+                return
             receive = _replay(body, receive)
+            del body  # the replay holds the only reference, and lets it go when done
+        else:
+            size = 0
+        status = []
 
         async def send_with_headers(message):
             if message["type"] == "http.response.start":
+                status.append(message["status"])
                 message["headers"] = [*message.get("headers", []),
                                       (b"x-content-type-options", b"nosniff"),
                                       (b"content-security-policy", CSP.encode())]  # fmt: skip
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+        if size >= TRIM_AFTER_BYTES and status and status[0] >= 400:
+            await run_in_threadpool(release_freed_memory)  # after a job it is the worker's
 
     def _too_large(self) -> str:
         return (f"request body is over the server's limit of {self.max_body / 1e6:g} MB "
                 "(segrefine serve --max-upload-mb)")  # fmt: skip
 
-    async def _read_bounded(self, receive) -> bytes | None:
-        """The whole body, read before the app sees any of it; None once it passes the
-        limit (the rest is not read)."""
-        chunks, seen = [], 0
+    async def _read_bounded(self, receive) -> tuple[bytearray | None, int]:
+        """The whole body, read before the app sees any of it, and its size; None once it
+        passes the limit (the rest is not read). One buffer, not the server's 64 kB pieces:
+        those would stay in the heap's arenas once freed, beside the upload the app reads."""
+        body, seen = bytearray(), 0
         while True:
             message = await receive()
             if message["type"] != "http.request":
@@ -93,22 +113,33 @@ class Guard:
             chunk = message.get("body", b"")
             seen += len(chunk)
             if seen > self.max_body:
-                return None
-            chunks.append(chunk)
+                return None, seen
+            body += chunk
             if not message.get("more_body", False):
                 break
-        return b"".join(chunks)
+        return body, seen
 
 
-def _replay(body: bytes, receive):
-    sent = False
+REPLAY_BYTES = 1 << 20  # the pieces the app is handed
+
+
+def _replay(body: bytearray, receive):
+    """``receive`` for the app: the body in pieces, the buffer let go with the last one (the
+    parser writes a file part to disk, so the body is not held twice), then ``receive``."""
+    view, offset = memoryview(body), 0
+    del body
 
     async def replayed():
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()  # then whatever comes next (a disconnect)
+        nonlocal view, offset
+        if view is None:
+            return await receive()  # then whatever comes next (a disconnect)
+        piece = bytes(view[offset : offset + REPLAY_BYTES])
+        offset += len(piece)
+        more = offset < len(view)
+        if not more:
+            view.release()
+            view = None
+        return {"type": "http.request", "body": piece, "more_body": more}
 
     return replayed
 

@@ -46,7 +46,7 @@ async function loadRuns() {
   $("#runs-root").textContent = runs.root ?? "the model zoo (no --runs folder)";
   $("#size-limit").textContent = `Images up to ${runs.max_megapixels} megapixels (the server's limit).`;
   const seg = $("#segmenter"), ref = $("#refiner");
-  seg.innerHTML = ""; ref.innerHTML = "";
+  seg.replaceChildren(); ref.replaceChildren();
   for (const s of runs.segmenters) {
     seg.add(new Option(`${s.name}  (${s.model}, ${s.classes.join("/")})`, s.name));
   }
@@ -57,7 +57,7 @@ async function loadRuns() {
   matchRefiners();
   $("#tab-attention").hidden = !runs.attention; // only with serve --attention-model
   const notes = $("#run-notes");
-  notes.innerHTML = "";
+  notes.replaceChildren();
   for (const n of runs.notes) {
     const li = document.createElement("li");
     li.textContent = n;
@@ -173,6 +173,8 @@ function imageForm() {
 }
 
 // ---- jobs --------------------------------------------------------------------------------
+let runningJob = null; // the id of the job the page waits for: the Cancel button ends it
+
 async function runJob(url, form, button, onDone) {
   showError("");
   button.disabled = true;
@@ -180,6 +182,8 @@ async function runJob(url, form, button, onDone) {
   resetProgress();
   try {
     const { job } = await getJSON(url, { method: "POST", body: form });
+    runningJob = job;
+    $("#cancel-job").disabled = false;
     wrap.hidden = false;
     for (;;) {
       const s = await getJSON(`/api/jobs/${job}`);
@@ -188,6 +192,7 @@ async function runJob(url, form, button, onDone) {
       $("#elapsed").textContent = `${s.elapsed_s.toFixed(1)} s`;
       if (s.state === "done") { onDone(s); break; }
       if (s.state === "error") throw new Error(s.error);
+      if (s.state === "cancelled") throw new Error("Cancelled.");
       await new Promise((r) => setTimeout(r, 250));
     }
   } catch (err) {
@@ -197,10 +202,22 @@ async function runJob(url, form, button, onDone) {
     $("#attention-results").hidden = true;
     showError(err.message);
   } finally {
+    runningJob = null;
     resetProgress();
     button.disabled = false;
   }
 }
+
+// a waiting job ends at once, a running one at its next step; the polling above sees it
+$("#cancel-job").addEventListener("click", async () => {
+  if (!runningJob) return;
+  $("#cancel-job").disabled = true;
+  try {
+    await getJSON(`/api/jobs/${runningJob}`, { method: "DELETE" });
+  } catch (err) {
+    // it ended meanwhile (409): the polling shows how
+  }
+});
 
 function fmt(seconds) { return seconds < 1 ? `${(seconds * 1000).toFixed(0)} ms` : `${seconds.toFixed(2)} s`; }
 
@@ -254,126 +271,6 @@ $("#run-segment").addEventListener("click", () => {
   runJob("/api/segment", form, $("#run-segment"), showSegment);
 });
 
-function showSegment(s) {
-  lastSegment = s;
-  zoomAt = null;
-  $("#zoom").hidden = true;
-  $("#results").hidden = false;
-  $("#cluster-results").hidden = true;
-  $("#attention-results").hidden = true;
-  const t = s.timings;
-  let text = t.segment_s !== undefined ? `segmenter ${fmt(t.segment_s)}` : "your mask";
-  if (s.info.coarse === "box") text = `your box · GrabCut ${fmt(t.grabcut_s)}`;
-  if (t.refine_s !== undefined) text += ` · refiner ${fmt(t.refine_s)} (${s.info.nfe} denoiser evaluations)`;
-  text += ` · ${s.info.width}x${s.info.height} px`;
-  $("#timings").textContent = text;
-  const notice = $("#notice"); // how an uploaded mask was read (0/255, one class only, ...)
-  notice.textContent = s.info.mask_note ? `Note: ${s.info.mask_note}.` : "";
-  notice.hidden = !s.info.mask_note;
-  $("#result-refined").hidden = t.refine_s === undefined;
-  $("#result-segmenter figcaption").textContent = coarseName(s);
-  $("#result-uncertainty").hidden = t.refine_s === undefined;
-  const legend = $("#legend");
-  legend.innerHTML = "";
-  s.info.classes.forEach((name, c) => {
-    if (name === "background") return;
-    const span = document.createElement("span");
-    span.innerHTML = `<i style="background:${vocColour(c)}"></i>`;
-    span.append(name);
-    legend.appendChild(span);
-  });
-  const box = $("#downloads");
-  box.innerHTML = "";
-  const source = sourceName(s); // whose labels the "segmenter" files hold
-  downloadLink(box, s.files["segmenter_labels.png"], `${source} labels (PNG)`);
-  downloadLink(box, s.files["segmenter_probs.npy"], `${source} probabilities (.npy)`);
-  if (s.files["refined_labels.png"]) {
-    downloadLink(box, s.files["refined_labels.png"], "refined labels (PNG)");
-    downloadLink(box, s.files["refined_probs.npy"], "refined probabilities (.npy)");
-    downloadLink(box, s.files["uncertainty.npy"], "uncertainty (.npy)");
-  }
-  downloadLink(box, s.files["segmenter.png"], `${source} overlay (PNG)`);
-  if (s.files["refined.png"]) {
-    downloadLink(box, s.files["refined.png"], "refined overlay (PNG)");
-    downloadLink(box, s.files["uncertainty.png"], "uncertainty map (PNG)");
-  }
-  drawView();
-}
-
-function coarseName(s) {
-  return { mask: "Your mask", box: "From your box" }[s.info.coarse] || "Segmenter";
-}
-
-// the coarse input's files are named after where they came from, not always "segmenter"
-function sourceName(s) {
-  return { mask: "your mask's", box: "GrabCut's (your box)" }[s.info.coarse] || "segmenter";
-}
-
-function drawView() {
-  const s = lastSegment;
-  if (!s) return;
-  const inst = $("#view-instances").checked;
-  const suffix = inst ? "_instances" : "";
-  // semantic view: the labels' colours as a layer over the image, at the chosen opacity
-  const before = $("#before").checked;
-  $("#result-input img").src = s.files["input.png"];
-  $("#result-segmenter img").src = inst ? s.files["segmenter_instances.png"] : s.files["input.png"];
-  $("#result-segmenter .layer").src = s.files["segmenter_layer.png"];
-  if (s.files["refined.png"]) {
-    const shown = before ? "segmenter" : "refined";
-    $("#result-refined img").src = inst ? s.files[`${shown}_instances.png`] : s.files["input.png"];
-    $("#result-refined .layer").src = s.files[`${shown}_layer.png`];
-    $("#refined-caption").textContent = before ? `${coarseName(s)} (before), for comparison` : "Refined";
-  }
-  document.querySelectorAll(".stack .layer").forEach((l) => { l.hidden = inst; });
-  if (s.files["uncertainty.png"]) $("#result-uncertainty img").src = s.files["uncertainty.png"];
-  $("#legend").hidden = inst;
-  const table = $("#instances-table");
-  table.hidden = !inst;
-  if (inst) {
-    const refined = s.info.refined_instances || [];
-    let html = `<tr><th>class</th><th>${coarseName(s).toLowerCase()}: instances</th>`;
-    if (refined.length) html += "<th>refined: instances</th>";
-    html += "</tr>";
-    s.info.segmenter_instances.forEach((row, i) => {
-      html += `<tr><td>${row.class}</td><td>${row.instances}</td>`;
-      if (refined.length) html += `<td>${refined[i].instances}</td>`;
-      html += "</tr>";
-    });
-    table.innerHTML = html;
-  }
-}
-
-// ---- full-resolution close-up: click a result, see image | segmenter | refined there -------
-let zoomAt = null;
-
-function showZoom() {
-  if (!lastSegment || !zoomAt) return;
-  const side = $("#zoom-side").value;
-  $("#zoom-at").textContent = `(${zoomAt.x}, ${zoomAt.y})`;
-  $("#zoom-img").src = `/api/jobs/${lastSegment.id}/zoom?x=${zoomAt.x}&y=${zoomAt.y}&side=${side}`;
-  $("#zoom").hidden = false;
-}
-
-for (const id of ["#result-input", "#result-segmenter", "#result-refined", "#result-uncertainty"]) {
-  $(`${id} img`).addEventListener("click", (event) => {
-    if (!lastSegment) return;
-    const img = event.target, rect = img.getBoundingClientRect();
-    const fx = (event.clientX - rect.left) / rect.width, fy = (event.clientY - rect.top) / rect.height;
-    zoomAt = {
-      x: Math.min(lastSegment.info.width - 1, Math.max(0, Math.floor(fx * lastSegment.info.width))),
-      y: Math.min(lastSegment.info.height - 1, Math.max(0, Math.floor(fy * lastSegment.info.height))),
-    };
-    showZoom();
-  });
-}
-$("#zoom-side").addEventListener("change", showZoom);
-
-document.querySelectorAll("input[name=view]").forEach((r) => r.addEventListener("change", drawView));
-$("#before").addEventListener("change", drawView);
-$("#opacity").addEventListener("input", () => {
-  $("#results").style.setProperty("--layer-opacity", $("#opacity").value / 100);
-});
 $("#refiner").addEventListener("change", updateDefaults);
 $("#segmenter").addEventListener("change", matchRefiners);
 

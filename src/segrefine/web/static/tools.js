@@ -1,4 +1,4 @@
-// segrefine web app, part 2 (after app.js, whose helpers and state it uses): the scribble,
+// segrefine web app, part 3 (after app.js and results.js): the scribble,
 // box and attention panels, the tabs, and the page's start.
 "use strict";
 
@@ -102,7 +102,7 @@ function showCluster(s) {
   $("#cluster-scribbles").hidden = !s.files["scribbles.png"];
   if (s.files["scribbles.png"]) $("#cluster-scribbles img").src = s.files["scribbles.png"];
   const legend = $("#cluster-legend");
-  legend.innerHTML = "";
+  legend.replaceChildren();
   for (const seg of s.info.legend) {
     const span = document.createElement("span");
     const swatch = document.createElement("i");
@@ -111,7 +111,7 @@ function showCluster(s) {
     legend.appendChild(span);
   }
   const box = $("#cluster-downloads");
-  box.innerHTML = "";
+  box.replaceChildren();
   downloadLink(box, s.files["cluster_labels.png"], "segment ids (16-bit PNG)");
   downloadLink(box, s.files["clusters.png"], "segments over the image (PNG)");
 }
@@ -119,7 +119,7 @@ function showCluster(s) {
 // ---- from a box: drag a rectangle on the image, GrabCut makes the mask to refine ----------
 function fillBoxLabels(refiner) {
   const select = $("#box-label"), before = select.value;
-  select.innerHTML = "";
+  select.replaceChildren();
   // the refiner's classes but background (a class-agnostic refiner's: "object")
   (refiner?.classes || []).forEach((name, c) => { if (c > 0) select.add(new Option(name, String(c))); });
   if ([...select.options].some((o) => o.value === before)) select.value = before;
@@ -214,7 +214,7 @@ function showAttention(s) {
   $("#attention-input img").src = s.files["input.png"];
   $("#attention-result img").src = s.files["attention.png"];
   const legend = $("#attention-legend");
-  legend.innerHTML = "";
+  legend.replaceChildren();
   s.info.classes.forEach((name, c) => {
     const span = document.createElement("span");
     const swatch = document.createElement("i");
@@ -225,7 +225,7 @@ function showAttention(s) {
     legend.appendChild(span);
   });
   const box = $("#attention-downloads");
-  box.innerHTML = "";
+  box.replaceChildren();
   downloadLink(box, s.files["attention_labels.png"], "labels (PNG, VOC palette)");
   downloadLink(box, s.files["attention_probs.npy"], "probabilities (.npy)");
   downloadLink(box, s.files["attention.png"], "labels over the image (PNG)");
