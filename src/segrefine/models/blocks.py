@@ -129,13 +129,29 @@ class PooledBranch(nn.Module):
 
     def __init__(self, in_ch: int, out_ch: int, bins: int):
         super().__init__()
-        self.pool = nn.AdaptiveAvgPool2d(bins)
+        self.bins = bins
         self.conv = nn.Conv2d(in_ch, out_ch, 1, bias=False)
         self.norm = nn.GroupNorm(_num_groups(out_ch), out_ch)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.relu(self.norm(self.conv(self.pool(x))))
+        y = F.relu(self.norm(self.conv(adaptive_avg_pool(x, self.bins))))
         return upsample_to(y, x)
+
+
+def adaptive_avg_pool(x: torch.Tensor, bins: int) -> torch.Tensor:
+    """``F.adaptive_avg_pool2d(x, bins)`` from running sums: bin i of n rows spans
+    [floor(i n / bins), ceil((i + 1) n / bins)), as PyTorch's. Why not the built-in: exported
+    to ONNX with a dynamic input size, it becomes a gather of the example size's indices (wrong
+    for any other size); these index sums follow the size (tests/test_onnx.py)."""
+    for dim in (-2, -1):
+        n = x.shape[dim]
+        i = torch.arange(bins, device=x.device)
+        start, end = (i * n) // bins, ((i + 1) * n + bins - 1) // bins
+        sums = F.pad(x.cumsum(dim), (0, 0, 1, 0) if dim == -2 else (1, 0))
+        total = sums.index_select(dim, end) - sums.index_select(dim, start)
+        shape = (-1, 1) if dim == -2 else (-1,)
+        x = total / (end - start).to(x.dtype).view(shape)
+    return x
 
 
 def upsample_to(x: torch.Tensor, ref: torch.Tensor | tuple[int, int]) -> torch.Tensor:
