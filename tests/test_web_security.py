@@ -227,3 +227,35 @@ def test_a_refused_upload_leaves_no_copy_of_itself_behind(tmp_path):
     # one copy (the buffer grows by an eighth as it fills) and the parser's 1 MB pieces;
     # joined, replayed whole and read again it was two copies at once, and more
     assert peak - base < 1.6 * size, f"{(peak - base) / 1e6:.1f} MB at once"
+
+
+def _png_with_chunk(size: tuple[int, int], kind: bytes = b"", data: bytes = b"") -> bytes:
+    import io
+    import struct
+    import zlib
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("L", size).save(buf, format="PNG")
+    png = buf.getvalue()
+    if not kind:
+        return png
+    chunk = struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    return png[:33] + chunk + png[33:]  # after the header
+
+
+@pytest.mark.parametrize("make, says", [
+    (lambda: _png_with_chunk((1, 1000)), "image is 1x1000: at most 10:1"),
+    (lambda: _png_with_chunk((8, 8), b"zTXt", b"c\0\0" + __import__("zlib").compress(
+        b"\0" * 5_000_000)), "decompression bomb"),
+])  # fmt: skip
+def test_an_upload_the_models_cannot_bound_is_a_400_before_any_job(make, says):
+    """A 1 x 1000 PNG (299 bytes) was a 128 x 128000 working image in the job (6 GB); a text
+    chunk that inflates past Pillow's limit was 'not an image'."""
+    from web_helpers import post
+
+    with running(create_app(None)) as url:
+        code, body = post(f"{url}/api/segment", {"segmenter": "zoo:weizmann-horse"},
+                          {"file": ("upload.png", make())})  # fmt: skip
+    assert code == 400 and says in body["error"] and "\n" not in body["error"], body

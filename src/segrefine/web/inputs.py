@@ -15,7 +15,8 @@ from PIL import Image, UnidentifiedImageError
 
 from ..data.coarse import Coarse, interpret_image
 from ..data.datasets import resize_image, resize_mask
-from ..data.io import as_rgb
+from ..data.io import as_rgb, read_error_reason
+from ..data.transforms import MAX_ASPECT
 from ..diffusion.onehot import check_size
 from ..errors import InputError
 from ..weak.annotations import Box
@@ -29,13 +30,19 @@ def decode_upload(data: bytes, name: str, max_megapixels: float = DEFAULT_MAX_ME
     """An uploaded file -> RGB ``uint8`` (H, W, 3), or :class:`InputError` naming the file.
 
     The pixel count is checked from the header, before the image is decoded, so an oversized
-    upload costs no memory. Truncated files fail here (the image is decoded in full).
+    upload costs no memory; so is the aspect ratio, which bounds the size the models work at
+    (the short side at their training size: a 1 x 1000 PNG of 299 bytes was a 128 x 128000
+    working image, 6 GB, in the job). Truncated files fail here (the image is decoded in full).
     """
 
     def fits(w: int, h: int) -> str | None:
         if w * h > max_megapixels * 1e6:
             return (f"image is {w}x{h} = {w * h / 1e6:.1f} MP, over the server's limit of "
                     f"{max_megapixels:g} MP (segrefine serve --max-megapixels)")  # fmt: skip
+        if min(w, h) < 1 or max(w, h) > MAX_ASPECT * min(w, h):  # as predict refuses it
+            return (f"image is {w}x{h}: at most {MAX_ASPECT}:1 is accepted, as the models "
+                    "work on an image with its short side at their training size (a strip "
+                    "would be many times their working area): crop or split it")  # fmt: skip
         return None
 
     return as_rgb(_decode(data, name, fits, "image"))
@@ -150,6 +157,9 @@ def _decode(data: bytes, name: str, fits, what: str) -> Image.Image:
         try:
             img = Image.open(io.BytesIO(data))
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+            reason = read_error_reason(err)
+            if reason != str(err):  # a bomb in a metadata chunk is an image, refused as such
+                raise InputError(f"cannot read {what} ({reason})", name) from err
             raise InputError("is not an image (cannot identify its format)", name) from err
         problem = fits(*img.size)
         if problem:
