@@ -75,13 +75,14 @@ def run_benchmark(
     batch_size: int = 16,
     examples: int = 5,
     progress: bool = True,
+    backend: str = "torch",
 ) -> dict:
     """Run the benchmark and write its report; returns the ``results.json`` content."""
     out = Path(out)
-    seg = Segmenter.load(segmenter, device)
-    ref = Refiner.load(refiner, device)
+    seg = Segmenter.load(segmenter, device, backend)
+    ref = Refiner.load(refiner, device, backend)
     check_pair(seg, ref, refiner)
-    others = [Segmenter.load(o, device) for o in other_segmenters]
+    others = [Segmenter.load(o, device, backend) for o in other_segmenters]
     for o, path in zip(others, other_segmenters, strict=True):
         check_pair(o, ref, path)
     settings = ref.settings(steps, strength, samples, flip)

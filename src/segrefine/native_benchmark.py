@@ -87,11 +87,12 @@ def run_native_benchmark(
     device: str = "cpu",
     seed: int = 0,
     examples: int = 4,
+    backend: str = "torch",
 ) -> dict:
     """Score every row at native resolution and write the report; returns ``results.json``."""
     out = Path(out)
-    seg = Segmenter.load(segmenter, device)
-    ref = Refiner.load(refiner, device)
+    seg = Segmenter.load(segmenter, device, backend)
+    ref = Refiner.load(refiner, device, backend)
     check_pair(seg, ref, refiner)
     settings = {k: v for k, v in ref.settings(steps, strength, samples, flip).items()}
     val = load_split(data, split, seg.spec.classes, seg.spec.binary_per_class, size=None)

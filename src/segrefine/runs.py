@@ -151,9 +151,10 @@ class LoadableRun:
         raise NotImplementedError
 
     @classmethod
-    def load(cls, run_dir: str | Path, device: str = "auto"):
+    def load(cls, run_dir: str | Path, device: str = "auto", backend: str = "torch"):
         """Load the best weights of a run folder of this kind, or of a zoo entry's
-        (``"zoo:NAME"``, checked against its manifest; :mod:`segrefine.zoo`)."""
+        (``"zoo:NAME"``, checked against its manifest; :mod:`segrefine.zoo`). ``backend``
+        ``"onnxruntime"`` runs the networks as ONNX graphs (:mod:`segrefine.deploy`)."""
         run_dir = checkpoint.run_folder(run_dir, cls.spec_type.kind)
         config = checkpoint.read_config(run_dir, kind=cls.spec_type.kind)
         model = cls.from_spec(cls.spec_type.from_json(config, Path(run_dir) / checkpoint.CONFIG),
@@ -161,6 +162,10 @@ class LoadableRun:
         checkpoint.load_weights(model.module(), run_dir)
         model.module().eval()
         model.prepare_inference()
+        if backend != "torch":
+            from .deploy import use_backend
+
+            use_backend(model, backend)
         return model
 
     def prepare_inference(self) -> None:

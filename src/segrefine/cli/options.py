@@ -22,6 +22,14 @@ def _device(value: str) -> str:
     return value
 
 
+def _backend(value: str) -> str:
+    from ..deploy.runtime import BACKENDS
+
+    if value not in BACKENDS:
+        raise InputError(f"--backend must be one of {', '.join(BACKENDS)}, got {value!r}")
+    return value
+
+
 def max_threads() -> int:
     """More threads than a few per core only slow PyTorch down, and each one is an OS thread
     (100000 of them exhaust the process before any work: "can't start new thread")."""
@@ -45,6 +53,11 @@ Device = Annotated[
 Threads = Annotated[
     int | None, typer.Option(help="CPU threads for PyTorch (default: PyTorch's choice).",
                              callback=_threads)  # fmt: skip
+]
+Backend = Annotated[
+    str, typer.Option(help="What runs the networks: torch, or onnxruntime (the same pipeline; "
+                      "the graphs are exported once into a cache, see `segrefine export "
+                      "--onnx`; needs segrefine[onnx]; CPU only).", callback=_backend)
 ]
 Quiet = Annotated[
     bool, typer.Option("--quiet", "-q", help="No progress bars, epoch lines or status lines "

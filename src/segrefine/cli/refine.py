@@ -9,6 +9,7 @@ import typer
 
 from ..errors import InputError
 from .options import (
+    Backend,
     Device,
     Flip,
     Quiet,
@@ -226,6 +227,7 @@ def refine_cmd(
     seed: Annotated[int, typer.Option(help="Seed of the sampling noise.")] = 0,
     device: Device = "auto",
     threads: Threads = None,
+    backend: Backend = "torch",
     quiet: Quiet = False,
 ) -> None:
     """Refine a segmenter's output (or saved probabilities / masks) with a trained refiner.
@@ -238,8 +240,8 @@ def refine_cmd(
 
     if (segmenter is None) == (masks is None):
         raise InputError("give exactly one of --segmenter or --masks")
-    ref = Refiner.load(refiner, device)
-    seg = Segmenter.load(segmenter, device) if segmenter is not None else None
+    ref = Refiner.load(refiner, device, backend)
+    seg = Segmenter.load(segmenter, device, backend) if segmenter is not None else None
     ids = refine_to_folder(ref, images, out, segmenter=seg, probs_dir=masks, split=split,
                            protocol=protocol,
                            steps=steps, strength=strength, samples=samples, seed=seed,
@@ -282,6 +284,7 @@ def benchmark_cmd(
     ] = False,
     device: Device = "auto",
     threads: Threads = None,
+    backend: Backend = "torch",
     quiet: Quiet = False,
 ) -> None:
     """Segmenter vs segmenter + refiner (vs DenseCRF): tables, figures, speed, results.json."""
@@ -291,7 +294,8 @@ def benchmark_cmd(
         from ..native_benchmark import run_native_benchmark
 
         r = run_native_benchmark(data, split, segmenter, refiner, out, crf=crf, steps=steps,
-                                 strength=strength, samples=samples, flip=flip, device=device)
+                                 strength=strength, samples=samples, flip=flip, device=device,
+                                 backend=backend)  # fmt: skip
         for name, v in r["rows"].items():
             typer.echo(f"{name:14s} " + "  ".join(f"{k} {v[k]}" for k in v))
         typer.echo(f"report: {out / 'report.md'}")
@@ -303,7 +307,7 @@ def benchmark_cmd(
     r = run_benchmark(data, split, segmenter, refiner, out, crf=crf, steps=steps,
                       strength=strength, samples=samples, flip=flip, step_sweep=sweep_steps,
                       other_segmenters=tuple(other_segmenter or ()), device=device,
-                      progress=not quiet)  # fmt: skip
+                      progress=not quiet, backend=backend)  # fmt: skip
     for name in ("baseline", "refined", "crf"):
         if name in r:
             v = r[name]

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from .options import (
+    Backend,
     BinaryPerClass,
     Classes,
     Device,
@@ -101,6 +102,7 @@ def predict_cmd(
     ] = False,
     device: Device = "auto",
     threads: Threads = None,
+    backend: Backend = "torch",
     quiet: Quiet = False,
 ) -> None:
     """Predict label maps (and probabilities) with a trained segmenter.
@@ -110,7 +112,7 @@ def predict_cmd(
     from ..predict import predict_to_folder
     from ..segmenter import Segmenter
 
-    seg = Segmenter.load(segmenter, device=device)
+    seg = Segmenter.load(segmenter, device=device, backend=backend)
     ids = predict_to_folder(seg, images, out, split=split, save_probs=save_probs,
                             protocol=protocol, progress=not quiet)
     typer.echo(f"wrote {len(ids)} predictions to {out}")

@@ -125,6 +125,7 @@ def export_onnx(model, out: str | Path, source: str = "", optimize: bool = True)
     out.parent.mkdir(parents=True, exist_ok=True)
     graphs = _graphs(model)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    tmp.chmod(0o755)  # mkdtemp's 0700 would be the folder's once renamed
     try:
         for name, (module, args, shapes, inputs, outputs) in graphs.items():
             _export_one(module, args, shapes, inputs, outputs, tmp / f"{name}.onnx", optimize)
