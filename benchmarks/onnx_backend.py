@@ -30,7 +30,6 @@ import torch
 
 from segrefine import Refiner, Segmenter
 from segrefine.data.datasets import load_split
-from segrefine.deploy import use_backend
 from segrefine.evaluate import score_split
 from segrefine.pipeline import segment_and_refine
 from segrefine.report import rounded_scores

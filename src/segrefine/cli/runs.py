@@ -11,17 +11,22 @@ from ..errors import InputError
 
 
 def export_cmd(
-    run: Annotated[Path, typer.Option(help="A segmenter or refiner run folder (or, with "
-                                      "--onnx, zoo:NAME: both of its runs).")],
-    out: Annotated[Path | None, typer.Option(help="New folder for the shareable copy.")]
-    = None,
+    run: Annotated[
+        Path,
+        typer.Option(
+            help="A segmenter or refiner run folder (or, with --onnx, zoo:NAME: both of its runs)."
+        ),
+    ],
+    out: Annotated[Path | None, typer.Option(help="New folder for the shareable copy.")] = None,
     onnx: Annotated[
-        Path | None, typer.Option(help="New folder for the run's networks as ONNX graphs and "
-                                  "onnx.json, what the pre- and post-processing needs "
-                                  "(docs/onnx.md); needs segrefine[onnx].")
+        Path | None,
+        typer.Option(
+            help="New folder for the run's networks as ONNX graphs and "
+            "onnx.json, what the pre- and post-processing needs "
+            "(docs/onnx.md); needs segrefine[onnx]."
+        ),
     ] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")]
-    = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
 ) -> None:
     """Copy a run without its training state and caches (config, weights, log): what
     Segmenter.load / Refiner.load and the web app need. Only the run's own regular files are
