@@ -1,13 +1,15 @@
 """The web server's peak memory under hostile requests (the limit: 1 GB).
 
-Starts `segrefine serve` in a subprocess on the runs given, sends what an attacker or a careless
-user would -- a decompression bomb (40000 x 40000 PNG of a few hundred kB), a 13000 x 13000
-image in a small file, a 200 MB body, JSON nested 100k deep, scribbles at every bound, a flood
-of large jobs (``--side`` px square, 4000 by default) beyond the queue -- and reads the
-server's peak resident memory (VmHWM) from /proc. Prints each request's status and the peak:
+Starts `segrefine serve` in a subprocess (one thread) on the runs given, sends what an attacker
+or a careless user would -- a decompression bomb (40000 x 40000 PNG of a few hundred kB), a
+13000 x 13000 image in a small file, a 1 x 1000 PNG (a strip the models would work on at
+128 x 128000), a 200 MB body, JSON nested 100k deep, scribbles at every bound, twenty uploads
+of 63 MB (just under the body limit) that are not images, then a burst of large jobs
+(``--side`` px square) beyond the queue -- and reads the server's peak resident memory
+(VmHWM) and its current one (VmRSS) from /proc. Prints each request's status and the memory:
 
-    python benchmarks/server_memory.py --runs /tmp/webruns --segmenter unet_horse \\
-        --refiner refiner_horse_native --side 2828
+    python benchmarks/server_memory.py --runs EMPTY --segmenter zoo:weizmann-horse \\
+        --refiner zoo:weizmann-horse --side 3490 --watch 300
 """
 
 from __future__ import annotations
@@ -72,11 +74,15 @@ def _post(port: int, path: str, body: bytes, ctype: str, announced: int | None =
         conn.close()
 
 
-def _peak_mb(pid: int) -> float:
+def _peak_mb(pid: int, field: str = "VmHWM") -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def _memory(pid: int) -> str:
+    return f"now {_peak_mb(pid, 'VmRSS'):.0f} MB, peak {_peak_mb(pid):.0f} MB"
 
 
 def main() -> None:
@@ -85,7 +91,9 @@ def main() -> None:
     p.add_argument("--segmenter", required=True)
     p.add_argument("--refiner", default="")
     p.add_argument("--watch", type=int, default=120, help="seconds to watch the queued jobs")
-    p.add_argument("--side", type=int, default=4000, help="side of the flood's square photos")
+    p.add_argument("--side", type=int, default=3490, help="side of the burst's square photos "
+                   "(3490: 12.2 MP, under serve's 13 MP limit)")  # fmt: skip
+    p.add_argument("--large", type=int, default=20, help="refused uploads of 63 MB to send")
     p.add_argument("--max-megapixels", type=float, default=None,
                    help="the server's limit (default: serve's)")  # fmt: skip
     args = p.parse_args()
@@ -102,12 +110,14 @@ def main() -> None:
                 break
             except OSError:
                 time.sleep(0.5)
-        print(f"idle: {_peak_mb(server.pid):.0f} MB")
+        print(f"idle: {_memory(server.pid)}")
         seg = {"segmenter": args.segmenter, "refiner": args.refiner}
         cases = [
             ("PNG bomb 40000 x 40000", *_multipart(seg, {"file": ("bomb.png", _bomb(40000))})),
             ("13000 x 13000 in a small file",
              *_multipart(seg, {"file": ("big.png", _bomb(13000))})),
+            ("1 x 1000 PNG", *_multipart(seg, {"file": ("strip.png", _png(
+                np.zeros((1000, 1), np.uint8)))})),
             ("JSON nested 100k deep", *_multipart({"example": "0", "scribbles": "[" * 100_000},
                                                   {})),
             ("256 scribbles of the widest width", *_multipart({"example": "0", "scribbles":
@@ -117,10 +127,19 @@ def main() -> None:
         for name, body, ctype in cases:
             path = "/api/cluster" if "scribbles" in name or "JSON" in name else "/api/segment"
             status, text = _post(port, path, body, ctype)
-            print(f"{name}: {status} {text[:80]!r}; peak {_peak_mb(server.pid):.0f} MB")
+            print(f"{name}: {status} {text[:80]!r}; {_memory(server.pid)}")
         status, text = _post(port, "/api/segment", b"x" * (200 << 20), "multipart/form-data; "
                              "boundary=x")  # fmt: skip
-        print(f"200 MB body: {status} {text[:80]!r}; peak {_peak_mb(server.pid):.0f} MB")
+        print(f"200 MB body: {status} {text[:80]!r}; {_memory(server.pid)}")
+        junk = np.random.default_rng(0).integers(0, 256, 63_000_000, np.uint8).tobytes()
+        body, ctype = _multipart(seg, {"file": ("photo.png", junk)})  # no image format's start
+        del junk
+        statuses = []
+        for _ in range(args.large):
+            statuses.append(_post(port, "/api/segment", body, ctype)[0])
+        del body
+        print(f"{args.large} uploads of 63 MB, not images: statuses {sorted(set(statuses))}; "
+              f"{_memory(server.pid)}")  # fmt: skip
         from segrefine.data.synthetic import generate_scene
 
         photo = _png(generate_scene(5, args.side)[0])  # real boundaries to refine
@@ -129,10 +148,10 @@ def main() -> None:
         for _ in range(12):  # more jobs than the queue holds
             body, ctype = _multipart(seg, {"file": ("photo.png", photo)})
             statuses.append(_post(port, "/api/segment", body, ctype)[0])
-        print(f"12 jobs of {mp:.0f} MP: statuses {statuses}; peak {_peak_mb(server.pid):.0f} MB")
+        print(f"12 jobs of {mp:.1f} MP: statuses {statuses}; {_memory(server.pid)}")
         for t in range(0, args.watch, 30):  # the queued jobs run one after another
             time.sleep(30)
-            print(f"after {t + 30} s: peak {_peak_mb(server.pid):.0f} MB")
+            print(f"after {t + 30} s: {_memory(server.pid)}")
         print(f"peak resident memory of the server: {_peak_mb(server.pid):.0f} MB")
     finally:
         server.terminate()
