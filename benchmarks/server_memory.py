@@ -62,8 +62,11 @@ def _multipart(fields: dict, files: dict) -> tuple[bytes, str]:
 
 def _post(port: int, path: str, body: bytes, ctype: str, announced: int | None = None):
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-    headers = {"Content-Type": ctype, "Host": f"127.0.0.1:{port}",
-               "Content-Length": str(announced if announced is not None else len(body))}
+    headers = {
+        "Content-Type": ctype,
+        "Host": f"127.0.0.1:{port}",
+        "Content-Length": str(announced if announced is not None else len(body)),
+    }
     try:
         conn.request("POST", path, body=body, headers=headers)
         r = conn.getresponse()

@@ -34,8 +34,10 @@ def test_flag_and_a_job_end_to_end(attention_server):
     assert runs["attention"] is True
     status = json.loads(get(f"{attention_server}/api/attention")[1])
     assert status["available"] is True and status["model"] == "sd"
-    code, body = post(f"{attention_server}/api/attention",
-                      {"example": "0", "classes": " horse , sky", "threshold": "0.4"})
+    code, body = post(
+        f"{attention_server}/api/attention",
+        {"example": "0", "classes": " horse , sky", "threshold": "0.4"},
+    )
     assert code == 200, body
     done = wait(attention_server, body["job"])
     assert done["state"] == "done", done
@@ -52,19 +54,24 @@ def test_flag_and_a_job_end_to_end(attention_server):
     assert code == 200 and np.load(io.BytesIO(data)).shape == (3, 128, 128)
 
 
-@pytest.mark.parametrize("fields, says", [
-    ({"classes": ""}, "give the classes"),
-    ({"classes": " , "}, "give the classes"),
-    ({"classes": ",".join(f"c{k}" for k in range(21))}, "at most 20"),
-    ({"classes": ",".join(f"spotted{k} zebra{k} foal{k}" for k in range(20))},
-     "longer than the text encoder's limit"),
-    ({"classes": "a" * 41}, "over 40 characters"),
-    ({"classes": "horse,,sky"}, "empty class name"),
-    ({"classes": "horse,Horse"}, "more than once"),
-    ({"classes": "horse", "threshold": "1.5"}, "threshold must be between"),
-    ({"classes": "horse", "threshold": "nan"}, "threshold must be between"),
-    ({"classes": "horse", "threshold": "high"}, "threshold must be a number"),
-])
+@pytest.mark.parametrize(
+    "fields, says",
+    [
+        ({"classes": ""}, "give the classes"),
+        ({"classes": " , "}, "give the classes"),
+        ({"classes": ",".join(f"c{k}" for k in range(21))}, "at most 20"),
+        (
+            {"classes": ",".join(f"spotted{k} zebra{k} foal{k}" for k in range(20))},
+            "longer than the text encoder's limit",
+        ),
+        ({"classes": "a" * 41}, "over 40 characters"),
+        ({"classes": "horse,,sky"}, "empty class name"),
+        ({"classes": "horse,Horse"}, "more than once"),
+        ({"classes": "horse", "threshold": "1.5"}, "threshold must be between"),
+        ({"classes": "horse", "threshold": "nan"}, "threshold must be between"),
+        ({"classes": "horse", "threshold": "high"}, "threshold must be a number"),
+    ],
+)
 def test_bad_fields_are_one_line_400s(attention_server, fields, says):
     code, body = post(f"{attention_server}/api/attention", {"example": "0", **fields})
     assert code == 400 and says in body["error"] and "\n" not in body["error"], body

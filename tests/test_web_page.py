@@ -65,8 +65,10 @@ def test_page_segments_refines_and_reports_bad_files(server, tmp_path):
                                timeout=10_000)  # fmt: skip
         assert page.is_visible("#zoom") and "(" in page.inner_text("#zoom-at")
         page.select_option("#zoom-side", "128")
-        page.wait_for_function("document.querySelector('#zoom-img').src.includes('side=128')"
-                               " && document.querySelector('#zoom-img').complete")
+        page.wait_for_function(
+            "document.querySelector('#zoom-img').src.includes('side=128')"
+            " && document.querySelector('#zoom-img').complete"
+        )
         page.wait_for_timeout(300)
         shot = os.environ.get("SEGREFINE_SCREENSHOT")
         page.screenshot(path=shot or str(tmp_path / "page.png"), full_page=True)
@@ -147,7 +149,7 @@ def test_page_clusters_with_scribbles_drawn_in_the_browser(server):
         browser.close()
 
 
-HOSTILE = '<img src=x onerror="document.title=\'pwned\'">cat'
+HOSTILE = "<img src=x onerror=\"document.title='pwned'\">cat"
 
 
 def test_a_runs_class_names_are_shown_as_text_never_markup(tmp_path, trained_run):

@@ -30,8 +30,11 @@ def _post(base, path, fields, headers=None):
     body = "".join(f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'
                    for k, v in fields.items()) + f"--{boundary}--\r\n"  # fmt: skip
     port = base.rsplit(":", 1)[1]
-    h = {"Host": f"127.0.0.1:{port}",
-         "Content-Type": f"multipart/form-data; boundary={boundary}", **(headers or {})}
+    h = {
+        "Host": f"127.0.0.1:{port}",
+        "Content-Type": f"multipart/form-data; boundary={boundary}",
+        **(headers or {}),
+    }
     return raw_request(base, "POST", path, h, body.encode())
 
 

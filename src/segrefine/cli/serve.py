@@ -13,8 +13,9 @@ from .options import Device, Quiet, Threads
 
 
 def demo_cmd(
-    out: Annotated[Path, typer.Option(help="Folder for the data, run, predictions and report.")]
-    = Path("demo_out"),
+    out: Annotated[
+        Path, typer.Option(help="Folder for the data, run, predictions and report.")
+    ] = Path("demo_out"),
     epochs: Annotated[int, typer.Option(help="Training epochs for the demo segmenter.")] = 25,
     refiner_iterations: Annotated[
         int, typer.Option(help="Training steps for the demo refiner (0 = no refiner).")
@@ -35,40 +36,69 @@ def demo_cmd(
 
 
 def serve_cmd(
-    runs: Annotated[Path | None, typer.Option(
-        help="Folder searched (3 levels deep) for segmenter and refiner runs to offer on the "
-             "page (default: runs/, or demo_out/ when only that exists).")] = None,
-    host: Annotated[str, typer.Option(help="Address to listen on; 127.0.0.1 = this machine "
-                                      "only.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on (1-65535; 0: any free one, "
-                                      "shown at start).")] = 7860,
+    runs: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder searched (3 levels deep) for segmenter and refiner runs to offer on the "
+            "page (default: runs/, or demo_out/ when only that exists)."
+        ),
+    ] = None,
+    host: Annotated[
+        str, typer.Option(help="Address to listen on; 127.0.0.1 = this machine only.")
+    ] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option(help="Port to listen on (1-65535; 0: any free one, shown at start).")
+    ] = 7860,
     # the default is web.inputs.DEFAULT_MAX_MEGAPIXELS (not imported: that loads the web app)
-    max_megapixels: Annotated[float, typer.Option(help="Refuse uploads larger than this many "
-                                                  "megapixels (the default takes a 12 MP phone "
-                                                  "photo, whose job peaks under 1.5 GB).")] = 13.0,
-    max_upload_mb: Annotated[float, typer.Option(help="Refuse request bodies larger than "
-                                                 "this many MB.")] = 64.0,
-    max_pending: Annotated[int, typer.Option(help="Jobs that may wait or run at once; one "
-                                             "more is refused (429).")] = 8,
+    max_megapixels: Annotated[
+        float,
+        typer.Option(
+            help="Refuse uploads larger than this many "
+            "megapixels (the default takes a 12 MP phone "
+            "photo, whose job peaks under 1.5 GB)."
+        ),
+    ] = 13.0,
+    max_upload_mb: Annotated[
+        float, typer.Option(help="Refuse request bodies larger than this many MB.")
+    ] = 64.0,
+    max_pending: Annotated[
+        int, typer.Option(help="Jobs that may wait or run at once; one more is refused (429).")
+    ] = 8,
     # the default is web.jobs.DEFAULT_TIMEOUT (not imported, as above)
-    job_timeout: Annotated[float, typer.Option(help="Seconds one job may run before it ends "
-                                               "with an error (the server has one worker: a "
-                                               "12 MP photo takes about 25 s).")] = 300.0,
+    job_timeout: Annotated[
+        float,
+        typer.Option(
+            help="Seconds one job may run before it ends "
+            "with an error (the server has one worker: a "
+            "12 MP photo takes about 25 s)."
+        ),
+    ] = 300.0,
     allow_host: Annotated[
         list[str] | None,
-        typer.Option(metavar="<str>", help="Another host name the server answers to "
-                     "(repeatable; the loopback names and --host always are). Other names "
-                     "are refused."),
+        typer.Option(
+            metavar="<str>",
+            help="Another host name the server answers to "
+            "(repeatable; the loopback names and --host always are). Other names "
+            "are refused.",
+        ),
     ] = None,
-    attention_model: Annotated[Path | None, typer.Option(
-        help="A local Stable Diffusion folder (diffusers layout): adds the 'Attention (no "
-             "training)' tab, segmenting into any class names from the U-Net's attention. "
-             "Loaded once at startup; needs transformers.")] = None,
+    attention_model: Annotated[
+        Path | None,
+        typer.Option(
+            help="A local Stable Diffusion folder (diffusers layout): adds the 'Attention (no "
+            "training)' tab, segmenting into any class names from the U-Net's attention. "
+            "Loaded once at startup; needs transformers."
+        ),
+    ] = None,
     device: Device = "auto",
     threads: Threads = None,
     quiet: Annotated[
-        bool, typer.Option("--quiet", "-q", help="No status lines (notes, errors and the "
-                           "line with the address still print).")
+        bool,
+        typer.Option(
+            "--quiet",
+            "-q",
+            help="No status lines (notes, errors and the line with the address still print).",
+        ),
     ] = False,
 ) -> None:
     """Local web app: upload an image, segment, refine, see uncertainty; cluster with scribbles."""
@@ -87,8 +117,10 @@ def serve_cmd(
         raise InputError(f"--port must be in 0..65535, got {port}")
     for name in allow_host or ():  # a pattern would undo the Host check (DNS rebinding)
         if not re.fullmatch(r"[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]", name):
-            raise InputError(f"--allow-host {name!r}: give a host name or IP address (no "
-                             "wildcards: the server answers only to names it is given)")
+            raise InputError(
+                f"--allow-host {name!r}: give a host name or IP address (no "
+                "wildcards: the server answers only to names it is given)"
+            )
     if runs is None:  # runs/, or after `make demo` the demo's; else the zoo alone
         found = [p for p in (Path("runs"), Path("demo_out")) if p.is_dir()]
         runs = found[0] if found else None
@@ -105,8 +137,18 @@ def serve_cmd(
             typer.echo(f"loading the attention model in {attention_model} ...", err=True)
         attention = load_attention_model(attention_model, device=device, progress=not quiet)
     # positional, as the web app's serve() takes them (tests stand in for it that way)
-    serve_app(runs, host, port, max_megapixels, str(resolve_device(device)),
-              tuple(allow_host or ()), max_upload_mb, max_pending, attention, job_timeout)
+    serve_app(
+        runs,
+        host,
+        port,
+        max_megapixels,
+        str(resolve_device(device)),
+        tuple(allow_host or ()),
+        max_upload_mb,
+        max_pending,
+        attention,
+        job_timeout,
+    )
 
 
 def register(app: typer.Typer) -> None:

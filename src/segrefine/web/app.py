@@ -164,8 +164,10 @@ def create_app(
         return JSONResponse({"available": attention_model is not None, "model": attention_name})
 
     async def list_examples(request: Request) -> Response:
-        synthetic = [{"id": str(i), "name": f"synthetic scene {seed}",
-                      "url": f"/api/examples/{i}.png"} for i, seed in enumerate(EXAMPLE_SEEDS)]
+        synthetic = [
+            {"id": str(i), "name": f"synthetic scene {seed}", "url": f"/api/examples/{i}.png"}
+            for i, seed in enumerate(EXAMPLE_SEEDS)
+        ]
         from_runs = [{**ex, "url": f"/api/example?id={quote(ex['id'])}"}
                      for ex in cache.index.examples()]  # fmt: skip
         return JSONResponse(from_runs + synthetic)
@@ -254,9 +256,21 @@ def create_app(
                 refiner.settings(steps, strength, samples, flip)
         except InputError as err:
             return refuse(err)
-        return _submit("segment", name, segment_and_refine, (image, data), segmenter, refiner,
-                       steps=steps, strength=strength, samples=samples, flip=flip, mask=mask,
-                       box=box, input_size=input_size)
+        return _submit(
+            "segment",
+            name,
+            segment_and_refine,
+            (image, data),
+            segmenter,
+            refiner,
+            steps=steps,
+            strength=strength,
+            samples=samples,
+            flip=flip,
+            mask=mask,
+            box=box,
+            input_size=input_size,
+        )
 
     async def cluster(request: Request) -> Response:
         async with request.form() as form:
@@ -277,8 +291,16 @@ def create_app(
             check_scribbles(strokes, image.shape[:2])
         except InputError as err:
             return refuse(err)
-        return _submit("cluster", name, cluster_figures, (image, data), strokes,
-                       min_labels=min_labels, max_iter=max_iter, connected=connected)
+        return _submit(
+            "cluster",
+            name,
+            cluster_figures,
+            (image, data),
+            strokes,
+            min_labels=min_labels,
+            max_iter=max_iter,
+            connected=connected,
+        )
 
     async def attention(request: Request) -> Response:
         if attention_model is None:
@@ -295,8 +317,15 @@ def create_app(
             image, name, data = await _image(form)
         except InputError as err:
             return refuse(err)
-        return _submit("attention", name, attention_figures, (image, data), attention_model,
-                       classes, threshold=threshold)
+        return _submit(
+            "attention",
+            name,
+            attention_figures,
+            (image, data),
+            attention_model,
+            classes,
+            threshold=threshold,
+        )
 
     def _submit(kind, name, fn, source: tuple[np.ndarray, bytes | None], *args,
                 **kwargs) -> Response:  # fmt: skip
@@ -332,4 +361,3 @@ def create_app(
     app.state.cache = cache
     app.state.attention = attention_model
     return Guard(app, allowed_hosts or default_hosts("127.0.0.1"), int(max_upload_mb * 1e6))
-

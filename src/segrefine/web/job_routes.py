@@ -30,7 +30,7 @@ def _download_name(job, name: str) -> str:
     stem = re.sub(r"[^A-Za-z0-9_.-]", "_", Path(job.name).stem)
     source = SOURCES.get(getattr(job.result, "info", {}).get("coarse"))
     if source and name.startswith("segmenter"):
-        name = source + name[len("segmenter"):]
+        name = source + name[len("segmenter") :]
     return f"{stem}_{name}"
 
 
@@ -75,8 +75,13 @@ def job_routes(queue: JobQueue) -> list[Route]:
             return error("no such result to zoom into", 404)
         try:
             q = request.query_params
-            png = await run_in_threadpool(zoom_view, job.result, int(q.get("x", "")),
-                                          int(q.get("y", "")), int(q.get("side", "64")))
+            png = await run_in_threadpool(
+                zoom_view,
+                job.result,
+                int(q.get("x", "")),
+                int(q.get("y", "")),
+                int(q.get("side", "64")),
+            )
         except InputError as err:
             return refuse(err)
         except ValueError:

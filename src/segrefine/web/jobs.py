@@ -68,8 +68,7 @@ class Job:
             "id": self.id,
             "kind": self.kind,
             "state": self.state,
-            "stage": "cancelling" if self.cancelling and self.state == "running"
-                     else self.stage,
+            "stage": "cancelling" if self.cancelling and self.state == "running" else self.stage,
             "fraction": round(self.fraction, 3),
             "error": self.error,
             "elapsed_s": round(now - (self.started or self.created), 3),

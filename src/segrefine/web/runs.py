@@ -35,7 +35,7 @@ class RunIndex:
         """The folder of the run called ``name`` (a zoo entry, ``zoo:NAME``, holds a run of
         each ``kind``)."""
         if zoo.is_zoo(name):
-            return zoo.ROOT / zoo.entry(name[len(zoo.PREFIX):])["runs"][kind]
+            return zoo.ROOT / zoo.entry(name[len(zoo.PREFIX) :])["runs"][kind]
         return self.root / name
 
     def example_path(self, example_id: str) -> Path:

@@ -57,7 +57,10 @@ def serve(runs: str | Path | None = "runs", host: str = "127.0.0.1", port: int =
     note = "" if attention_model is None else "; attention tab on"
     shown = Path(runs).resolve() if runs is not None else "the zoo alone"
     port = sock.getsockname()[1]  # port 0: the one the system chose
-    print(f"segrefine web app on http://{host}:{port}  (runs: {shown}; "
-          f"answers to {', '.join(sorted(hosts))}{note})", flush=True)
+    print(
+        f"segrefine web app on http://{host}:{port}  (runs: {shown}; "
+        f"answers to {', '.join(sorted(hosts))}{note})",
+        flush=True,
+    )
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
     server.run(sockets=[sock])
