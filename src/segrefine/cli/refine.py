@@ -170,16 +170,31 @@ def describe_refiner(ref, run: Path, settings: dict) -> str:
 
 
 def refine_cmd(
-    images: Annotated[
-        Path, typer.Option(help="Folder of images, one image, or a dataset root (then --split "
-                           "picks the images).")
-    ],
     out: Annotated[
         Path, typer.Option(help="Folder for refined <id>.png, <id>.npy and <id>_uncertainty.png.")
     ],
     refiner: Annotated[
         Path, typer.Option(help="A trained refiner's run folder, or zoo:NAME.")
     ],
+    images: Annotated[
+        Path | None, typer.Option(help="Folder of images, one image, or a dataset root (then "
+                                  "--split picks the images).")
+    ] = None,
+    video: Annotated[
+        Path | None, typer.Option(help="A video file or a folder of frames, instead of --images: "
+                                  "frames refined in order with a temporal prior, written as "
+                                  "<frame>.png, <frame>_uncertainty.png and overlay.mp4; "
+                                  "--masks named by frame (000000.png, ... for a video file).")
+    ] = None,
+    temporal_weight: Annotated[
+        float, typer.Option(help="With --video: the previous frame's refinement, moved by "
+                            "optical flow, as this share of the coarse input where the flow is "
+                            "reliable (0 = every frame alone).")
+    ] = 0.5,
+    save_probs: Annotated[
+        bool, typer.Option("--save-probs", help="With --video: also write <frame>.npy "
+                           "probabilities (float16, C x H x W).")
+    ] = False,
     segmenter: Annotated[
         Path | None, typer.Option(help="A trained segmenter's run folder, or zoo:NAME: its "
                                   "predictions are the coarse masks.")
@@ -240,8 +255,23 @@ def refine_cmd(
 
     if (segmenter is None) == (masks is None):
         raise InputError("give exactly one of --segmenter or --masks")
+    if (images is None) == (video is None):
+        raise InputError("give exactly one of --images or --video")
     ref = Refiner.load(refiner, device, backend)
     seg = Segmenter.load(segmenter, device, backend) if segmenter is not None else None
+    if video is not None:
+        from ..video.outputs import refine_video_to_folder
+
+        if protocol or skip_bad or flip:
+            raise InputError("--protocol, --skip-bad and --flip are for --images, not --video")
+        names = refine_video_to_folder(ref, video, out, segmenter=seg, masks=masks,
+                                       mask_pattern=mask_pattern, weight=temporal_weight,
+                                       save_probs=save_probs, steps=steps, strength=strength,
+                                       samples=samples, native=native, input_size=input_size,
+                                       seed=seed, notice=lambda m: typer.echo(
+                                           f"segrefine: note: {m}", err=True))  # fmt: skip
+        typer.echo(f"refined {len(names)} frames into {out}")
+        return
     ids = refine_to_folder(ref, images, out, segmenter=seg, probs_dir=masks, split=split,
                            protocol=protocol,
                            steps=steps, strength=strength, samples=samples, seed=seed,

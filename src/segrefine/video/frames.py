@@ -31,6 +31,7 @@ MAX_FRAMES = 10_000
 # 8.3 MP: a 4K UHD frame. Flow runs at a bounded working size, but the refiner's native
 # passes and the written outputs are at the frame's own size
 MAX_FRAME_PIXELS = 3840 * 2160
+DEFAULT_FPS = 25.0  # a folder of frames has no rate: the overlay video plays it at this
 
 
 @dataclass
@@ -46,7 +47,8 @@ class Frames:
     """A clip opened for streaming (see the module docstring). ``len()`` is the number of
     frames (a video file's header count, which some containers only estimate); iterate for
     :class:`Frame` objects, decoded one at a time. ``size`` is (H, W) of the first frame:
-    every frame must have it."""
+    every frame must have it; ``fps`` the video's frame rate (:data:`DEFAULT_FPS` for a
+    folder or a video that does not say)."""
 
     def __init__(self, source: str | Path, max_frames: int = MAX_FRAMES):
         self.source = Path(source)
@@ -57,6 +59,7 @@ class Frames:
                 raise InputError("no frames (image files) in this folder", self.source)
             count = len(self.files)
             first = read_image(self.files[0])
+            self.fps = DEFAULT_FPS
         elif self.source.is_file():
             if self.source.suffix.lower() in IMAGE_EXTENSIONS:
                 raise InputError("is one image, not a video: give a video file or a folder "
@@ -64,6 +67,8 @@ class Frames:
             self.files = None
             cap = _open_capture(self.source)
             count = int(cap.get(_cv2().CAP_PROP_FRAME_COUNT) or 0)
+            fps = float(cap.get(_cv2().CAP_PROP_FPS) or 0)
+            self.fps = fps if 0 < fps <= 240 else DEFAULT_FPS
             ok, bgr = cap.read()
             cap.release()
             if not ok or bgr is None:
