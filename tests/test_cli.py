@@ -67,7 +67,9 @@ def test_serve_finds_the_demos_runs_or_opens_on_the_zoo(run_cli, tmp_path, monke
     import segrefine.web
 
     served = {}
-    monkeypatch.setattr(segrefine.web, "serve", lambda runs, *a: served.setdefault("runs", runs))
+    monkeypatch.setattr(
+        segrefine.web, "serve", lambda runs, *a, **k: served.setdefault("runs", runs)
+    )
     monkeypatch.chdir(tmp_path)
     for name in folders:
         (tmp_path / name).mkdir()
@@ -93,7 +95,7 @@ def test_q_leaves_only_errors_where_the_result_is_a_file(run_cli, tmp_path, synt
 def test_serve_q_keeps_its_status_lines_to_itself(run_cli, tmp_path, monkeypatch):
     import segrefine.web
 
-    monkeypatch.setattr(segrefine.web, "serve", lambda *a: None)
+    monkeypatch.setattr(segrefine.web, "serve", lambda *a, **k: None)
     monkeypatch.chdir(tmp_path)
     (tmp_path / "runs").mkdir()
     assert run_cli("serve", "--device", "cpu")[2].startswith("serving the runs in runs/")
@@ -104,6 +106,6 @@ def test_serve_q_keeps_its_status_lines_to_itself(run_cli, tmp_path, monkeypatch
 def test_serve_refuses_a_host_pattern(run_cli, monkeypatch, name):
     import segrefine.web
 
-    monkeypatch.setattr(segrefine.web, "serve", lambda *a: pytest.fail("served"))
+    monkeypatch.setattr(segrefine.web, "serve", lambda *a, **k: pytest.fail("served"))
     code, _, err = run_cli("serve", "--allow-host", name, "--device", "cpu")
     assert code == 2 and "--allow-host" in err and "no wildcards" in err

@@ -159,3 +159,36 @@ def test_paper_refiner_backends_agree():
 def test_unknown_backend():
     with pytest.raises(InputError, match="unknown backend"):
         use_backend(tiny_segmenter("fcn"), "tensorrt")
+
+
+def test_numpy_reference_matches_pipeline(exported):
+    # docs/onnx_reference.py, fed the draws torch's generator makes, gives the pipeline's
+    # numbers at working size: the sidecar and the docs say all there is to know
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "docs" / "onnx_reference.py"
+    spec = importlib.util.spec_from_file_location("onnx_reference", path)
+    reference = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(reference)
+    ref, folder = exported
+    numpy_ref = reference.Refiner(folder)
+    ref.temperature = numpy_ref.r["temperature"] = 1.5  # the calibration step too
+    im = image(32, 48)
+    probs = tiny_segmenter("unet").predict(im)
+    k, steps, seed = 3, 2, 5
+    gen = torch.Generator().manual_seed(seed)  # the order the default sampler draws in
+    u = torch.rand((k, 1, 32, 48), generator=gen).numpy()
+    noise = torch.randn((k, 3, 32, 48), generator=gen).numpy()
+    x = torch.from_numpy(((im / 255.0 - 0.5) / 0.25).transpose(2, 0, 1)[None]).float()
+    try:
+        want, unc = ref.refine_tensors(x, torch.from_numpy(probs)[None], steps=steps,
+                                       samples=k, seed=seed, flip=False)  # fmt: skip
+    finally:
+        ref.temperature = 1.0
+    got, got_unc = numpy_ref.refine(im, probs, samples=k, steps=steps, u=u, noise=noise)
+    assert np.abs(got - probs).max() > 0.05  # the head did change the prior
+    assert np.abs(want[0].numpy() - got).max() <= 1e-3
+    assert np.abs(unc[0].numpy() - got_unc).max() <= 1e-3
+    other, _ = numpy_ref.refine(im, probs, samples=k, steps=steps, u=u, noise=noise[::-1])
+    assert np.abs(want[0].numpy() - other).max() > 1e-2  # the comparison can fail

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from ..errors import InputError
-from .options import Device, Quiet, Threads
+from .options import Backend, Device, Quiet, Threads
 
 
 def demo_cmd(
@@ -92,6 +92,7 @@ def serve_cmd(
     ] = None,
     device: Device = "auto",
     threads: Threads = None,
+    backend: Backend = "torch",
     quiet: Annotated[
         bool,
         typer.Option(
@@ -136,7 +137,8 @@ def serve_cmd(
         if not quiet:
             typer.echo(f"loading the attention model in {attention_model} ...", err=True)
         attention = load_attention_model(attention_model, device=device, progress=not quiet)
-    # positional, as the web app's serve() takes them (tests stand in for it that way)
+    if backend != "torch" and str(resolve_device(device)) != "cpu":
+        raise InputError("--backend onnxruntime runs on the CPU: use --device cpu")
     serve_app(
         runs,
         host,
@@ -148,6 +150,7 @@ def serve_cmd(
         max_pending,
         attention,
         job_timeout,
+        backend=backend,
     )
 
 

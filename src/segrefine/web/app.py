@@ -135,6 +135,7 @@ def create_app(
     max_pending: int = 8,
     attention_model=None,
     job_timeout: float | None = DEFAULT_TIMEOUT,
+    backend: str = "torch",
 ):
     """The web app for the runs under ``runs``: uploads over ``max_megapixels`` or request
     bodies over ``max_upload_mb`` are refused, only ``allowed_hosts`` are answered (default:
@@ -150,7 +151,7 @@ def create_app(
     attention_name = (Path(attention_model.path).name if getattr(attention_model, "path", None)
                       else "attention model") if attention_model is not None else None  # fmt: skip
     queue = JobQueue(max_pending=max_pending, timeout=job_timeout)
-    cache = ModelCache(scan_runs(runs), device=device)
+    cache = ModelCache(scan_runs(runs), device=device, backend=backend)
 
     async def index(request: Request) -> Response:
         return FileResponse(STATIC / "index.html")

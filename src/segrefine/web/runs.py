@@ -179,9 +179,10 @@ def _add_zoo(index: RunIndex) -> None:
 class ModelCache:
     """Loaded models by run name; each run is loaded once and kept (runs are small)."""
 
-    def __init__(self, index: RunIndex, device: str = "cpu"):
+    def __init__(self, index: RunIndex, device: str = "cpu", backend: str = "torch"):
         self.index = index
         self.device = device
+        self.backend = backend  # torch, or onnxruntime (segrefine.deploy)
         self._models: dict[tuple[str, str], object] = {}
         self._lock = threading.Lock()
 
@@ -201,5 +202,5 @@ class ModelCache:
                 cls = Segmenter if kind == "segmenter" else Refiner
                 # a zoo entry loads by its name: its files are checked against the manifest
                 target = name if zoo.is_zoo(name) else self.index.path(name)
-                self._models[key] = cls.load(target, device=self.device)
+                self._models[key] = cls.load(target, device=self.device, backend=self.backend)
             return self._models[key]

@@ -44,16 +44,17 @@ def serve(runs: str | Path | None = "runs", host: str = "127.0.0.1", port: int =
           max_megapixels: float = DEFAULT_MAX_MEGAPIXELS, device: str = "cpu",
           allow_hosts: tuple[str, ...] = (), max_upload_mb: float = 64.0,
           max_pending: int = 8, attention_model=None,
-          job_timeout: float | None = DEFAULT_TIMEOUT) -> None:  # fmt: skip
+          job_timeout: float | None = DEFAULT_TIMEOUT, backend: str = "torch") -> None:  # fmt: skip
     """Run the app with uvicorn until interrupted (``attention_model``: a loaded model or a
     Stable Diffusion folder for the attention tab, or None for no tab; ``job_timeout``: the
-    seconds one job may run)."""
+    seconds one job may run; ``backend``: what runs the networks, torch or onnxruntime)."""
     import uvicorn
 
     sock = bind(host, port)  # before the app loads the runs: a busy port fails at once
     hosts = default_hosts(host) | {h.lower() for h in allow_hosts}
     app = create_app(runs, max_megapixels, device, hosts, max_upload_mb, max_pending,
-                     attention_model=attention_model, job_timeout=job_timeout)  # fmt: skip
+                     attention_model=attention_model, job_timeout=job_timeout,
+                     backend=backend)  # fmt: skip
     note = "" if attention_model is None else "; attention tab on"
     shown = Path(runs).resolve() if runs is not None else "the zoo alone"
     port = sock.getsockname()[1]  # port 0: the one the system chose
