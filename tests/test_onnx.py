@@ -192,3 +192,17 @@ def test_numpy_reference_matches_pipeline(exported):
     assert np.abs(unc[0].numpy() - got_unc).max() <= 1e-3
     other, _ = numpy_ref.refine(im, probs, samples=k, steps=steps, u=u, noise=noise[::-1])
     assert np.abs(want[0].numpy() - other).max() > 1e-2  # the comparison can fail
+
+
+def test_graph_calls_reach_forward_hooks():
+    # the web app cancels a job from a hook on every network call: onnxruntime's too
+    seg = use_backend(tiny_segmenter("fcn"), "onnxruntime")
+    calls = []
+    handle = torch.nn.modules.module.register_module_forward_pre_hook(
+        lambda module, args: calls.append(type(module).__name__)
+    )
+    try:
+        seg.predict(image())
+    finally:
+        handle.remove()
+    assert "_Graph" in calls

@@ -53,12 +53,15 @@ def _array(x: torch.Tensor) -> np.ndarray:
     return x.detach().float().cpu().contiguous().numpy()
 
 
-class _Graph:
+class _Graph(torch.nn.Module):
+    # a Module without parameters, so that what hooks every network call (the web app's
+    # cancel and time budget check, between a refiner's steps) sees the graphs' calls too
     def __init__(self, path: Path, threads: int):
+        super().__init__()
         self.session = _session(path, threads)
         self.inputs = [i.name for i in self.session.get_inputs()]
 
-    def __call__(self, *args: torch.Tensor) -> torch.Tensor:
+    def forward(self, *args: torch.Tensor) -> torch.Tensor:
         feeds = {n: (_array(a) if a.is_floating_point() else a.cpu().numpy().astype(np.int64))
                  for n, a in zip(self.inputs, args, strict=True)}  # fmt: skip
         return torch.from_numpy(self.session.run(None, feeds)[0])
