@@ -2,7 +2,7 @@
 
 The public API mirrors the CLI: :class:`Segmenter` (``train-segmenter`` / ``predict``),
 :class:`Refiner` (``train-refiner`` / ``refine``), :func:`segment_and_refine` (the path every
-command takes), :func:`run_benchmark` (``benchmark``),
+command takes), :func:`refine_video` (``refine --video``), :func:`run_benchmark` (``benchmark``),
 :func:`cluster` (``cluster``), :func:`evaluate_folder` (``evaluate``), :func:`read_coarse`
 (a coarse mask or map file, read as ``refine`` reads it), the model zoo (``"zoo:NAME"``
 wherever a run is loaded; :mod:`segrefine.zoo`), the metrics in
@@ -27,6 +27,7 @@ _LAZY = {
     "train_refiner": "segrefine.diffusion",
     "degrade": "segrefine.diffusion",
     "segment_and_refine": "segrefine.pipeline",
+    "refine_video": "segrefine.video",
     "run_benchmark": "segrefine.benchmark",
     "run_native_benchmark": "segrefine.native_benchmark",
     "cluster": "segrefine.unsupervised",
