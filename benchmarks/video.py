@@ -57,7 +57,7 @@ class Row:
     """A row's per-frame scores, its TC per clip and its seconds."""
 
     def __init__(self, c: int):
-        self.c, self.seconds = c, 0.0
+        self.c, self.seconds, self.stages = c, 0.0, {}
         self.iou, self.biou, self.mba, self.tc, self.pairs = [], [], [], [], []
 
     def clip(self):
@@ -79,7 +79,9 @@ class Row:
         pct = lambda v: round(100 * float(np.mean(v)), 2)  # noqa: E731
         return {"tc": pct(self.tc), "image_iou": pct(self.iou), "boundary_iou": pct(self.biou),
                 "mba": pct(self.mba), "seconds_per_frame": round(self.seconds / frames, 4),
-                "tc_per_clip": [round(100 * t, 2) for t in self.tc]}  # fmt: skip
+                "tc_per_clip": [round(100 * t, 2) for t in self.tc],
+                **{f"{k}_per_frame": round(v / frames, 4)
+                   for k, v in self.stages.items()}}  # fmt: skip
 
 
 def run(name: str, clips, seg: Segmenter, ref: Refiner, weights, crf: bool) -> dict:
@@ -119,7 +121,8 @@ def run(name: str, clips, seg: Segmenter, ref: Refiner, weights, crf: bool) -> d
         for key, w in [("refiner_per_frame", 0.0)] + [(f"refiner_temporal_w{w}", w)
                                                        for w in weights]:  # fmt: skip
             t0 = time.perf_counter()
-            out = list(refine_video(ref, images, segmenter=seg, temporal=w > 0, weight=w))
+            out = list(refine_video(ref, images, segmenter=seg, temporal=w > 0, weight=w,
+                                    timings=rows[key].stages))  # fmt: skip
             rows[key].seconds += time.perf_counter() - t0
             for f, t, m in zip(out, truths, motions, strict=True):
                 rows[key].frame(f.refined.labels, t, m)

@@ -44,7 +44,7 @@ WEIGHT = 0.5  # the previous frame's share of the coarse input where the flow is
 class VideoFrame:
     """One refined frame: its index and name, the RGB frame, the coarse labels (H, W), the
     refinement (labels, probs, uncertainty) and the motion from the previous frame (None for
-    the first; its flow and reliability mask, e.g. for
+    the first, and without the temporal prior; its flow and reliability mask, e.g. for
     :class:`~segrefine.video.consistency.TemporalConsistency`)."""
 
     index: int
@@ -112,16 +112,17 @@ def refine_video(
             coarse = coarse_of(frame)
         t1 = time.perf_counter()
         prior = _prior(refiner, frame.image, coarse)
-        g = grey(frame.image, flow_side)
+        use_prior = temporal and weight > 0
+        g = grey(frame.image, flow_side) if use_prior else None
         motion = None
-        if previous is not None:
+        if previous is not None:  # alone (no prior), a frame needs no flow
             motion = flow_to_previous(previous[0], g, shape=frame.image.shape[:2])
         t2 = time.perf_counter()
         size = input_size
         if size is None and refiner.settings(native=native)["native"]:
             # the coarse input's own detail, judged before the blend softens it
             size = min(effective_size(prior))
-        if temporal and previous is not None and weight > 0:
+        if motion is not None:
             carried = warp_channels(previous[1], motion.flow)
             w = (weight * motion.reliable).astype(np.float32)
             prior = (1 - w) * prior + w * carried
@@ -132,7 +133,7 @@ def refine_video(
         t3 = time.perf_counter()
         for key, dt in (("segment_s", t1 - t0), ("flow_s", t2 - t1), ("refine_s", t3 - t2)):
             clock[key] = clock.get(key, 0.0) + dt
-        previous = (g, refined.probs)
+        previous = (g, refined.probs) if use_prior else None
         yield VideoFrame(frame.index, frame.name, frame.image, coarse.top_labels(), refined,
                          motion)  # fmt: skip
 
