@@ -176,6 +176,30 @@ def figure(path: Path, title: str, clip, examples: dict, pairs: dict, key: str) 
     plt.close(fig)
 
 
+def noise_check(shared: Path, n_clips: int, n_frames: int) -> dict:
+    """How much of the per-frame refiner's flicker is its sampling noise: TC and scores with
+    one seed for every frame (as ``refine`` runs), a new seed each frame, and 8 samples (the
+    noise averaged out). If these barely differ, correlating the noise between frames
+    (warping it along the flow) cannot pay much either."""
+    seg, ref = Segmenter.load("zoo:weizmann-horse"), Refiner.load("zoo:weizmann-horse")
+    result = {}
+    for mode, seed_step, samples in (("one_seed", 0, None), ("seed_per_frame", 7, None),
+                                     ("samples_8", 0, 8)):  # fmt: skip
+        row = Row(ref.num_classes)
+        for _, clip in weizmann_clips(shared, n_clips, n_frames):
+            row.clip()
+            for i, (im, truth) in enumerate(clip):
+                motion = None if i == 0 else flow_to_previous(clip[i - 1][0], im)
+                out = ref.refine(im, seg.predict(im), seed=i * seed_step, samples=samples,
+                                 input_size=seg.size)  # fmt: skip
+                row.frame(out.labels, truth, motion)
+            row.end_clip()
+        s = row.summary(1)
+        result[mode] = {k: s[k] for k in ("tc", "image_iou", "boundary_iou", "mba")}
+        print("noise check", mode, result[mode], flush=True)
+    return result
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--shared", type=Path, default=REPO.parent / "shared")
@@ -185,6 +209,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--write", action="store_true", help="write docs/results and docs/images")
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "video")
+    ap.add_argument("--noise-check", action="store_true",
+                    help="only measure how much sampling noise adds to the flicker "
+                    "(Weizmann clips; writes video_noise.json)")  # fmt: skip
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     weights = [float(w) for w in args.weights.split(",")]
@@ -196,6 +223,11 @@ def main() -> None:
     out = {"machine": {"cpu": platform.processor() or _cpu(), "threads": args.threads,
                        "torch": torch.__version__},
            "command": " ".join(["python", "benchmarks/video.py", *sys.argv[1:]])}  # fmt: skip
+    if args.noise_check:
+        out["clips"], out["frames"] = args.clips, args.frames
+        out["rows"] = noise_check(args.shared, args.clips, args.frames)
+        (results_dir / "video_noise.json").write_text(json.dumps(out, indent=1) + "\n")
+        return
     for name, entry, clips in (
         ("weizmann", "zoo:weizmann-horse", lambda: weizmann_clips(args.shared, args.clips,
                                                                   args.frames)),
