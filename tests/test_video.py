@@ -200,3 +200,17 @@ def test_cli_missing_mask_writes_nothing(tmp_path, run_cli):
     errors = [line for line in err.splitlines() if "error" in line]  # notes may precede it
     assert code == 2 and len(errors) == 1 and "000002" in errors[0]
     assert not (tmp_path / "out").exists()
+
+
+def test_a_file_that_is_no_video_and_a_clip_over_the_frame_limit_are_input_errors(tmp_path):
+    from segrefine.errors import InputError
+
+    fake = tmp_path / "clip.mp4"
+    fake.write_text("not a video")
+    with pytest.raises(InputError, match="clip.mp4"):
+        Frames(fake)
+    frames, _ = _clip(4)
+    for i, f in enumerate(frames):
+        cv2.imwrite(str(tmp_path / f"f{i}.png"), f[..., ::-1])
+    with pytest.raises(InputError, match="4 frames, over the 3"):
+        Frames(tmp_path, max_frames=3)
