@@ -30,6 +30,7 @@ import torch
 
 from segrefine import Refiner, Segmenter
 from segrefine.data.datasets import load_split
+from segrefine.deploy import export_onnx, use_backend
 from segrefine.evaluate import score_split
 from segrefine.pipeline import segment_and_refine
 from segrefine.report import rounded_scores
@@ -42,9 +43,11 @@ RESULTS = REPO / "docs" / "results" / "onnx.json"
 METRICS = ("mean_image_iou", "miou", "boundary_iou", "boundary_f", "mba")
 
 
-def run_backend(images, val, segmenter, refiner, backend: str) -> dict:
+def run_backend(images, val, segmenter, refiner, backend: str, graphs=None) -> dict:
     seg = Segmenter.load(segmenter, "cpu", backend)
-    ref = Refiner.load(refiner, "cpu", backend)
+    ref = Refiner.load(refiner, "cpu", backend if graphs is None else "torch")
+    if graphs is not None:  # the refiner's graphs from this folder (the int8 ones)
+        use_backend(ref, "onnxruntime", folder=graphs)
     ref.bf16 = False  # both backends in float32: the comparison is of the runtimes
     segment_and_refine(images[:1], seg, ref)  # first-call costs (allocators, kernels)
     clock: dict[str, float] = {}
@@ -78,6 +81,24 @@ def agreement(a: list, b: list) -> dict:
             "max_refined_prob_diff": diff, "max_segmenter_prob_diff": seg_diff}  # fmt: skip
 
 
+def quantised(refiner: str) -> Path:
+    """The refiner's cached graphs through onnxruntime's dynamic int8 quantisation (weights
+    int8, activations quantised per call), beside them in a temporary folder."""
+    import shutil
+    import tempfile
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    # exported with the exporter's constant folding: the quantiser needs the weights as
+    # initialisers (the cache's graphs slice the head's weight at run time)
+    src = export_onnx(Refiner.load(refiner, "cpu"), Path(tempfile.mkdtemp()) / "fp32")
+    out = Path(tempfile.mkdtemp(prefix="segrefine-int8-"))
+    for graph in src.glob("*.onnx"):
+        quantize_dynamic(str(graph), str(out / graph.name), weight_type=QuantType.QInt8)
+    shutil.copyfile(src / "onnx.json", out / "onnx.json")
+    return out
+
+
 def startup(segmenter: str, refiner: str, backend: str, threads: int, repeats: int = 3) -> float:
     code = ("import torch, sys; torch.set_num_threads(int(sys.argv[3])); "
             "from segrefine import Segmenter, Refiner; "
@@ -98,6 +119,7 @@ def main() -> int:
     parser.add_argument("--entry", action="append", help="zoo entries (default: all real)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--limit", type=int, help="the first N validation images only")
+    parser.add_argument("--int8", action="store_true", help="also the int8 refiner graphs")
     parser.add_argument("--write", action="store_true", help=f"record into {RESULTS}")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -115,9 +137,12 @@ def main() -> int:
             Refiner.load(run, "cpu", backend), Segmenter.load(run, "cpu", backend)
         rows = {b: run_backend(images, val, run, run, b) for b in ("torch", "onnxruntime")}
         t, o = rows["torch"], rows["onnxruntime"]
+        if args.int8:
+            rows["onnxruntime_int8"] = run_backend(images, val, run, run, "onnxruntime",
+                                                   quantised(run))  # fmt: skip
         record = {
             "command": f"python benchmarks/onnx_backend.py --shared ../shared --entry {name} "
-                       f"--threads {args.threads} --write",
+                       f"--threads {args.threads}{' --int8' if args.int8 else ''} --write",
             "machine": f"{_cpu()}, {args.threads} threads", "images": len(images),
             "agreement": agreement(t["results"], o["results"]),
             "scores": {b: rows[b]["scores"] for b in rows},
@@ -126,8 +151,14 @@ def main() -> int:
                                       for b in rows},
             "refine_speedup": round(t["refine_s_per_mp"] / o["refine_s_per_mp"], 2),
             "pipeline_speedup": round(t["pipeline_s_per_mp"] / o["pipeline_s_per_mp"], 2),
-            "startup_s": {b: startup(run, run, b, args.threads) for b in rows},
+            "startup_s": {b: startup(run, run, b, args.threads) for b in ("torch", "onnxruntime")},
         }  # fmt: skip
+        if args.int8:
+            q = rows["onnxruntime_int8"]
+            record["int8"] = agreement(o["results"], q["results"])
+            record["int8"]["refine_speedup_over_fp32"] = round(
+                o["refine_s_per_mp"] / q["refine_s_per_mp"], 2
+            )
         print(json.dumps({k: v for k, v in record.items() if k != "command"}, indent=1))
         out[name] = record
     if args.write:
