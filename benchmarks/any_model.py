@@ -30,12 +30,12 @@ import numpy as np
 from PIL import Image
 
 from segrefine import Refiner
+from segrefine.benchmarking.report import rounded_scores
 from segrefine.data.datasets import load_split
 from segrefine.data.mask_folder import MaskFolder
 from segrefine.diffusion.onehot import prior_for_image
 from segrefine.evaluate import score_split
 from segrefine.metrics import in_percent
-from segrefine.report import rounded_scores
 from segrefine.weak import boxes_from_mask, pseudo_mask_from_boxes
 
 RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results" / "any_model.json"

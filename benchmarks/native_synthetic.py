@@ -22,13 +22,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from segrefine.benchmarking.report import rounded_scores
 from segrefine.data.datasets import load_split, resize_mask
 from segrefine.data.io import VOID
 from segrefine.data.transforms import working_size
 from segrefine.diffusion import Refiner
 from segrefine.diffusion.onehot import prior_for_image
 from segrefine.evaluate import score_split
-from segrefine.report import rounded_scores
 
 
 def main() -> None:

@@ -29,11 +29,11 @@ import numpy as np
 import torch
 
 from segrefine import Refiner, Segmenter
+from segrefine.benchmarking.report import rounded_scores
 from segrefine.data.datasets import load_split
 from segrefine.deploy import export_onnx, use_backend
 from segrefine.evaluate import score_split
 from segrefine.pipeline import segment_and_refine
-from segrefine.report import rounded_scores
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from zoo import RECIPES, _cpu  # noqa: E402

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from segrefine import Refiner, Segmenter, segment_and_refine
+from segrefine.benchmarking.report import densest_window, overlay, save_grid
 from segrefine.data.datasets import load_split
-from segrefine.report import densest_window, overlay, save_grid
 
 
 def main() -> None:

@@ -1,8 +1,8 @@
 """Refinement time relative to the segmenter's own inference, repeated (CPU timings are noisy).
 
-Uses the benchmark's own timing (``segrefine.benchmark._timed``: the pipeline in batches of 16
-after one warm-up batch) on a split's images at the 128-px protocol, alternating segmenter and
-refiner ``--repeats`` times, and prints each ratio and the median:
+Uses the benchmark's own timing (``segrefine.benchmarking.paper._timed``: the pipeline in
+batches of 16 after one warm-up batch) on a split's images at the 128-px protocol, alternating
+segmenter and refiner ``--repeats`` times, and prints each ratio and the median:
 
     python benchmarks/refine_speed.py --data ../shared/data/weizmann_horse_voc \\
         --segmenter runs/bench_segmenter_weizmann/run --refiner runs/wz/init64 --threads 2
@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from segrefine.benchmark import _timed
+from segrefine.benchmarking.paper import _timed
 from segrefine.data.datasets import load_split
 from segrefine.diffusion import Refiner
 from segrefine.segmenter import Segmenter

@@ -28,10 +28,10 @@ from PIL import Image
 from skimage.filters import threshold_otsu
 
 from segrefine import Refiner
+from segrefine.benchmarking.report import save_grid
 from segrefine.data.datasets import load_split
 from segrefine.data.io import VOID
 from segrefine.metrics import boundary_iou, image_iou
-from segrefine.report import save_grid
 
 KINDS = ("threshold", "box", "quarter size")
 

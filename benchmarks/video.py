@@ -148,7 +148,7 @@ def figure(path: Path, title: str, clip, examples: dict, pairs: dict, key: str) 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from segrefine.report import overlay
+    from segrefine.benchmarking.report import overlay
 
     show = np.linspace(0, len(clip) - 1, 5).round().astype(int)
     fig = plt.figure(figsize=(13, 7.4))

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
+from segrefine.benchmarking.report import colorize, save_grid
 from segrefine.data.datasets import load_split
 from segrefine.data.io import read_mask
 from segrefine.evaluate import score_split
-from segrefine.report import colorize, save_grid
 from segrefine.segmenter import Segmenter
 from segrefine.weak import pseudo_mask_quality
 

@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 from segrefine import checkpoint, zoo
-from segrefine.native_benchmark import run_native_benchmark
+from segrefine.benchmarking.native import run_native_benchmark
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "docs" / "results" / "zoo.json"

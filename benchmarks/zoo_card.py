@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from segrefine import Refiner, Segmenter, zoo
+from segrefine.benchmarking.report import overlay, save_grid
 from segrefine.data.datasets import load_split
-from segrefine.report import overlay, save_grid
 
 REPO = Path(__file__).resolve().parents[1]
 LABELS = {"segmenter": "U-Net alone", "refined": "U-Net + refiner", "crf": "U-Net + DenseCRF",

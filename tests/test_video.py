@@ -130,6 +130,8 @@ def test_temporal_prior_differs_from_per_frame_and_weight_zero_is_per_frame():
         np.testing.assert_allclose(a, b, atol=1e-5)
     np.testing.assert_allclose(on[0], off[0], atol=1e-5)  # no previous frame yet
     assert np.abs(on[2] - off[2]).max() > 1e-3
+    method = [f.refined.probs for f in ref.refine_video(frames, masks=masks, samples=1)]
+    np.testing.assert_array_equal(method[2], on[2])  # Refiner.refine_video: the same call
 
 
 def test_frames_of_a_folder_are_read_lazily(tmp_path, monkeypatch):

@@ -94,7 +94,7 @@ def test_serve_loads_the_model_once_or_stops_in_one_line(run_cli, tmp_path, monk
     import segrefine.web
 
     served = []
-    monkeypatch.setattr(segrefine.web, "serve", lambda *a: served.append(a))
+    monkeypatch.setattr(segrefine.web, "serve", lambda *a, **k: served.append(a))
     code, _, err = run_cli("serve", "--runs", tmp_path, "--device", "cpu",
                            "--attention-model", tmp_path / "missing")  # fmt: skip
     errors = [line for line in err.splitlines() if "error" in line]

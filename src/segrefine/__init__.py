@@ -28,8 +28,8 @@ _LAZY = {
     "degrade": "segrefine.diffusion",
     "segment_and_refine": "segrefine.pipeline",
     "refine_video": "segrefine.video",
-    "run_benchmark": "segrefine.benchmark",
-    "run_native_benchmark": "segrefine.native_benchmark",
+    "run_benchmark": "segrefine.benchmarking",
+    "run_native_benchmark": "segrefine.benchmarking",
     "cluster": "segrefine.unsupervised",
     "read_coarse": "segrefine.data.coarse",
 }

@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 
 from . import checkpoint
+from .benchmarking.report import colorize, metrics_table, per_class_table, save_grid
 from .data.datasets import load_split
 from .data.io import read_mask, write_json
 from .data.synthetic import write_synthetic_dataset
 from .evaluate import evaluate_folder
 from .predict import predict_to_folder
-from .report import colorize, metrics_table, per_class_table, save_grid
 from .segmenter import Segmenter
 from .train import TrainConfig, train_segmenter
 
@@ -101,7 +101,7 @@ def run_demo(
     refined = None
     t_refiner = 0.0
     if refiner_iterations > 0:
-        from .benchmark import run_benchmark
+        from .benchmarking import run_benchmark
 
         t3 = time.perf_counter()
         ref_cfg = demo_refiner_config(data, run, refiner_iterations)

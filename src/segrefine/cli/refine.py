@@ -318,10 +318,10 @@ def benchmark_cmd(
     quiet: Quiet = False,
 ) -> None:
     """Segmenter vs segmenter + refiner (vs DenseCRF): tables, figures, speed, results.json."""
-    from ..benchmark import run_benchmark
+    from ..benchmarking import run_benchmark
 
     if native:
-        from ..native_benchmark import run_native_benchmark
+        from ..benchmarking import run_native_benchmark
 
         r = run_native_benchmark(data, split, segmenter, refiner, out, crf=crf, steps=steps,
                                  strength=strength, samples=samples, flip=flip, device=device,

@@ -38,7 +38,7 @@ def export_cmd(
     if onnx is not None:
         written += export_graphs(run, onnx)
     if out is not None:
-        from ..export import export_run
+        from ..deploy.share import export_run
 
         written += export_run(run, out)
     if quiet:

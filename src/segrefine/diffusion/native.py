@@ -305,3 +305,11 @@ def _resize(t: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
     if tuple(t.shape[-2:]) == tuple(shape):
         return t
     return F.interpolate(t[None], size=tuple(shape), mode="bilinear", align_corners=False)[0]
+
+
+def input_detail(image_hw, input_hw, input_size: int | None) -> tuple[int, int] | None:
+    """The resolution a coarse input was predicted at, when known: ``input_size`` (a short
+    side), else the input's own size when it is smaller than its image; None = find it."""
+    if input_size is not None:
+        return working_size(tuple(image_hw), input_size)
+    return tuple(input_hw) if tuple(input_hw) != tuple(image_hw) else None

@@ -28,7 +28,7 @@ from ..runs import LoadableRun, RunSpec, check_network, fast_bf16
 from ..segmenter import resolve_device
 from .agnostic import both_ways, class_priors, merge_ways, one_vs_rest, recombine
 from .modes import MODES, RefinerMode, get_mode
-from .native import effective_size, labels_of, refine_native
+from .native import effective_size, input_detail, labels_of, refine_native
 from .onehot import prior_for_image
 from .sampling import make_scheduler
 from .uncertainty import kept_pixels, temper, uncertainty_map
@@ -310,7 +310,7 @@ class Refiner(LoadableRun):
         given = self._coarse_items(probs if probs is not None else labels)
         if len(given) != len(images):
             raise InputError(f"{len(images)} images but {len(given)} coarse inputs")
-        details = [_input_detail(im.shape[:2], c.shape, input_size)
+        details = [input_detail(im.shape[:2], c.shape, input_size)
                    for im, c in zip(images, given, strict=True)]  # fmt: skip
         if self.spec.class_agnostic:
             return self._one_vs_rest(images, given, steps, strength, samples, seed,
@@ -325,6 +325,13 @@ class Refiner(LoadableRun):
         """A coarse mask or map file read for this refiner, as ``segrefine refine`` reads it
         (:func:`~segrefine.data.coarse.read_coarse`; ``colours``: a ``classes.txt``'s)."""
         return read_coarse(path, None if self.spec.class_agnostic else self.num_classes, colours)
+
+    def refine_video(self, frames, **options):
+        """A clip's frames refined in order, streaming, with the temporal prior: yields each
+        frame's :class:`~segrefine.video.VideoFrame` (:func:`segrefine.video.refine_video`)."""
+        from ..video import refine_video
+
+        return refine_video(self, frames, **options)
 
     def _coarse_items(self, given: Sequence) -> list[Coarse]:
         """Each coarse input as :mod:`segrefine.data.coarse` reads arrays; a user is told
@@ -390,10 +397,3 @@ class Refiner(LoadableRun):
                                             u.numpy(), nfe)  # fmt: skip
         return results
 
-
-def _input_detail(image_hw, input_hw, input_size: int | None) -> tuple[int, int] | None:
-    """The resolution a coarse input was predicted at, when known: ``input_size`` (a short
-    side), else the input's own size when it is smaller than its image; None = find it."""
-    if input_size is not None:
-        return working_size(tuple(image_hw), input_size)
-    return tuple(input_hw) if tuple(input_hw) != tuple(image_hw) else None

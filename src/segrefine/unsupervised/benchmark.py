@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..benchmarking.report import save_grid
 from ..data.io import atomic_path, write_json
-from ..report import save_grid
 from .baselines import felzenszwalb_segment, kmeans_segment
 from .bsds import list_bsds, load_bsds_sample
 from .cluster import NO_SCRIBBLE, ClusterConfig, cluster

@@ -24,12 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ..benchmarking.report import overlay
 from ..data.io import write_image, write_label_png, write_npy, write_text
 from ..data.mask_folder import MaskFolder
 from ..diffusion.onehot import check_coarse
 from ..diffusion.refiner import Refiner
 from ..errors import InputError
-from ..report import overlay
 from ..runs import check_same_classes
 from .frames import Frames
 from .temporal import WEIGHT, refine_video

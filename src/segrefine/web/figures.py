@@ -11,11 +11,11 @@ from matplotlib import colormaps
 from PIL import Image
 from scipy import ndimage
 
+from ..benchmarking.report import colorize
+from ..benchmarking.report import overlay as blend
 from ..data.datasets import resize_image, resize_mask
 from ..data.io import VOID
 from ..errors import InputError
-from ..report import colorize
-from ..report import overlay as blend
 
 DISPLAY_SIDE = 512  # figures on the page are at most this many pixels on their longest side
 
@@ -30,7 +30,7 @@ def display_size(shape: tuple[int, int], side: int = DISPLAY_SIDE) -> tuple[int,
 def overlay(
     image: np.ndarray, labels: np.ndarray, clear: int | None = 0, alpha: float = 0.55
 ) -> np.ndarray:
-    """:func:`segrefine.report.overlay` at display size (the page's figures)."""
+    """:func:`segrefine.benchmarking.report.overlay` at display size (the page's figures)."""
     size = display_size(image.shape[:2])
     return blend(resize_image(image, size), resize_mask(labels.astype(np.uint8), size), clear,
                  alpha)  # fmt: skip

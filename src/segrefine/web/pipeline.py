@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from ..benchmarking.report import colorize
 from ..data.coarse import Coarse
 from ..data.datasets import resize_image, resize_mask
 from ..data.io import VOC_PALETTE, VOID
@@ -21,7 +22,6 @@ from ..diffusion.onehot import prior_for_image
 from ..errors import InputError
 from ..pipeline import check_pair
 from ..pipeline import segment_and_refine as run_pipeline
-from ..report import colorize
 from ..weak.annotations import Box
 from .figures import (
     Figures,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .data.io import VOC_PALETTE, VOID, atomic_path
+from ..data.io import VOC_PALETTE, VOID, atomic_path
 
 PALETTE = np.array(VOC_PALETTE, dtype=np.uint8).reshape(256, 3)  # class id -> RGB
 

@@ -14,10 +14,10 @@ import shutil
 import stat
 from pathlib import Path
 
-from . import checkpoint
-from .data.io import atomic_path
-from .errors import InputError
-from .runs import EXAMPLES, list_examples
+from .. import checkpoint
+from ..data.io import atomic_path
+from ..errors import InputError
+from ..runs import EXAMPLES, list_examples
 
 SHARED_FILES = (checkpoint.CONFIG, checkpoint.WEIGHTS, checkpoint.LOG)
 

@@ -33,13 +33,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data.datasets import load_split, resize_image
-from .data.io import VOID, write_json
-from .data.transforms import resize_probs
-from .diffusion.refiner import Refiner
-from .evaluate import score_split
-from .metrics import in_percent, score_probabilities
-from .pipeline import check_pair, segment_and_refine
+from ..data.datasets import load_split, resize_image
+from ..data.io import VOID, write_json
+from ..data.transforms import resize_probs
+from ..diffusion.refiner import Refiner
+from ..evaluate import score_split
+from ..metrics import in_percent, score_probabilities
+from ..pipeline import check_pair, segment_and_refine
+from ..segmenter import Segmenter
 from .report import (
     colorize,
     densest_window,
@@ -49,7 +50,6 @@ from .report import (
     save_grid,
     uncertainty_table,
 )
-from .segmenter import Segmenter
 
 
 def _row(val, labels, seconds: float, megapixels: float) -> tuple[dict, list[dict]]:
@@ -110,7 +110,7 @@ def run_native_benchmark(
     rows["refined"]["uncertainty"] = _uncertainty(val, [r.refined.probs for r in results],
                                                   [r.refined.uncertainty for r in results])
     if crf:
-        from .crf import dense_crf
+        from ..crf import dense_crf
 
         t0 = time.perf_counter()
         labels = [dense_crf(im, p).argmax(0) for im, p in zip(images, probs, strict=True)]

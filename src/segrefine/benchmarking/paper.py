@@ -21,12 +21,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .data.datasets import load_split
-from .data.io import write_json
-from .diffusion.refiner import Refiner
-from .evaluate import score_split
-from .metrics import in_percent, score_probabilities
-from .pipeline import check_pair, segment_and_refine
+from ..data.datasets import load_split
+from ..data.io import write_json
+from ..diffusion.refiner import Refiner
+from ..evaluate import score_split
+from ..metrics import in_percent, score_probabilities
+from ..pipeline import check_pair, segment_and_refine
+from ..segmenter import Segmenter
 from .report import (
     colorize,
     metrics_table,
@@ -35,7 +36,6 @@ from .report import (
     save_grid,
     uncertainty_table,
 )
-from .segmenter import Segmenter
 
 
 def _score(data, labels) -> tuple[dict, list[dict]]:
@@ -120,7 +120,7 @@ def run_benchmark(
         },
     }  # fmt: skip
     if crf:
-        from .crf import dense_crf
+        from ..crf import dense_crf
 
         t0 = time.perf_counter()
         crf_labels = np.stack([
@@ -166,7 +166,7 @@ def _figures(out, val, images, base_labels, ref_labels, unc, per_image, sweep, e
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .data.io import atomic_path
+    from ..data.io import atomic_path
 
     gain = np.array([p["refined"]["image_iou"] - p["baseline"]["image_iou"] for p in per_image])
     cols = ["input", "truth", "segmenter", "refined", "uncertainty"]
