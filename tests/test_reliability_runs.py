@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 
 from segrefine import checkpoint
 from segrefine.errors import InputError
-from segrefine.run_lock import LOCK, RunLock
+from segrefine.runs.lock import LOCK, RunLock
 from segrefine.segmenter import Segmenter
 from segrefine.train import TrainConfig, train_segmenter
 
@@ -131,7 +131,7 @@ def test_a_lock_left_by_a_killed_trainer_is_taken_over(run):
     """A real second process holds the lock, is refused to us while alive, and its lock is
     free once it is killed with SIGKILL (the file it leaves behind names a dead pid)."""
     code = (
-        "import sys, time; from segrefine.run_lock import RunLock; "
+        "import sys, time; from segrefine.runs.lock import RunLock; "
         f"RunLock({str(run)!r}).acquire(); print('held', flush=True); time.sleep(60)"
     )
     holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)

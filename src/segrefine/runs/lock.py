@@ -15,7 +15,7 @@ import os
 import socket
 from pathlib import Path
 
-from .errors import InputError
+from ..errors import InputError
 
 LOCK = "train.lock"
 

@@ -18,11 +18,11 @@ from typing import Any, ClassVar
 
 import torch
 
-from . import checkpoint
-from .data.datasets import open_dataset
-from .data.io import atomic_path, remove_stale_temporaries
-from .errors import InputError
-from .run_lock import RunLock
+from .. import checkpoint
+from ..data.datasets import open_dataset
+from ..data.io import atomic_path, remove_stale_temporaries
+from ..errors import InputError
+from .lock import RunLock
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,7 +163,7 @@ class LoadableRun:
         model.module().eval()
         model.prepare_inference()
         if backend != "torch":
-            from .deploy import use_backend
+            from ..deploy import use_backend
 
             use_backend(model, backend)
         return model
@@ -174,7 +174,7 @@ class LoadableRun:
         ~30% faster on a 2-core CPU; docs/benchmarks.md). The network itself is unchanged,
         for training and saving; call this again after changing its weights (replacing the
         network drops the copy). :meth:`load` calls it."""
-        from .models.blocks import fuse_for_inference
+        from ..models.blocks import fuse_for_inference
 
         net = self.module()
         self._fast = (net, fuse_for_inference(net).to(memory_format=torch.channels_last))
@@ -221,7 +221,7 @@ def write_examples(folder: Path, sources: Sequence[Path]) -> None:
     """``<id>.jpg`` per source image, its longest side shrunk to :data:`EXAMPLE_SIDE`."""
     from PIL import Image
 
-    from .data.io import read_image
+    from ..data.io import read_image
 
     for src in sources:
         image = Image.fromarray(read_image(src))
@@ -281,7 +281,7 @@ class RunFolder:
         """Write the run's config (the folder is made now, after every input was checked)
         and small copies of a few ``examples`` images (what the web app offers to try the
         run on); a resumed folder is first cleared of the temporaries a killed run left.
-        The folder's training lock is taken first (:mod:`segrefine.run_lock`): a second
+        The folder's training lock is taken first (:mod:`segrefine.runs.lock`): a second
         trainer of the same run stops here, before it touches the first one's files; the
         trainer gives it back with :meth:`release`."""
         if self.main:
