@@ -41,7 +41,8 @@ def test_weights_written_before_checksums_existed_still_load(tmp_path, trained_r
     run = shutil.copytree(trained_run, tmp_path / "run")
     tensors, _ = checkpoint.load_tensors(run / "model.safetensors")
     save_file(tensors, str(run / "model.safetensors"), metadata={"segrefine": "{}"})
-    assert Segmenter.load(run, "cpu").spec.class_names  # no checksum: read as it is
+    with pytest.warns(checkpoint.UncheckedWeightsWarning, match="no checksum"):
+        assert Segmenter.load(run, "cpu").spec.class_names  # no checksum: read, with a warning
 
 
 def _edit_state(path, change) -> None:
