@@ -15,8 +15,19 @@ by a refiner trained on the source's own (out-of-fold) train masks with `train-r
         --masks runs/any/grabcut --unet-refiner $S/runs/weizmann_native_refiner \
         --coarse-refiner runs/any/grabcut_refiner
 
-A DeepLabv3+ source is scored the same way from its prediction files (its out-of-fold
-predictions on train for --coarse, its val predictions to refine).
+A DeepLabv3+ source is scored the same way from its prediction files: its out-of-fold
+predictions on train (two fold models, each trained on the other half, predicting the half it
+never saw) for --coarse, the full model's predictions on val to refine:
+
+    segrefine train-segmenter --data $S/data/weizmann_horse_voc --classes horse \
+        --model deeplabv3plus --epochs 60 --out runs/any/deeplab --device cpu
+    python benchmarks/any_model.py deeplab --data $S/data/weizmann_horse_voc \
+        --segmenter runs/any/deeplab --out runs/any/deeplab_masks
+    segrefine train-refiner --data $S/data/weizmann_horse_voc --classes horse --native \
+        --coarse runs/any/deeplab_masks --out runs/any/deeplab_refiner --device cpu
+    python benchmarks/any_model.py score deeplab --data $S/data/weizmann_horse_voc \
+        --masks runs/any/deeplab_masks --unet-refiner $S/runs/weizmann_native_refiner \
+        --coarse-refiner runs/any/deeplab_refiner
 """
 
 from __future__ import annotations
@@ -53,6 +64,28 @@ def grabcut(data: Path, out: Path) -> None:
             mask = pseudo_mask_from_boxes(item.image, boxes, "grabcut", void_ring=0)
             Image.fromarray(((mask > 0) * 255).astype(np.uint8)).save(out / f"{item.id}.png")
         print(f"{split}: {len(items)} masks, {(time.perf_counter() - t0) / len(items):.2f} s each")
+
+
+def deeplab(data: Path, segmenter: Path, out: Path, folds: int = 2) -> None:
+    """A trained segmenter's prediction files, as a user of any framework would make them:
+    ``<id>.npy`` (C x H x W float16 probabilities at the image's size) for every train image
+    from the fold model that never saw it, and for every val image from the full model."""
+    from segrefine import Segmenter
+    from segrefine.diffusion.oof import fold_indices, train_fold_segmenters
+
+    out.mkdir(parents=True, exist_ok=True)
+    classes = Segmenter.load(segmenter, "cpu").spec.classes
+    fold_runs = train_fold_segmenters(segmenter, str(data), "train", folds, out / "folds",
+                                      device="cpu")  # fmt: skip
+    train = load_split(data, "train", classes, size=None).items  # the folds' image order
+    for k, run in enumerate(fold_runs):
+        seg = Segmenter.load(run, "cpu")
+        for i in fold_indices(len(train), k, folds):
+            np.save(out / f"{train[i].id}.npy", seg.predict(train[i].image).astype(np.float16))
+    seg = Segmenter.load(segmenter, "cpu")
+    for item in load_split(data, "val", classes, size=None).items:
+        np.save(out / f"{item.id}.npy", seg.predict(item.image).astype(np.float16))
+    print(f"{len(list(out.glob('*.npy')))} prediction files in {out}")
 
 
 def score(source: str, data: Path, masks: Path, refiners: dict[str, Path], crf: bool,
@@ -100,6 +133,11 @@ def main() -> None:
     g = sub.add_parser("grabcut")
     g.add_argument("--data", type=Path, required=True)
     g.add_argument("--out", type=Path, required=True)
+    d = sub.add_parser("deeplab")
+    d.add_argument("--data", type=Path, required=True)
+    d.add_argument("--segmenter", type=Path, required=True, help="the trained DeepLabv3+ run")
+    d.add_argument("--out", type=Path, required=True)
+    d.add_argument("--threads", type=int, default=2)
     s = sub.add_parser("score")
     s.add_argument("source")
     s.add_argument("--data", type=Path, required=True)
@@ -114,6 +152,12 @@ def main() -> None:
     args = parser.parse_args()
     if args.command == "grabcut":
         grabcut(args.data, args.out)
+        return
+    if args.command == "deeplab":
+        import torch
+
+        torch.set_num_threads(args.threads)
+        deeplab(args.data, args.segmenter, args.out)
         return
     refiners = {k: v for k, v in (("unet_refiner", args.unet_refiner),
                                   ("coarse_refiner", args.coarse_refiner)) if v}  # fmt: skip

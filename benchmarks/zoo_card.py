@@ -72,6 +72,35 @@ TEXT = {
             "already exact.",
         ],
     },
+    "camvid-street": {
+        "about": "A U-Net (width 16, depth 4) and a native diffusion refiner (trained on the "
+                 "U-Net's out-of-fold errors, refining up to each frame's own size) for "
+                 "CamVid's 11 street classes (sky, building, pole, road, pavement, tree, sign, "
+                 "fence, car, pedestrian, bicyclist) in 480 x 360 driving frames.",
+        "use": "segrefine refine --segmenter zoo:camvid-street --refiner zoo:camvid-street "
+               "--images frames/ --out refined/",
+        "trained": [
+            "segrefine train-segmenter --data ../shared/data/camvid --model unet --epochs 80 "
+            "--out RUN/segmenter --device cpu",
+            "segrefine train-refiner --data ../shared/data/camvid --segmenter RUN/segmenter "
+            "--native --out RUN/refiner --device cpu",
+            "segrefine calibrate --refiner RUN/refiner --segmenter RUN/segmenter --data "
+            "../shared/data/camvid --split val --device cpu",
+        ],
+        "machine": "AMD EPYC without native bf16, 1 then 2 threads (runs/zoo/train_camvid.sh, "
+                   "resumed across sessions, sharing the machine): {minutes} min wall in all",
+        "failures": [
+            "Thin and small classes (poles, signs, pedestrians and bicyclists far away): the "
+            "U-Net sees each frame with its short side at 128 px, where they are a pixel or "
+            "two wide; what it misses there the refiner, which moves boundaries, rarely "
+            "restores.",
+            "Confusions of whole regions (pavement taken for road, a fence for building): "
+            "kept as the U-Net made them; the refiner corrects where a boundary runs, not "
+            "what a region is.",
+            "Other cities, weather or cameras than CamVid's Cambridge daytime drives: untested.",
+            "A perfect mask refined comes back at Boundary IoU {truth_biou:.2f}.",
+        ],
+    },
 }
 
 
