@@ -79,7 +79,7 @@ try:
             r.refine_tensors(x[:bs], p[:bs])
         torch.cuda.synchronize()
         res[f"default_refine_images_per_s_bs{bs}"] = 5 * bs / (time.time() - t)
-    from segrefine.segmenter import Segmenter, predict_probs
+    from segrefine.segmenting.segmenter import Segmenter, predict_probs
 
     seg = Segmenter.load("runs/gpu/seg", "cuda")
     ims = (np.random.default_rng(0).random((256, 128, 128, 3)) * 255).astype(np.uint8)

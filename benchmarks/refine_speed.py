@@ -19,7 +19,7 @@ import torch
 from segrefine.benchmarking.paper import _timed
 from segrefine.data.datasets import load_split
 from segrefine.diffusion import Refiner
-from segrefine.segmenter import Segmenter
+from segrefine.segmenting.segmenter import Segmenter
 
 
 def main() -> None:

@@ -24,9 +24,9 @@ import torch
 
 from segrefine.data import load_split
 from segrefine.evaluate import evaluate_folder
-from segrefine.predict import predict_to_folder
-from segrefine.segmenter import Segmenter, predict_probs
-from segrefine.train import TrainConfig, train_segmenter
+from segrefine.segmenting.predict import predict_to_folder
+from segrefine.segmenting.segmenter import Segmenter, predict_probs
+from segrefine.segmenting.train import TrainConfig, train_segmenter
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "weizmann_horse_voc"

@@ -27,7 +27,7 @@ from segrefine.data.datasets import load_split
 from segrefine.diffusion import Refiner
 from segrefine.diffusion.calibrate import fit_temperature
 from segrefine.metrics import score_probabilities
-from segrefine.segmenter import Segmenter
+from segrefine.segmenting.segmenter import Segmenter
 
 
 def _scores(ref, images, probs, truths, size, temperature):

@@ -12,7 +12,7 @@ from segrefine.benchmarking.report import colorize, save_grid
 from segrefine.data.datasets import load_split
 from segrefine.data.io import read_mask
 from segrefine.evaluate import score_split
-from segrefine.segmenter import Segmenter
+from segrefine.segmenting.segmenter import Segmenter
 from segrefine.weak import pseudo_mask_quality
 
 KEYS = ("mean_image_iou", "miou", "boundary_iou")

@@ -28,7 +28,7 @@ from weak_common import pseudo_figure, root_quality, val_scores
 from segrefine.data.datasets import load_split
 from segrefine.data.synthetic import write_synthetic_dataset
 from segrefine.demo import demo_config
-from segrefine.train import train_segmenter
+from segrefine.segmenting.train import train_segmenter
 from segrefine.weak import pseudo_mask_quality, write_pseudo_dataset
 from segrefine.weak.tags import TagSettings
 

@@ -81,7 +81,7 @@ def run_cli(monkeypatch, capsys):
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory, synthetic_root) -> Path:
     """A tiny segmenter run (2 epochs, width 4) on the synthetic fixture; read-only for tests."""
-    from segrefine.train import TrainConfig, train_segmenter
+    from segrefine.segmenting.train import TrainConfig, train_segmenter
 
     out = tmp_path_factory.mktemp("runs") / "tiny"
     cfg = TrainConfig(data=str(synthetic_root), size=32, width=4, depth=2, epochs=2,

@@ -36,7 +36,7 @@ def test_a_flipped_bit_in_the_weights_breaks_the_checksum(run_cli, tmp_path, tra
 def test_weights_written_before_checksums_existed_still_load(tmp_path, trained_run):
     from safetensors.torch import save_file
 
-    from segrefine.segmenter import Segmenter
+    from segrefine.segmenting.segmenter import Segmenter
 
     run = shutil.copytree(trained_run, tmp_path / "run")
     tensors, _ = checkpoint.load_tensors(run / "model.safetensors")

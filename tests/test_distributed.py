@@ -104,7 +104,7 @@ WORKER = textwrap.dedent(
     Accelerator.prepare = recording_prepare
 
     from segrefine.diffusion import RefinerConfig, train_refiner
-    from segrefine.train import TrainConfig, train_segmenter
+    from segrefine.segmenting.train import TrainConfig, train_segmenter
 
     def segmenter(epochs=3):
         return TrainConfig(data=data, size=32, width=8, depth=2, epochs=epochs, batch_size=4,

@@ -13,7 +13,7 @@ from segrefine import Refiner, Segmenter
 from segrefine.checkpoint import init_from
 from segrefine.diffusion import train_refiner
 from segrefine.errors import InputError
-from segrefine.train import TrainConfig, train_segmenter
+from segrefine.segmenting.train import TrainConfig, train_segmenter
 
 
 def test_a_refiner_of_the_same_classes_starts_as_a_copy(trained_refiner):

@@ -21,7 +21,7 @@ from segrefine import Segmenter
 from segrefine.deploy import SIDECAR, export_onnx, use_backend
 from segrefine.deploy.runtime import OrtConditionalDenoiser
 from segrefine.errors import InputError
-from segrefine.segmenter import SegmenterSpec
+from segrefine.segmenting.segmenter import SegmenterSpec
 from tests.refiner_helpers import tiny_refiner
 
 ARCHITECTURES = ("unet", "fcn", "deeplabv3plus", "pspnet")

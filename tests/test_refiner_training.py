@@ -159,7 +159,7 @@ def test_start_share_trains_that_share_exactly_at_the_inference_start(synthetic_
 
 def test_encoder_starts_as_the_segmenters_feature_extractor(trained_run):
     from segrefine import checkpoint
-    from segrefine.segmenter import Segmenter
+    from segrefine.segmenting.segmenter import Segmenter
 
     seg = Segmenter.load(trained_run, "cpu")
     seg_cfg = checkpoint.read_config(trained_run, "segmenter")

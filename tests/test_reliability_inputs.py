@@ -90,7 +90,7 @@ def test_the_working_size_is_bounded_by_the_aspect_ratio():
 
 
 def test_the_segmenter_refuses_an_extreme_image_before_any_work(trained_run):
-    from segrefine.segmenter import Segmenter
+    from segrefine.segmenting.segmenter import Segmenter
 
     seg = Segmenter.load(trained_run, "cpu")
     t0 = time.perf_counter()

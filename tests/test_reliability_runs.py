@@ -17,8 +17,8 @@ from safetensors.torch import load_file, save_file
 from segrefine import checkpoint
 from segrefine.errors import InputError
 from segrefine.runs.lock import LOCK, RunLock
-from segrefine.segmenter import Segmenter
-from segrefine.train import TrainConfig, train_segmenter
+from segrefine.segmenting.segmenter import Segmenter
+from segrefine.segmenting.train import TrainConfig, train_segmenter
 
 
 @pytest.fixture()

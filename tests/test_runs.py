@@ -11,8 +11,8 @@ import torch
 from segrefine.diffusion import Refiner, RefinerConfig, RefinerSpec
 from segrefine.diffusion.sampling import ddim_schedule, make_scheduler
 from segrefine.errors import InputError
-from segrefine.segmenter import Segmenter, SegmenterSpec
-from segrefine.train import TrainConfig, train_segmenter
+from segrefine.segmenting.segmenter import Segmenter, SegmenterSpec
+from segrefine.segmenting.train import TrainConfig, train_segmenter
 
 
 @pytest.mark.parametrize("bad", [{"iterations": 0}, {"batch_size": -1}, {"lr": 0.0},

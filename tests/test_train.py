@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from segrefine import checkpoint
-from segrefine.segmenter import Segmenter
-from segrefine.train import TrainConfig, train_segmenter
+from segrefine.segmenting.segmenter import Segmenter
+from segrefine.segmenting.train import TrainConfig, train_segmenter
 
 
 def _cfg(data, epochs=3) -> TrainConfig:
@@ -99,7 +99,7 @@ def test_segmenter_api_returns_probabilities(trained_run):
 def test_native_prediction_keeps_the_aspect_ratio_at_the_training_scale(trained_run):
     """A 40 x 60 image is segmented at 32 x 48 (short side at the training size 32, padded to
     the network's stride 4 and cropped back), not squashed into 32 x 32."""
-    from segrefine.segmenter import predict_probs
+    from segrefine.segmenting.segmenter import predict_probs
 
     seg = Segmenter.load(trained_run, device="cpu")
     assert seg.working_size((40, 60)) == (32, 48) and seg.working_size((90, 30)) == (96, 32)
@@ -168,7 +168,7 @@ def test_narrow_dilated_backbones_train(tmp_path, synthetic_root, model):
     import subprocess
     import sys
 
-    code = (f"from segrefine.train import TrainConfig, train_segmenter; "
+    code = (f"from segrefine.segmenting.train import TrainConfig, train_segmenter; "
             f"train_segmenter(TrainConfig(data={str(synthetic_root)!r}, model={model!r}, "
             f"epochs=1, width=4, batch_size=4, size=32, val_split=None), "
             f"{str(tmp_path / 'run')!r}, device='cpu', progress=False)")  # fmt: skip

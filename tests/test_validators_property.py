@@ -55,7 +55,7 @@ spec_fields = st.fixed_dictionaries(
 @SETTINGS
 @given(spec_fields)
 def test_a_shared_segmenter_config_is_a_spec_or_one_error(config):
-    from segrefine.segmenter import Segmenter, SegmenterSpec
+    from segrefine.segmenting.segmenter import Segmenter, SegmenterSpec
 
     try:
         spec = SegmenterSpec.from_json(config, "config.json")

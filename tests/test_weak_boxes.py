@@ -137,7 +137,7 @@ def test_a_round_cleans_up_deliberately_noisy_pseudo_masks(tmp_path):
     """Pseudo-masks with a quarter of their pixels flipped at random: segmenters trained on
     the other fold learn the consistent part (yellow is square) and re-make them cleaner."""
     from segrefine.data.datasets import load_split
-    from segrefine.train import TrainConfig
+    from segrefine.segmenting.train import TrainConfig
     from segrefine.weak import pseudo_mask_quality
     from segrefine.weak.rounds import allowed_classes, one_round
 

@@ -103,7 +103,7 @@ def test_rasterize_scribbles_draws_strokes_and_rejects_bad_labels():
 
 def test_segment_and_refine_times_each_stage_and_keeps_image_size(trained_run, trained_refiner):
     from segrefine.diffusion import Refiner
-    from segrefine.segmenter import Segmenter
+    from segrefine.segmenting.segmenter import Segmenter
 
     seg, ref = Segmenter.load(trained_run, "cpu"), Refiner.load(trained_refiner[0], "cpu")
     image = np.asarray(Image.fromarray(generate_scene(5, size=48)[0]).resize((60, 40)))
@@ -126,7 +126,7 @@ def test_segment_and_refine_times_each_stage_and_keeps_image_size(trained_run, t
 
 
 def test_segment_and_refine_refuses_a_refiner_of_other_classes(trained_run):
-    from segrefine.segmenter import Segmenter
+    from segrefine.segmenting.segmenter import Segmenter
 
     class Other:
         num_classes, class_names = 3, ("x", "y", "z")

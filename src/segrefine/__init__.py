@@ -16,11 +16,11 @@ from typing import Any
 __version__ = "0.1.0"
 
 _LAZY = {
-    "Segmenter": "segrefine.segmenter",
-    "TrainConfig": "segrefine.train",
-    "train_segmenter": "segrefine.train",
+    "Segmenter": "segrefine.segmenting.segmenter",
+    "TrainConfig": "segrefine.segmenting.train",
+    "train_segmenter": "segrefine.segmenting.train",
     "evaluate_folder": "segrefine.evaluate",
-    "predict_to_folder": "segrefine.predict",
+    "predict_to_folder": "segrefine.segmenting.predict",
     "InputError": "segrefine.errors",
     "Refiner": "segrefine.diffusion",
     "RefinerConfig": "segrefine.diffusion",

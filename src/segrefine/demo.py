@@ -17,9 +17,9 @@ from .data.datasets import load_split
 from .data.io import read_mask, write_json
 from .data.synthetic import write_synthetic_dataset
 from .evaluate import evaluate_folder
-from .predict import predict_to_folder
-from .segmenter import Segmenter
-from .train import TrainConfig, train_segmenter
+from .segmenting.predict import predict_to_folder
+from .segmenting.segmenter import Segmenter
+from .segmenting.train import TrainConfig, train_segmenter
 
 
 def demo_config(data: Path, epochs: int) -> TrainConfig:

@@ -22,7 +22,7 @@ from .data.coarse import Coarse
 from .diffusion.refiner import Refinement, Refiner
 from .errors import InputError
 from .runs import check_same_classes
-from .segmenter import Segmenter
+from .segmenting.segmenter import Segmenter
 
 
 @dataclass

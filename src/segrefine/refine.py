@@ -32,8 +32,8 @@ from .diffusion.onehot import check_coarse
 from .diffusion.refiner import Refiner
 from .errors import InputError
 from .pipeline import check_pair, segment_and_refine
-from .predict import is_main_process, iter_inputs, prepare_output
 from .runs import check_same_classes
+from .segmenting.predict import is_main_process, iter_inputs, prepare_output
 
 
 def refine_to_folder(

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from ..errors import InputError
-from ..segmenter import resolve_device
+from ..segmenting.segmenter import resolve_device
 from .model import AttentionModel, check_resolution_bound
 
 COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")

@@ -40,7 +40,7 @@ from ..diffusion.refiner import Refiner
 from ..evaluate import score_split
 from ..metrics import in_percent, score_probabilities
 from ..pipeline import check_pair, segment_and_refine
-from ..segmenter import Segmenter
+from ..segmenting.segmenter import Segmenter
 from .report import (
     colorize,
     densest_window,

@@ -13,7 +13,7 @@ from ..errors import InputError
 
 
 def _device(value: str) -> str:
-    from ..segmenter import resolve_device
+    from ..segmenting.segmenter import resolve_device
 
     try:  # an unknown or unavailable device is an input error now, naming the option
         resolve_device(value)

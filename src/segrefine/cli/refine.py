@@ -251,7 +251,7 @@ def refine_cmd(
     """
     from ..diffusion import Refiner
     from ..refine import refine_to_folder
-    from ..segmenter import Segmenter
+    from ..segmenting.segmenter import Segmenter
 
     if (segmenter is None) == (masks is None):
         raise InputError("give exactly one of --segmenter or --masks")

@@ -72,7 +72,7 @@ def export_graphs(run: Path, folder: Path) -> list[Path]:
 
 def _load(kind: str, run: Path):
     if kind == "segmenter":
-        from ..segmenter import Segmenter
+        from ..segmenting.segmenter import Segmenter
 
         return Segmenter.load(run, device="cpu")
     from ..diffusion import Refiner

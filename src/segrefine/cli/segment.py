@@ -62,7 +62,7 @@ def train_segmenter_cmd(
     quiet: Quiet = False,
 ) -> None:
     """Train a segmenter; keeps the best validation epoch, logs every epoch, resumable."""
-    from ..train import TrainConfig, train_segmenter
+    from ..segmenting.train import TrainConfig, train_segmenter
 
     cfg, root = None, data_unless_resuming(data, resume)
     if root is not None:
@@ -109,8 +109,8 @@ def predict_cmd(
 
     Under accelerate launch the images are shared out between the processes.
     """
-    from ..predict import predict_to_folder
-    from ..segmenter import Segmenter
+    from ..segmenting.predict import predict_to_folder
+    from ..segmenting.segmenter import Segmenter
 
     seg = Segmenter.load(segmenter, device=device, backend=backend)
     ids = predict_to_folder(seg, images, out, split=split, save_probs=save_probs,

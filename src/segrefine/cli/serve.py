@@ -103,7 +103,7 @@ def serve_cmd(
     ] = False,
 ) -> None:
     """Local web app: upload an image, segment, refine, see uncertainty; cluster with scribbles."""
-    from ..segmenter import resolve_device
+    from ..segmenting.segmenter import resolve_device
     from ..web import serve as serve_app
 
     if not 0 < max_megapixels <= 500:

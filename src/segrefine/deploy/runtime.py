@@ -72,7 +72,7 @@ class _Graph(torch.nn.Module):
 
 
 class OrtSegmenterNet:
-    """What :func:`~segrefine.segmenter.predict_probs` calls: ``net(x)`` -> logits."""
+    """What :func:`~segrefine.segmenting.segmenter.predict_probs` calls: ``net(x)`` -> logits."""
 
     training = False
 

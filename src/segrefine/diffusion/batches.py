@@ -10,7 +10,7 @@ import torch
 
 from ..data.io import VOID
 from ..data.transforms import augment_batch, to_tensor
-from ..segmenter import Segmenter
+from ..segmenting.segmenter import Segmenter
 from .config import degradations
 from .degrade import degrade
 from .native import draw_native_crops

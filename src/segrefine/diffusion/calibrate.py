@@ -33,7 +33,7 @@ from .. import checkpoint
 from ..data.datasets import load_split
 from ..data.io import VOID
 from ..errors import InputError
-from ..segmenter import Segmenter
+from ..segmenting.segmenter import Segmenter
 from .refiner import Refiner
 
 BOUNDS = (0.25, 4.0)  # temperatures searched: a factor of 4 either way

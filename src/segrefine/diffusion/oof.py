@@ -22,8 +22,8 @@ from ..data.datasets import LoadedSplit
 from ..data.transforms import AugmentConfig, augment_batch, from_tensor, to_tensor
 from ..errors import InputError
 from ..runs import check_same_classes
-from ..segmenter import Segmenter, predict_probs
-from ..train import TrainConfig, train_segmenter
+from ..segmenting.segmenter import Segmenter, predict_probs
+from ..segmenting.train import TrainConfig, train_segmenter
 
 VIEWS_FILE = "views.safetensors"
 

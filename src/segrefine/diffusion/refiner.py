@@ -25,7 +25,7 @@ from ..data.datasets import resize_image
 from ..data.transforms import pad_to_multiple, resize_probs, to_tensor, working_size
 from ..errors import InputError
 from ..runs import LoadableRun, RunSpec, check_network, fast_bf16
-from ..segmenter import resolve_device
+from ..segmenting.segmenter import resolve_device
 from .agnostic import both_ways, class_priors, merge_ways, one_vs_rest, recombine
 from .modes import MODES, RefinerMode, get_mode
 from .native import effective_size, input_detail, labels_of, refine_native

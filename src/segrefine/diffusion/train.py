@@ -32,7 +32,7 @@ from ..runs import (
     make_accelerator,
     native_bf16,
 )
-from ..segmenter import resolve_device
+from ..segmenting.segmenter import resolve_device
 from .batches import BatchSource, validation_priors
 from .coarse_views import coarse_priors, coarse_quality, coarse_views, in_fold_note
 from .config import RefinerConfig, learning_rate

@@ -32,7 +32,7 @@ from ..data.datasets import load_split
 from ..data.io import VOID, list_images, read_image, write_image, write_json, write_label_png
 from ..errors import InputError
 from ..metrics import SegmentationScores
-from ..train import TrainConfig
+from ..segmenting.train import TrainConfig
 from .annotations import boxes_from_mask, boxes_to_json, read_boxes, read_tags, tags_from_mask
 from .boxes import METHODS, pseudo_mask_from_boxes
 from .rounds import allowed_classes, one_round

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..data.datasets import open_dataset
 from ..data.io import VOID
-from ..segmenter import Segmenter
+from ..segmenting.segmenter import Segmenter
 from .annotations import Box
 
 
@@ -54,7 +54,7 @@ def one_round(root: Path, split: str, items, allowed: dict[str, np.ndarray], tra
     """Train ``folds`` segmenters on the pseudo root ``root`` (each without one fold of
     ``items``, in the split's order), predict each held-out fold and return the constrained
     next pseudo-masks, in ``items``' order."""
-    from ..train import train_segmenter
+    from ..segmenting.train import train_segmenter
 
     out: list[np.ndarray | None] = [None] * len(items)
     # the trainer's folds follow the root's own order of the split (its file names)

@@ -103,7 +103,7 @@ def _describe(run: Path, config: dict) -> dict:
 def _spec_type(kind: str):
     """The spec class that checks a config of this kind (the loaders' own schema check)."""
     from ..diffusion.refiner import RefinerSpec
-    from ..segmenter import SegmenterSpec
+    from ..segmenting.segmenter import SegmenterSpec
 
     return SegmenterSpec if kind == "segmenter" else RefinerSpec
 
@@ -188,7 +188,7 @@ class ModelCache:
 
     def get(self, kind: str, name: str):
         from ..diffusion import Refiner
-        from ..segmenter import Segmenter
+        from ..segmenting.segmenter import Segmenter
 
         known = self.index.segmenters if kind == "segmenter" else self.index.refiners
         if name not in known:

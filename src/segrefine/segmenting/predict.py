@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from .data.datasets import detect_layout, load_split
-from .data.io import (
+from ..data.datasets import detect_layout, load_split
+from ..data.io import (
     STARTED,
     check_image_file,
     image_size,
@@ -34,8 +34,8 @@ from .data.io import (
     write_npy,
     write_text,
 )
-from .data.transforms import check_aspect
-from .errors import InputError
+from ..data.transforms import check_aspect
+from ..errors import InputError
 from .segmenter import Segmenter
 
 

@@ -25,14 +25,14 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .checkpoint import check_init_from, init_from
-from .data.datasets import LoadedSplit, load_split
-from .data.io import VOID
-from .data.transforms import AugmentConfig, augment_batch, to_tensor
-from .errors import InputError
-from .evaluate import score_split
-from .models import available_segmenters
-from .runs import (
+from ..checkpoint import check_init_from, init_from
+from ..data.datasets import LoadedSplit, load_split
+from ..data.io import VOID
+from ..data.transforms import AugmentConfig, augment_batch, to_tensor
+from ..errors import InputError
+from ..evaluate import score_split
+from ..models import available_segmenters
+from ..runs import (
     RunFolder,
     TrainingData,
     check_settings,

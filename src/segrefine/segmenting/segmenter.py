@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .data.datasets import preprocess, resize_image
-from .data.transforms import pad_to_multiple, resize_probs, to_tensor, working_size
-from .errors import InputError
-from .models import available_segmenters, build_segmenter
-from .runs import LoadableRun, RunSpec, check_network
+from ..data.datasets import preprocess, resize_image
+from ..data.transforms import pad_to_multiple, resize_probs, to_tensor, working_size
+from ..errors import InputError
+from ..models import available_segmenters, build_segmenter
+from ..runs import LoadableRun, RunSpec, check_network
 
 
 def resolve_device(device: str = "auto") -> torch.device:
