@@ -8,7 +8,8 @@ scenes whose objects move and deform (zoo:synthetic-scenes). Each frame JPEG-com
 brightness drifting. CamVid has no zoo entry yet, so it is left out.
 
 Rows: the segmenter per frame; the refiner per frame (as ``refine`` runs today: each frame
-alone, the same seed); the refiner with the temporal prior (each weight of --weights); DenseCRF
+alone, the same seed); the refiner with the temporal prior (each CARRY:WEIGHT of --variants:
+blended into the output or the input, segrefine.video.temporal); DenseCRF
 per frame on the segmenter's probabilities; the truth itself (its TC is the ceiling: the flow
 is not perfect). Scores, in percent, per frame and averaged over frames: per-image IoU,
 Boundary IoU, mBA; TC (segrefine.video.consistency) averaged over clips; seconds per frame.
@@ -84,10 +85,14 @@ class Row:
                    for k, v in self.stages.items()}}  # fmt: skip
 
 
-def run(name: str, clips, seg: Segmenter, ref: Refiner, weights, crf: bool) -> dict:
+def row_name(carry: str, w: float) -> str:
+    return f"refiner_temporal_{carry}_w{w}"
+
+
+def run(name: str, clips, seg: Segmenter, ref: Refiner, variants, crf: bool) -> dict:
     c = ref.num_classes
     rows = {"segmenter": Row(c), "refiner_per_frame": Row(c)}
-    rows.update({f"refiner_temporal_w{w}": Row(c) for w in weights})
+    rows.update({row_name(carry, w): Row(c) for carry, w in variants})
     if crf:
         rows["densecrf_per_frame"] = Row(c)
     rows["truth"] = Row(c)
@@ -118,11 +123,11 @@ def run(name: str, clips, seg: Segmenter, ref: Refiner, weights, crf: bool) -> d
             rows["densecrf_per_frame"].seconds += time.perf_counter() - t0
             for lab, t, m in zip(crf_labels, truths, motions, strict=True):
                 rows["densecrf_per_frame"].frame(lab, t, m)
-        for key, w in [("refiner_per_frame", 0.0)] + [(f"refiner_temporal_w{w}", w)
-                                                       for w in weights]:  # fmt: skip
+        for key, carry, w in [("refiner_per_frame", "output", 0.0)] + [
+                (row_name(carry, w), carry, w) for carry, w in variants]:  # fmt: skip
             t0 = time.perf_counter()
             out = list(refine_video(ref, images, segmenter=seg, temporal=w > 0, weight=w,
-                                    timings=rows[key].stages))  # fmt: skip
+                                    carry=carry, timings=rows[key].stages))  # fmt: skip
             rows[key].seconds += time.perf_counter() - t0
             for f, t, m in zip(out, truths, motions, strict=True):
                 rows[key].frame(f.refined.labels, t, m)
@@ -133,8 +138,8 @@ def run(name: str, clips, seg: Segmenter, ref: Refiner, weights, crf: bool) -> d
         print(name, clip_name, {k: round(100 * r.tc[-1], 2) for k, r in rows.items()}, flush=True)
     result = {k: r.summary(frames) for k, r in rows.items()}
     base = rows["refiner_per_frame"].seconds
-    for w in weights:
-        key = f"refiner_temporal_w{w}"
+    for carry, w in variants:
+        key = row_name(carry, w)
         result[key]["time_overhead_pct"] = round(100 * (rows[key].seconds / base - 1), 1)
     first = clips[0][1]
     pairs = {k: [round(100 * p, 2) for p in r.pairs[0]] for k, r in rows.items()}
@@ -205,7 +210,8 @@ def main() -> None:
     ap.add_argument("--shared", type=Path, default=REPO.parent / "shared")
     ap.add_argument("--clips", type=int, default=5)
     ap.add_argument("--frames", type=int, default=20)
-    ap.add_argument("--weights", default="0.5,0.8")
+    ap.add_argument("--variants", default="output:0.5,output:0.8,input:0.5,input:0.8",
+                    help="temporal-prior rows, CARRY:WEIGHT, comma-separated")  # fmt: skip
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--write", action="store_true", help="write docs/results and docs/images")
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "video")
@@ -214,7 +220,7 @@ def main() -> None:
                     "(Weizmann clips; writes video_noise.json)")  # fmt: skip
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    weights = [float(w) for w in args.weights.split(",")]
+    variants = [(v.split(":")[0], float(v.split(":")[1])) for v in args.variants.split(",")]
     results_dir = REPO / "docs" / "results" if args.write else args.out
     images_dir = REPO / "docs" / "images" if args.write else args.out
     results_dir.mkdir(parents=True, exist_ok=True)
@@ -235,9 +241,9 @@ def main() -> None:
     ):  # fmt: skip
         seg, ref = Segmenter.load(entry), Refiner.load(entry)
         data = clips()
-        result, (first, examples, pairs) = run(name, data, seg, ref, weights, crf)
+        result, (first, examples, pairs) = run(name, data, seg, ref, variants, crf)
         out[name] = {"models": entry, **result}
-        key = f"refiner_temporal_w{weights[0]}"
+        key = row_name(*variants[0])
         figure(images_dir / f"video_{name}.png", f"{name}: {data[0][0]} ({entry})", first,
                examples, pairs, key)  # fmt: skip
         (results_dir / "video.json").write_text(json.dumps(out, indent=1) + "\n")

@@ -11,6 +11,7 @@ from refiner_helpers import tiny_refiner
 from scipy import ndimage
 
 from segrefine.data import read_mask
+from segrefine.errors import InputError
 from segrefine.video import (
     Frames,
     Motion,
@@ -134,6 +135,25 @@ def test_temporal_prior_differs_from_per_frame_and_weight_zero_is_per_frame():
     np.testing.assert_array_equal(method[2], on[2])  # Refiner.refine_video: the same call
 
 
+def test_carried_into_the_output_is_a_filter_along_the_motion():
+    # a still scene whose masks flicker: zero flow, reliable everywhere, so each output is
+    # the frame's own refinement blended with the previous output, the refiner's input untouched
+    frames, masks = _clip(3, step=0)
+    masks[1] = np.roll(masks[1], 2, axis=1)
+    ref = tiny_refiner(classes=("background", "object"))
+    alone = [ref.refine(f, labels=m, samples=1).probs for f, m in zip(frames, masks, strict=True)]
+    out = [f.refined for f in refine_video(ref, frames, masks=masks, samples=1, weight=0.5)]
+    np.testing.assert_allclose(out[0].probs, alone[0], atol=1e-5)
+    np.testing.assert_allclose(out[1].probs, 0.5 * alone[1] + 0.5 * alone[0], atol=1e-4)
+    np.testing.assert_allclose(out[2].probs, 0.5 * alone[2] + 0.5 * out[1].probs, atol=1e-4)
+    np.testing.assert_array_equal(out[2].labels, out[2].probs.argmax(0))
+    into_input = [f.refined.probs for f in refine_video(ref, frames, masks=masks, samples=1,
+                                                        weight=0.5, carry="input")]  # fmt: skip
+    assert np.abs(into_input[1] - out[1].probs).max() > 1e-3
+    with pytest.raises(InputError, match="carry must be one of output, input, both"):
+        next(refine_video(ref, frames, masks=masks, carry="sideways"))
+
+
 def test_frames_of_a_folder_are_read_lazily(tmp_path, monkeypatch):
     frames, _ = _clip(4)
     for i, f in enumerate(frames):
@@ -205,7 +225,6 @@ def test_cli_missing_mask_writes_nothing(tmp_path, run_cli):
 
 
 def test_a_file_that_is_no_video_and_a_clip_over_the_frame_limit_are_input_errors(tmp_path):
-    from segrefine.errors import InputError
 
     fake = tmp_path / "clip.mp4"
     fake.write_text("not a video")

@@ -187,9 +187,9 @@ def refine_cmd(
                                   "--masks named by frame (000000.png, ... for a video file).")
     ] = None,
     temporal_weight: Annotated[
-        float, typer.Option(help="With --video: the previous frame's refinement, moved by "
-                            "optical flow, as this share of the coarse input where the flow is "
-                            "reliable (0 = every frame alone).")
+        float, typer.Option(help="With --video: the previous frame's output, moved by "
+                            "optical flow, as this share of each frame's refined probabilities "
+                            "where the flow is reliable (0 = every frame alone).")
     ] = 0.5,
     save_probs: Annotated[
         bool, typer.Option("--save-probs", help="With --video: also write <frame>.npy "

@@ -2,18 +2,29 @@
 
 A refiner run on each frame alone flickers: its samples differ, and an unsure boundary pixel
 falls one way in one frame and the other way in the next. With the temporal prior, the
-previous frame's refined probabilities are warped to the current frame along optical flow
-(:mod:`segrefine.video.flow`) and blended into the current frame's coarse input where the
-flow is reliable::
+previous frame's output probabilities are warped to the current frame along optical flow
+(:mod:`segrefine.video.flow`) and, where the flow is reliable, blended with weight ``w``:
 
-    coarse_t <- (1 - w) * coarse_t + w * warp(refined_{t-1})      (w = weight there, else 0)
+* ``carry="output"`` (default): into the current frame's refined probabilities, a filter along
+  the motion; the refiner sees only the frame's own coarse input::
 
-The default sampler both starts from a draw of its coarse input and is conditioned on it
-(:mod:`segrefine.diffusion.modes.default`), so the blend reaches the sampler's start state
-and its condition at once. The sampling noise is the same every frame (one seed per clip),
-so a pixel's draw does not change between frames unless its probabilities do. What is kept
-between frames is the previous frame's grey image and refined probabilities: memory does not
-grow with the clip.
+      out_t = (1 - w) * refine(coarse_t) + w * warp(out_{t-1})
+
+* ``carry="input"``: into the current frame's coarse input before refining, which reaches the
+  default sampler's start state and its condition at once
+  (:mod:`segrefine.diffusion.modes.default`)::
+
+      out_t = refine((1 - w) * coarse_t + w * warp(out_{t-1}))
+
+* ``carry="both"``: both of the above.
+
+Carried into the input, the prior makes the refiner refine its own earlier output, frame after
+frame: on Weizmann clips this gains Boundary IoU, on the synthetic scenes (objects that turn
+and scale) it drifts and loses it; carried into the output, the refiner never sees its own
+output and both gain consistency at no cost in accuracy (docs/benchmarks.md, "Video"). The
+sampling noise is the same every frame (one seed per clip), so a pixel's draw does not change
+between frames unless its probabilities do. What is kept between frames is the previous
+frame's grey image and output probabilities: memory does not grow with the clip.
 
 >>> for f in refine_video(refiner, "clip.mp4", segmenter=seg):     # doctest: +SKIP
 ...     f.name, f.refined.labels, f.refined.probs, f.refined.uncertainty
@@ -37,7 +48,8 @@ from ..errors import InputError
 from .flow import FLOW_SIDE, Motion, flow_to_previous, grey, warp_channels
 from .frames import Frame, Frames, frame_name
 
-WEIGHT = 0.5  # the previous frame's share of the coarse input where the flow is reliable
+WEIGHT = 0.5  # the previous frame's share where the flow is reliable
+CARRY = ("output", "input", "both")  # where the prior is blended in (module docstring)
 
 
 @dataclass
@@ -63,6 +75,7 @@ def refine_video(
     *,
     temporal: bool = True,
     weight: float = WEIGHT,
+    carry: str = "output",
     steps: int | None = None,
     strength: float | None = None,
     samples: int | None = None,
@@ -80,16 +93,19 @@ def refine_video(
     frame (arrays as :meth:`Refiner.refine` takes them, or
     :class:`~segrefine.data.coarse.Coarse`), or a function from a frame's name to its
     ``Coarse`` (e.g. :meth:`MaskFolder.read <segrefine.data.mask_folder.MaskFolder.read>`).
-    ``temporal`` turns the temporal prior on (module docstring) with ``weight`` in [0, 1];
-    off, every frame is refined alone, as ``refine`` refines images. ``steps``, ``strength``,
-    ``samples``, ``native`` and ``input_size`` as for :meth:`Refiner.refine`; ``seed`` is the
-    clip's noise seed, the same for every frame. Seconds per stage (``segment_s``,
-    ``flow_s``, ``refine_s``) are added to ``timings`` when a dict is given.
+    ``temporal`` turns the temporal prior on (module docstring) with ``weight`` in [0, 1],
+    blended where ``carry`` says; off, every frame is refined alone, as ``refine`` refines
+    images. ``steps``, ``strength``, ``samples``, ``native`` and ``input_size`` as for
+    :meth:`Refiner.refine`; ``seed`` is the clip's noise seed, the same for every frame.
+    Seconds per stage (``segment_s``, ``flow_s``, ``refine_s``) are added to ``timings`` when
+    a dict is given.
     """
     if (segmenter is None) == (masks is None):
         raise InputError("give exactly one coarse input: a segmenter or per-frame masks")
     if not 0 <= weight <= 1:
         raise InputError(f"the temporal prior's weight must be in [0, 1], got {weight}")
+    if carry not in CARRY:
+        raise InputError(f"carry must be one of {', '.join(CARRY)}, got {carry!r}")
     if flow_side < 16:
         raise InputError(f"the flow's working side must be at least 16 px, got {flow_side}")
     refiner.settings(steps, strength, samples, None, native)  # bad settings fail before work
@@ -122,14 +138,20 @@ def refine_video(
         if size is None and refiner.settings(native=native)["native"]:
             # the coarse input's own detail, judged before the blend softens it
             size = min(effective_size(prior))
+        carried = w = None
         if motion is not None:
             carried = warp_channels(previous[1], motion.flow)
             w = (weight * motion.reliable).astype(np.float32)
+        if carried is not None and carry in ("input", "both"):
             prior = (1 - w) * prior + w * carried
             prior /= prior.sum(0, keepdims=True)
         refined = refiner.refine(frame.image, prior, steps=steps, strength=strength,
                                  samples=samples, seed=seed, native=native,
                                  input_size=size)  # fmt: skip
+        if carried is not None and carry in ("output", "both"):
+            probs = (1 - w) * refined.probs + w * carried
+            refined = Refinement(probs.argmax(0).astype(refined.labels.dtype), probs,
+                                 refined.uncertainty, refined.nfe)  # fmt: skip
         t3 = time.perf_counter()
         for key, dt in (("segment_s", t1 - t0), ("flow_s", t2 - t1), ("refine_s", t3 - t2)):
             clock[key] = clock.get(key, 0.0) + dt
