@@ -5,7 +5,7 @@
 Clips with exact truth for every frame (benchmarks/video_clips.py, fixed seeds): a camera
 panning, zooming and shaking over Weizmann val photos (zoo:weizmann-horse), and synthetic
 scenes whose objects move and deform (zoo:synthetic-scenes). Each frame JPEG-compressed, its
-brightness drifting. CamVid has no zoo entry yet, so it is left out.
+brightness drifting; and the same camera paths over CamVid val frames (zoo:camvid-street).
 
 Rows: the segmenter per frame; the refiner per frame (as ``refine`` runs today: each frame
 alone, the same seed); the refiner with the temporal prior (each CARRY:WEIGHT of --variants:
@@ -48,6 +48,16 @@ def weizmann_clips(shared: Path, n_clips: int, n_frames: int):
     return [(f"{it.id}-{PATHS[k % 3]}",
              camera_clip(it.image, it.mask, PATHS[k % 3], seed=k, n=n_frames))
             for k, it in enumerate(items)]  # fmt: skip
+
+
+def camvid_clips(shared: Path, n_clips: int, n_frames: int):
+    split = load_split(shared / "data" / "camvid", "val", size=None)
+    rng = np.random.default_rng(0)
+    picks = sorted(rng.choice(len(split.items), n_clips, replace=False).tolist())
+    return [(f"{split.items[i].id}-{PATHS[k % 3]}",
+             camera_clip(split.items[i].image, split.items[i].mask, PATHS[k % 3], seed=k,
+                         n=n_frames))
+            for k, i in enumerate(picks)]  # fmt: skip
 
 
 def synthetic_clips(n_clips: int, n_frames: int):
@@ -212,6 +222,8 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=20)
     ap.add_argument("--variants", default="output:0.5,output:0.8,input:0.5,input:0.8",
                     help="temporal-prior rows, CARRY:WEIGHT, comma-separated")  # fmt: skip
+    ap.add_argument("--kinds", default="weizmann,synthetic,camvid",
+                    help="clip kinds to run, comma-separated (results of the others kept)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--write", action="store_true", help="write docs/results and docs/images")
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "video")
@@ -234,15 +246,23 @@ def main() -> None:
         out["rows"] = noise_check(args.shared, args.clips, args.frames)
         (results_dir / "video_noise.json").write_text(json.dumps(out, indent=1) + "\n")
         return
+    previous = results_dir / "video.json"
+    if previous.is_file():  # a run of some kinds keeps the others' results
+        out = {**json.loads(previous.read_text()), **out}
     for name, entry, clips in (
         ("weizmann", "zoo:weizmann-horse", lambda: weizmann_clips(args.shared, args.clips,
                                                                   args.frames)),
         ("synthetic", "zoo:synthetic-scenes", lambda: synthetic_clips(args.clips, args.frames)),
+        ("camvid", "zoo:camvid-street", lambda: camvid_clips(args.shared, args.clips,
+                                                             args.frames)),
     ):  # fmt: skip
+        if name not in args.kinds.split(","):
+            continue
         seg, ref = Segmenter.load(entry), Refiner.load(entry)
         data = clips()
         result, (first, examples, pairs) = run(name, data, seg, ref, variants, crf)
-        out[name] = {"models": entry, **result}
+        out[name] = {"models": entry, "machine": out["machine"], "command": out["command"],
+                     **result}
         key = row_name(*variants[0])
         figure(images_dir / f"video_{name}.png", f"{name}: {data[0][0]} ({entry})", first,
                examples, pairs, key)  # fmt: skip
