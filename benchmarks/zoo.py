@@ -60,7 +60,9 @@ RECIPES = {
         "data": "data/camvid",
         "licence": "CamVid (Brostow et al.), SegNet version, CC BY-NC 4.0",
         "segmenter": ["--model", "unet", "--epochs", "80"],
-        "refiner": ["--native"],
+        # out-of-fold U-Nets of 30 epochs: with the segmenter's own 80 the refiner stayed
+        # below its inputs (docs/benchmarks.md, "camvid-street")
+        "refiner": ["--native", "--oof-epochs", "30", "--iterations", "6000"],
     },
 }
 
@@ -113,6 +115,7 @@ def pack(name: str, runs: dict[str, Path], minutes: float | None = None) -> None
             shutil.rmtree(dest)
         dest.mkdir(parents=True)
         config = checkpoint.read_config(run, kind)
+        config["train"] = {k: _portable(v) for k, v in config.get("train", {}).items()}
         if kind == "refiner" and "strength" in recipe:  # the recipe's shipped setting
             config["inference"]["strength"] = recipe["strength"]
         checkpoint.write_config(dest, config)
@@ -140,6 +143,15 @@ def pack(name: str, runs: dict[str, Path], minutes: float | None = None) -> None
     zoo.manifest.cache_clear()
     size = sum((zoo.ROOT / f).stat().st_size for f in files) / 1e6
     print(f"packed {name}: {len(files)} files, {size:.1f} MB")
+
+
+def _portable(value):
+    """A training setting without this machine's paths: ../shared/... and repo-relative."""
+    if isinstance(value, str) and value.startswith("/"):
+        for root, shown in ((REPO.parent / "shared", "../shared"), (REPO, ".")):
+            if value.startswith(str(root) + "/"):
+                return shown + value[len(str(root)):]
+    return value
 
 
 def score(name: str, shared: Path, write: bool, out: Path, threads: int) -> int:
