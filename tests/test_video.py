@@ -11,6 +11,7 @@ from refiner_helpers import tiny_refiner
 from scipy import ndimage
 
 from segrefine.data import read_mask
+from segrefine.data.io import VOID
 from segrefine.errors import InputError
 from segrefine.video import (
     Frames,
@@ -82,6 +83,9 @@ def test_consistency_is_one_for_a_mask_that_follows_the_scene_and_lower_when_it_
     assert tc.score == 1.0
     unreliable = Motion(flow, np.zeros((40, 56), bool))  # nothing comparable: scores 1
     assert pair_consistency(masks[0], flicker, unreliable, 2) == 1.0
+    voided = masks[1].copy()
+    voided[12:28, 20:26] = VOID  # a truth's void pixels are left out, not read as a class
+    assert pair_consistency(masks[0], voided, motion, 2) == 1.0
 
 
 def test_refine_video_streams_frame_by_frame():

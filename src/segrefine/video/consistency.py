@@ -25,9 +25,11 @@ def pair_consistency(previous: np.ndarray, current: np.ndarray, motion: Motion,
                      num_classes: int) -> float:  # fmt: skip
     """IoU in [0, 1] between label map ``current`` (H, W) and ``previous`` warped to it along
     ``motion`` (:func:`~segrefine.video.flow.flow_to_previous` from the previous frame to the
-    current one), over the pixels where the flow is reliable."""
+    current one), over the pixels where the flow is reliable and neither mask is void (so a
+    truth with void pixels, e.g. CamVid's, can be scored: the ceiling)."""
     carried = warp(previous.astype(np.uint8), motion.flow, nearest=True)
-    carried = np.where(motion.reliable, carried, VOID).astype(np.uint8)
+    keep = motion.reliable & (current != VOID)
+    carried = np.where(keep, carried, VOID).astype(np.uint8)
     return float(image_iou(current, carried, num_classes))
 
 
