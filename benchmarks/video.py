@@ -40,8 +40,8 @@ from video_clips import PATHS, camera_clip, scene_clip  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 
 
-def weizmann_clips(shared: Path, n_clips: int, n_frames: int):
-    split = load_split(shared / "data" / "weizmann_horse_voc", "val", ("horse",), size=None)
+def camera_clips(split, n_clips: int, n_frames: int):
+    """Camera paths (pan, zoom, shake in turn) over ``n_clips`` val images picked with seed 0."""
     rng = np.random.default_rng(0)
     picks = sorted(rng.choice(len(split.items), n_clips, replace=False).tolist())
     items = [split.items[i] for i in picks]
@@ -50,14 +50,14 @@ def weizmann_clips(shared: Path, n_clips: int, n_frames: int):
             for k, it in enumerate(items)]  # fmt: skip
 
 
+def weizmann_clips(shared: Path, n_clips: int, n_frames: int):
+    split = load_split(shared / "data" / "weizmann_horse_voc", "val", ("horse",), size=None)
+    return camera_clips(split, n_clips, n_frames)
+
+
 def camvid_clips(shared: Path, n_clips: int, n_frames: int):
-    split = load_split(shared / "data" / "camvid", "val", size=None)
-    rng = np.random.default_rng(0)
-    picks = sorted(rng.choice(len(split.items), n_clips, replace=False).tolist())
-    return [(f"{split.items[i].id}-{PATHS[k % 3]}",
-             camera_clip(split.items[i].image, split.items[i].mask, PATHS[k % 3], seed=k,
-                         n=n_frames))
-            for k, i in enumerate(picks)]  # fmt: skip
+    return camera_clips(load_split(shared / "data" / "camvid", "val", size=None), n_clips,
+                        n_frames)  # fmt: skip
 
 
 def synthetic_clips(n_clips: int, n_frames: int):
