@@ -62,7 +62,8 @@ def split(args) -> None:
     truth = {it.id: it.mask for it in train.items}
     gc = {i: read_mask(args.pseudo / "masks" / "train" / f"{i}.png") for i in ids}
     _root(args.out / "labelled", args.pseudo, tenth, truth)
-    _root(args.out / "control", args.pseudo, ids, {i: truth[i] if i in tenth else gc[i] for i in ids})
+    control = {i: truth[i] if i in tenth else gc[i] for i in ids}
+    _root(args.out / "control", args.pseudo, ids, control)
     (args.out / "split.json").write_text(json.dumps(
         {"pseudo": str(args.pseudo), "data": str(args.data), "seed": args.seed,
          "labelled": tenth, "rest": [i for i in ids if i not in tenth]}, indent=1) + "\n")
