@@ -7,6 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 
 from segrefine import Refiner, Segmenter, zoo
 from segrefine.errors import InputError
@@ -106,3 +107,17 @@ def test_refine_takes_zoo_names_for_both_runs(run_cli, tmp_path):
                            tmp_path / "out", "--device", "cpu", "-q")  # fmt: skip
     assert code == 0, err
     assert np.asarray(Image.open(tmp_path / "out" / "photo.png")).shape == (48, 64)
+
+
+def test_the_same_weights_saved_again_are_the_same_bytes(tmp_path):
+    # the manifest pins each file's SHA-256, so re-packing unchanged weights must not change
+    # it; safetensors alone orders the metadata's keys differently from one save to the next
+    from segrefine import checkpoint
+
+    tensors, meta = checkpoint.load_tensors(zoo.ROOT / "weizmann-horse/refiner/model.safetensors")
+    files = [tmp_path / f"{i}.safetensors" for i in range(8)]
+    for f in files:
+        checkpoint.save_tensors(f, tensors, meta)
+    assert len({f.read_bytes() for f in files}) == 1
+    again, meta_again = checkpoint.load_tensors(files[0])
+    assert meta_again == meta and all(torch.equal(again[k], tensors[k]) for k in tensors)

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from .data.io import atomic_path, write_json
 from .errors import InputError
@@ -52,8 +52,23 @@ def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict 
     checksum of the tensors in the file's metadata."""
     flat = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     metadata = {"segrefine": json.dumps(meta or {}), "sha256": _digest(flat)}
+    data = _canonical_header(save(flat, metadata=metadata))
     with atomic_path(path) as tmp:
-        save_file(flat, str(tmp), metadata=metadata)
+        Path(tmp).write_bytes(data)
+
+
+def _canonical_header(data: bytes) -> bytes:
+    """The file with its metadata's keys in sorted order. safetensors writes them in a hash
+    map's order, which changes from process to process, so the same tensors and metadata gave
+    files with other bytes (and another SHA-256 in the zoo's manifest)."""
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + n])
+    if "__metadata__" in header:
+        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+    if len(text) > n:  # not the writer's own formatting: keep its bytes
+        return data
+    return data[:8] + text + b" " * (n - len(text)) + data[8 + n :]
 
 
 class UncheckedWeightsWarning(UserWarning):
