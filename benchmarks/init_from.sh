@@ -38,7 +38,7 @@ for run in sorted(Path(sys.argv[1]).glob("*_*/bench/results.json")):
     rows[name] = {k: r["refined"][k] for k in ("mean_image_iou", "miou", "boundary_iou", "mba")}
     rows[name]["truth_boundary_iou"] = r["refined_truth"]["boundary_iou"]
     rows[name]["training_minutes"] = round(sum(e.get("seconds", 0) for e in log) / 60, 1)
-    rows["segmenter"] = {k: r["segmenter"][k] for k in ("mean_image_iou", "miou", "boundary_iou", "mba")}
+rows["segmenter"] = {k: r["segmenter"][k] for k in ("mean_image_iou", "miou", "boundary_iou", "mba")}
 out = Path("docs/results/init_from.json")
 out.write_text(json.dumps({"data": "Weizmann val, each image's own size", "rows": rows}, indent=1) + "\n")
 print(out.read_text())

@@ -30,11 +30,10 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from weak_common import val_scores
 
 from segrefine.data.datasets import load_split
-from segrefine.data.io import read_mask
+from segrefine.data.io import read_mask, write_label_png
 from segrefine.weak import pseudo_mask_quality
 
 
@@ -51,7 +50,7 @@ def _root(out: Path, pseudo: Path, ids: list[str], masks: dict[str, np.ndarray])
     for i in ids:
         image = next((pseudo / "images" / "train").glob(f"{i}.*"))
         os.symlink(image.resolve(), out / "images" / "train" / image.name)
-        Image.fromarray(masks[i].astype(np.uint8), "L").save(out / "masks" / "train" / f"{i}.png")
+        write_label_png(out / "masks" / "train" / f"{i}.png", masks[i])  # as pseudo-masks does
 
 
 def split(args) -> None:

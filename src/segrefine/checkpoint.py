@@ -52,23 +52,26 @@ def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict 
     checksum of the tensors in the file's metadata."""
     flat = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     metadata = {"segrefine": json.dumps(meta or {}), "sha256": _digest(flat)}
-    data = _canonical_header(save(flat, metadata=metadata))
-    with atomic_path(path) as tmp:
-        Path(tmp).write_bytes(data)
-
-
-def _canonical_header(data: bytes) -> bytes:
-    """The file with its metadata's keys in sorted order. safetensors writes them in a hash
-    map's order, which changes from process to process, so the same tensors and metadata gave
-    files with other bytes (and another SHA-256 in the zoo's manifest)."""
+    data = memoryview(save(flat, metadata=metadata))
     n = int.from_bytes(data[:8], "little")
-    header = json.loads(data[8 : 8 + n])
-    if "__metadata__" in header:
-        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
-    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
-    if len(text) > n:  # not the writer's own formatting: keep its bytes
-        return data
-    return data[:8] + text + b" " * (n - len(text)) + data[8 + n :]
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(data[:8])
+        f.write(_canonical_header(bytes(data[8 : 8 + n])))
+        f.write(data[8 + n :])  # the tensors' bytes, not copied again
+
+
+def _canonical_header(header: bytes) -> bytes:
+    """A safetensors header with its metadata's keys in sorted order, same length. safetensors
+    writes them in a hash map's order, which changes from one save to the next, so the same
+    tensors and metadata gave files with other bytes (and another SHA-256 in the zoo's
+    manifest)."""
+    parsed = json.loads(header)
+    if "__metadata__" in parsed:
+        parsed["__metadata__"] = dict(sorted(parsed["__metadata__"].items()))
+    text = json.dumps(parsed, separators=(",", ":"), ensure_ascii=False).encode()
+    if len(text) > len(header):  # not the writer's own formatting: keep its bytes
+        return header
+    return text + b" " * (len(header) - len(text))
 
 
 class UncheckedWeightsWarning(UserWarning):
